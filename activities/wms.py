@@ -1,0 +1,97 @@
+"""WMS activities: pick tasks, customer shipments, transfer shipments and receipts.
+
+INTERFACE STUB (foundation): filled in by the ledger issue.
+"""
+from pydantic import BaseModel, Field
+from temporalio import activity
+
+from domain.money import Amount
+
+
+class TaskLine(BaseModel):
+    line_id: str  # order line, or the SKU for transfers
+    sku: str
+    quantity: int
+
+
+class PickTaskInput(BaseModel):
+    key: str
+    channel: str
+    order_id: str
+    location_id: str
+    lines: list[TaskLine]
+
+
+class ShippedLine(BaseModel):
+    line_id: str
+    sku: str
+    quantity: int
+    unit_price: Amount
+    currency: str
+
+
+class ShipmentRecord(BaseModel):
+    key: str
+    shipment_id: str
+    channel: str
+    order_id: str
+    location_id: str
+    carrier: str | None = None  # None for a pickup hand-over
+    tracking_number: str | None = None
+    lines: list[ShippedLine]
+
+
+class ShippedLinesInput(BaseModel):
+    channel: str
+    order_id: str
+
+
+class ShippedLinesResult(BaseModel):
+    lines: list[ShippedLine] = Field(default_factory=list)  # summed per line_id over all shipments
+    location_ids: list[str] = Field(default_factory=list)
+
+
+class TransferShipmentInput(BaseModel):
+    key: str
+    transfer_id: str
+    from_location_id: str
+    to_location_id: str
+    lines: list[TaskLine]
+
+
+class ReceiptRecord(BaseModel):
+    key: str
+    kind: str  # "transfer" or "return"
+    reference: str  # transfer_id or return_id
+    location_id: str
+    lines: list[TaskLine]
+
+
+class WmsRecordResult(BaseModel):
+    key: str
+    applied: bool
+
+
+class WmsActivities:
+    def __init__(self, wms: "object") -> None:
+        self.wms = wms
+
+    @activity.defn(name="create_pick_task")
+    async def create_pick_task(self, input: PickTaskInput) -> WmsRecordResult:
+        raise NotImplementedError
+
+    @activity.defn(name="record_shipment")
+    async def record_shipment(self, input: ShipmentRecord) -> WmsRecordResult:
+        raise NotImplementedError
+
+    @activity.defn(name="get_shipped_lines")
+    async def get_shipped_lines(self, input: ShippedLinesInput) -> ShippedLinesResult:
+        raise NotImplementedError
+
+    @activity.defn(name="create_transfer_shipment")
+    async def create_transfer_shipment(self, input: TransferShipmentInput) -> WmsRecordResult:
+        raise NotImplementedError
+
+    @activity.defn(name="record_receipt")
+    async def record_receipt(self, input: ReceiptRecord) -> WmsRecordResult:
+        raise NotImplementedError

@@ -1,0 +1,74 @@
+"""Exception cases: what ops sees when a deadline passes or an event does not add up."""
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from domain.sla import CaseKind, Severity
+
+
+class CaseStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class Lineage(BaseModel):
+    """Where a case comes from: the process run, the events it had seen, the deadline it missed."""
+
+    process_workflow_id: str
+    process_run_id: str
+    process_type: str
+    events_seen: list[str] = Field(default_factory=list)  # event types in the order the process applied them
+    deadline: datetime | None = None
+    breached_at: datetime | None = None
+
+
+class ExceptionCaseInput(BaseModel):
+    exception_id: str  # = its workflow ID, exception:{process workflow ID}:{kind}
+    kind: CaseKind
+    business_key: str
+    channel: str | None = None
+    location_ids: list[str] = Field(default_factory=list)
+    skus: list[str] = Field(default_factory=list)
+    severity: Severity = Severity.MEDIUM
+    summary: str
+    details: dict[str, str] = Field(default_factory=dict)  # e.g. expected / settled amounts, short quantities
+    lineage: Lineage
+    escalate_every: timedelta = timedelta(hours=4)
+    opened_at: datetime
+    # carried over continue-as-new
+    escalations: int = 0
+
+
+class Resolution(BaseModel):
+    resolved_at: datetime
+    resolved_by: str  # "process" when the late event arrived, else the ops user
+    note: str
+
+
+class ResolveRequest(BaseModel):
+    note: str
+    resolved_by: str = "ops"
+
+
+class CaseSnapshot(BaseModel):
+    """A case as the read API, the database and ops see it."""
+
+    exception_id: str
+    kind: CaseKind
+    status: CaseStatus
+    severity: Severity
+    business_key: str
+    channel: str | None = None
+    location_ids: list[str] = Field(default_factory=list)
+    skus: list[str] = Field(default_factory=list)
+    summary: str
+    details: dict[str, str] = Field(default_factory=dict)
+    process_workflow_id: str
+    process_run_id: str
+    opened_at: datetime
+    deadline: datetime | None = None
+    breached_at: datetime | None = None
+    escalations: int = 0
+    last_escalated_at: datetime | None = None
+    resolution: Resolution | None = None

@@ -1,0 +1,348 @@
+"""The business events of the contract: the body of every webhook and the payload of every process signal.
+
+One pydantic model per event type's `data`; `EVENT_DATA` maps the type name to it. The HTTP edge validates
+with these, the OpenAPI document publishes them, and the workflows receive them unchanged inside an
+`Event` envelope whose `event_id` (the delivery's `webhook-id`) makes redelivery harmless.
+"""
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from domain.money import Amount
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._\-]+$")]
+Sku = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")]
+Uom = Annotated[str, StringConstraints(min_length=1, max_length=16, pattern=r"^[A-Z0-9_]+$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Quantity = Annotated[int, Field(gt=0, le=1_000_000)]
+PositiveAmount = Annotated[Amount, Field(gt=Decimal(0), max_digits=14, decimal_places=2)]
+ReturnQuantity = Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class OrderLine(_Data):
+    line_id: Id
+    sku: Sku
+    quantity: Quantity
+    uom: Uom = "EA"
+    unit_price: Annotated[Amount, Field(ge=Decimal(0), max_digits=14, decimal_places=2)]
+
+
+class FulfillmentMode(StrEnum):
+    SHIP = "ship"
+    PICKUP = "pickup"
+
+
+class Fulfillment(_Data):
+    mode: FulfillmentMode
+    location_id: Id | None = None  # pickup store, or the preferred node for ship
+
+
+class Payment(_Data):
+    payment_id: Id
+    authorized_amount: Annotated[Amount, Field(ge=Decimal(0), max_digits=14, decimal_places=2)]
+
+
+class OrderPlaced(_Data):
+    order_id: Id
+    channel: Id
+    currency: Currency
+    lines: list[OrderLine] = Field(min_length=1, max_length=500)
+    fulfillment: Fulfillment
+    payment: Payment
+
+
+class OrderCancelled(_Data):
+    order_id: Id
+    channel: Id
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class LineQuantity(_Data):
+    line_id: Id
+    quantity: Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+class FulfillmentPicked(_Data):
+    order_id: Id
+    channel: Id
+    location_id: Id
+    lines: list[LineQuantity] = Field(min_length=1, max_length=500)
+
+
+class ShipmentDispatched(_Data):
+    shipment_id: Id
+    order_id: Id
+    channel: Id
+    location_id: Id
+    carrier: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    tracking_number: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    lines: list[LineQuantity] = Field(min_length=1, max_length=500)
+
+
+class OrderCollected(_Data):
+    order_id: Id
+    channel: Id
+    location_id: Id
+
+
+class ShipmentDelivered(_Data):
+    shipment_id: Id
+    order_id: Id
+    channel: Id
+
+
+class PaymentSettled(_Data):
+    payment_id: Id
+    order_id: Id
+    channel: Id
+    amount: PositiveAmount
+    currency: Currency
+
+
+class SkuQuantity(_Data):
+    sku: Sku
+    quantity: Quantity
+
+
+class SkuQuantityUom(SkuQuantity):
+    uom: Uom = "EA"
+
+
+class TransferRequested(_Data):
+    transfer_id: Id
+    from_location_id: Id
+    to_location_id: Id
+    lines: list[SkuQuantityUom] = Field(min_length=1, max_length=500)
+
+
+class TransferShipped(_Data):
+    transfer_id: Id
+    lines: list[SkuQuantity] = Field(min_length=1, max_length=500)
+
+
+class ReceivedQuantity(_Data):
+    sku: Sku
+    quantity: ReturnQuantity  # zero is a real count: nothing of that SKU arrived
+
+
+class TransferReceived(_Data):
+    transfer_id: Id
+    lines: list[ReceivedQuantity] = Field(min_length=1, max_length=500)
+
+
+class ReturnLine(_Data):
+    line_id: Id
+    sku: Sku
+    quantity: Quantity
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ReturnAuthorized(_Data):
+    return_id: Id
+    order_id: Id
+    channel: Id
+    return_location_id: Id
+    lines: list[ReturnLine] = Field(min_length=1, max_length=500)
+
+
+class ReturnReceived(_Data):
+    return_id: Id
+    location_id: Id
+    lines: list[SkuQuantity] = Field(min_length=1, max_length=500)
+
+
+class Disposition(StrEnum):
+    RESTOCK = "restock"
+    DAMAGED = "damaged"
+    VENDOR_RETURN = "vendor_return"
+
+
+class InspectedLine(SkuQuantity):
+    disposition: Disposition
+
+
+class ReturnInspected(_Data):
+    return_id: Id
+    lines: list[InspectedLine] = Field(min_length=1, max_length=500)
+
+
+class RefundSettled(_Data):
+    refund_id: Id
+    return_id: Id
+    amount: PositiveAmount
+    currency: Currency
+
+
+class PricedLine(_Data):
+    line_id: Id
+    sku: Sku
+    quantity: Quantity  # base units (EA)
+    unit_price: Amount  # per EA
+
+
+class OrderShipped(_Data):
+    """Internal: ReserveToFulfill hands one dispatched (or collected) shipment to ShipToSettle."""
+
+    order_id: Id
+    channel: Id
+    shipment_id: Id
+    location_id: Id
+    currency: Currency
+    payment: Payment
+    lines: list[PricedLine] = Field(min_length=1)
+
+
+class OrderClosed(_Data):
+    """Internal: ReserveToFulfill says no further shipment will come (all shipped, or the rest cancelled)."""
+
+    order_id: Id
+    channel: Id
+    outcome: str
+    shipment_ids: list[str] = Field(default_factory=list)
+
+
+class EventType(StrEnum):
+    ORDER_PLACED = "order.placed"
+    ORDER_CANCELLED = "order.cancelled"
+    FULFILLMENT_PICKED = "fulfillment.picked"
+    SHIPMENT_DISPATCHED = "shipment.dispatched"
+    ORDER_COLLECTED = "order.collected"
+    SHIPMENT_DELIVERED = "shipment.delivered"
+    PAYMENT_SETTLED = "payment.settled"
+    TRANSFER_REQUESTED = "transfer.requested"
+    TRANSFER_SHIPPED = "transfer.shipped"
+    TRANSFER_RECEIVED = "transfer.received"
+    RETURN_AUTHORIZED = "return.authorized"
+    RETURN_RECEIVED = "return.received"
+    RETURN_INSPECTED = "return.inspected"
+    REFUND_SETTLED = "refund.settled"
+    # Internal: sent by one process to another, never accepted from a webhook.
+    ORDER_SHIPPED = "order.shipped"
+    ORDER_CLOSED = "order.closed"
+
+
+EVENT_DATA: dict[EventType, type[_Data]] = {
+    EventType.ORDER_PLACED: OrderPlaced,
+    EventType.ORDER_CANCELLED: OrderCancelled,
+    EventType.FULFILLMENT_PICKED: FulfillmentPicked,
+    EventType.SHIPMENT_DISPATCHED: ShipmentDispatched,
+    EventType.ORDER_COLLECTED: OrderCollected,
+    EventType.SHIPMENT_DELIVERED: ShipmentDelivered,
+    EventType.PAYMENT_SETTLED: PaymentSettled,
+    EventType.TRANSFER_REQUESTED: TransferRequested,
+    EventType.TRANSFER_SHIPPED: TransferShipped,
+    EventType.TRANSFER_RECEIVED: TransferReceived,
+    EventType.RETURN_AUTHORIZED: ReturnAuthorized,
+    EventType.RETURN_RECEIVED: ReturnReceived,
+    EventType.RETURN_INSPECTED: ReturnInspected,
+    EventType.REFUND_SETTLED: RefundSettled,
+    EventType.ORDER_SHIPPED: OrderShipped,
+    EventType.ORDER_CLOSED: OrderClosed,
+}
+
+# Which sources may send which event types (the contract's "sent by" column). Configured extra sources
+# get their allowed types from settings.
+SOURCE_EVENTS: dict[str, frozenset[EventType]] = {
+    "web": frozenset({EventType.ORDER_PLACED, EventType.ORDER_CANCELLED, EventType.RETURN_AUTHORIZED}),
+    "marketplace": frozenset({EventType.ORDER_PLACED, EventType.ORDER_CANCELLED, EventType.RETURN_AUTHORIZED}),
+    "pos": frozenset(
+        {
+            EventType.ORDER_PLACED,
+            EventType.ORDER_CANCELLED,
+            EventType.FULFILLMENT_PICKED,
+            EventType.ORDER_COLLECTED,
+            EventType.TRANSFER_REQUESTED,
+            EventType.TRANSFER_SHIPPED,
+            EventType.TRANSFER_RECEIVED,
+            EventType.RETURN_AUTHORIZED,
+            EventType.RETURN_RECEIVED,
+            EventType.RETURN_INSPECTED,
+        }
+    ),
+    "wms": frozenset(
+        {
+            EventType.FULFILLMENT_PICKED,
+            EventType.SHIPMENT_DISPATCHED,
+            EventType.TRANSFER_REQUESTED,
+            EventType.TRANSFER_SHIPPED,
+            EventType.TRANSFER_RECEIVED,
+            EventType.RETURN_RECEIVED,
+            EventType.RETURN_INSPECTED,
+        }
+    ),
+    "carrier": frozenset({EventType.SHIPMENT_DELIVERED}),
+    "payments": frozenset({EventType.PAYMENT_SETTLED, EventType.REFUND_SETTLED}),
+}
+
+EventData = (
+    OrderPlaced
+    | OrderCancelled
+    | FulfillmentPicked
+    | ShipmentDispatched
+    | OrderCollected
+    | ShipmentDelivered
+    | PaymentSettled
+    | TransferRequested
+    | TransferShipped
+    | TransferReceived
+    | ReturnAuthorized
+    | ReturnReceived
+    | ReturnInspected
+    | RefundSettled
+    | OrderShipped
+    | OrderClosed
+)
+
+
+class Event(BaseModel):
+    """A business event as a process receives it (signal or update payload).
+
+    `event_id` is the delivery's idempotency key (the `webhook-id`, or a key derived by the process that
+    forwarded it); a process applies each event_id once.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    type: EventType
+    occurred_at: datetime
+    source: str
+    data: EventData
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_by_type(cls, value: Any) -> Any:
+        # Choose the data model by `type`, never by shape: several events share field names.
+        if isinstance(value, dict) and isinstance(value.get("data"), dict) and "type" in value:
+            value = {**value, "data": EVENT_DATA[EventType(value["type"])].model_validate(value["data"])}
+        return value
+
+    @classmethod
+    def parse(cls, event_id: str, type: EventType, occurred_at: datetime, source: str, data: dict) -> "Event":
+        return cls(
+            event_id=event_id,
+            type=type,
+            occurred_at=occurred_at,
+            source=source,
+            data=EVENT_DATA[type].model_validate(data),
+        )
+
+
+class WebhookBody(BaseModel):
+    """The body every webhook carries: `{"type", "timestamp", "data"}`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: EventType
+    timestamp: datetime
+    data: dict
+
+
+ProcessName = Literal["order", "settle", "transfer", "return"]

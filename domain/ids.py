@@ -1,0 +1,21 @@
+"""Workflow IDs are business keys: a second start of the same key never makes a second process."""
+
+
+def order_workflow_id(channel: str, order_id: str) -> str:
+    return f"order:{channel}:{order_id}"
+
+
+def settle_workflow_id(channel: str, order_id: str) -> str:
+    return f"settle:{channel}:{order_id}"
+
+
+def transfer_workflow_id(transfer_id: str) -> str:
+    return f"transfer:{transfer_id}"
+
+
+def return_workflow_id(return_id: str) -> str:
+    return f"return:{return_id}"
+
+
+def exception_workflow_id(process_workflow_id: str, kind: str) -> str:
+    return f"exception:{process_workflow_id}:{kind}"

@@ -1,0 +1,79 @@
+"""Shared test environments: one event loop, one Temporal server of each kind, one PostgreSQL per session.
+
+Each test module gets a fresh database (`database_url`), migrated to head. Workers are built inline in the
+tests (see tests/support.py), as the Temporal samples do.
+"""
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tests.support import search_attribute_keys, temporal_cli, temporal_test_server
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """RETAILFLOW_DATABASE_URL when given (CI with its own PostgreSQL), else an embedded one."""
+    given = os.environ.get("RETAILFLOW_DATABASE_URL")
+    if given:
+        yield given
+        return
+    from activities.db.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tempfile.mkdtemp(prefix="retailflow-pg-"))
+    try:
+        yield pg.start()
+    finally:
+        pg.destroy()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A fresh database for one test module, with the schema migrated to head."""
+    import asyncpg
+
+    from activities.db.migrations import upgrade
+
+    server = postgres_server_url.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, _ = postgres_server_url.rpartition("/")
+    url = f"{base}/{name}"
+    await upgrade(url)
+    yield url
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=temporal_test_server()
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A local dev server (update-with-start, user metadata) with the contract's search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=search_attribute_keys(),
+        ui=False,
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()

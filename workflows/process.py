@@ -1,0 +1,96 @@
+"""What every process workflow shares: the inbox that holds and de-duplicates events, and the view ops see
+(search attributes and current details), kept current from the process's own state.
+
+Deterministic: no I/O, used only from workflow code.
+"""
+from collections.abc import Iterable, Sequence
+
+from temporalio import workflow
+
+from domain.events import Event, EventType
+from workflows import common
+
+
+class Inbox:
+    """Events a process has received, held until the process is ready for them, each applied once.
+
+    Channels deliver at least once and out of order: an event is accepted once by `event_id`, kept in
+    arrival order, and taken by the process when it reaches the stage that consumes it, so an early
+    event waits instead of being dropped.
+    """
+
+    def __init__(self, pending: Iterable[Event] = ()) -> None:
+        self.pending: list[Event] = []
+        self.seen_ids: set[str] = set()
+        self.applied_types: list[str] = []
+        for event in pending:
+            self.offer(event)
+
+    def offer(self, event: Event) -> bool:
+        """Hold `event`; False if this event_id was seen before (a redelivery)."""
+        if event.event_id in self.seen_ids:
+            return False
+        self.seen_ids.add(event.event_id)
+        self.pending.append(event)
+        return True
+
+    def has(self, *types: EventType) -> bool:
+        return any(e.type in types for e in self.pending)
+
+    def take(self, *types: EventType) -> Event | None:
+        """Remove and return the oldest held event of one of `types`."""
+        for i, event in enumerate(self.pending):
+            if event.type in types:
+                self.applied_types.append(str(event.type))
+                return self.pending.pop(i)
+        return None
+
+    async def next(self, *types: EventType) -> Event:
+        """Wait for, then take, the oldest event of one of `types`."""
+        await workflow.wait_condition(lambda: self.has(*types))
+        event = self.take(*types)
+        assert event is not None
+        return event
+
+
+class ProcessView:
+    """The search attributes and current details of one process run; upserts only what changed."""
+
+    def __init__(self, business_key: str, channel: str | None) -> None:
+        self._values: dict[str, object] = {}
+        self._details = ""
+        updates = [common.BUSINESS_KEY.value_set(business_key)]
+        if channel:
+            updates.append(common.CHANNEL.value_set(channel))
+        workflow.upsert_search_attributes(updates)
+
+    def _set(self, key, value) -> None:  # noqa: ANN001
+        if self._values.get(key.name) == value:
+            return
+        self._values[key.name] = value
+        workflow.upsert_search_attributes([key.value_set(value)])
+
+    def stage(self, stage: str) -> None:
+        self._set(common.STAGE, stage)
+
+    def skus(self, skus: Sequence[str]) -> None:
+        self._set(common.SKUS, sorted(set(skus)))
+
+    def locations(self, location_ids: Sequence[str]) -> None:
+        self._set(common.LOCATION_IDS, sorted(set(location_ids)))
+
+    def exceptions(self, open_count: int, breached: bool) -> None:
+        self._set(common.OPEN_EXCEPTIONS, open_count)
+        self._set(common.SLA_BREACHED, breached)
+
+    def details(self, markdown: str) -> None:
+        if markdown != self._details:
+            self._details = markdown
+            workflow.set_current_details(markdown)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A small markdown table for `set_current_details`."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
