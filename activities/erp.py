@@ -1,17 +1,22 @@
 """ERP activities: item master, the inventory ledger and the journal. Thin wrappers over an ErpPort.
 
-INTERFACE STUB (foundation): models and signatures are the contract between workflows and adapters;
-bodies are filled in by the ledger issue.
+Models and names are the contract between the workflows and the adapters.
 """
-from decimal import Decimal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 from temporalio import activity
 
+from activities.calls import guarded
+from activities.faults import Faults
 from domain.inventory import MovementRequest
 from domain.items import Item, Location
 from domain.journal import FinancialEvent
 from domain.money import Amount
+
+if TYPE_CHECKING:
+    from activities.adapters.ports import ErpPort
 
 
 class LookupItemsInput(BaseModel):
@@ -75,32 +80,56 @@ class PostingResult(BaseModel):
 
 
 class ErpActivities:
-    """Activities over the ERP port; a team swaps the port, never these."""
+    """Activities over the ERP port; a team swaps the port, never these.
 
-    def __init__(self, erp: "object") -> None:
+    `safety_stock` (location -> units per SKU, Settings.safety_stock) is held back from what
+    `get_availability` offers: it is a business rule of the retailer, not of the ERP.
+    """
+
+    def __init__(self, erp: "ErpPort", faults: Faults | None = None,
+                 safety_stock: Mapping[str, int] | None = None) -> None:
         self.erp = erp
+        self.faults = faults
+        self.safety_stock = dict(safety_stock or {})
 
     @activity.defn(name="lookup_items")
     async def lookup_items(self, input: LookupItemsInput) -> LookupItemsResult:
-        raise NotImplementedError
+        async def call() -> LookupItemsResult:
+            items = await self.erp.items(sorted(set(input.skus)))
+            return LookupItemsResult(items=items, unknown=[s for s in dict.fromkeys(input.skus) if s not in items])
+
+        return await guarded(self.faults, "erp.lookup_items", call)
 
     @activity.defn(name="lookup_locations")
     async def lookup_locations(self, input: LookupLocationsInput) -> LookupLocationsResult:
-        raise NotImplementedError
+        async def call() -> LookupLocationsResult:
+            wanted = None if input.location_ids is None else sorted(set(input.location_ids))
+            found = await self.erp.locations(wanted)
+            unknown = [loc for loc in dict.fromkeys(input.location_ids or []) if loc not in found]
+            return LookupLocationsResult(locations=found, unknown=unknown)
+
+        return await guarded(self.faults, "erp.lookup_locations", call)
 
     @activity.defn(name="get_availability")
     async def get_availability(self, input: AvailabilityInput) -> AvailabilityResult:
-        raise NotImplementedError
+        async def call() -> AvailabilityResult:
+            rows = await self.erp.availability(sorted(set(input.skus)), input.location_ids)
+            return AvailabilityResult(rows=[
+                row.model_copy(update={"available": max(0, row.on_hand_available
+                                                        - self.safety_stock.get(row.location_id, 0))})
+                for row in rows
+            ])
+
+        return await guarded(self.faults, "erp.get_availability", call)
 
     @activity.defn(name="post_movement")
     async def post_movement(self, input: MovementRequest) -> MovementResult:
         """Apply a movement once (by key) with its journal postings; refusals are non-retryable
-        ApplicationErrors typed InsufficientStock / InvalidTransition / UnknownSku / UnknownLocation."""
-        raise NotImplementedError
+        ApplicationErrors typed InsufficientStock / InvalidTransition / UnknownSku / UnknownLocation /
+        IdempotencyConflict."""
+        return await guarded(self.faults, "erp.post_movement", lambda: self.erp.post_movement(input))
 
     @activity.defn(name="post_financial")
     async def post_financial(self, input: FinancialPosting) -> PostingResult:
-        raise NotImplementedError
-
-
-_ = Decimal
+        """Post a sale, settlement, sales return or refund paid once (by key)."""
+        return await guarded(self.faults, "erp.post_financial", lambda: self.erp.post_financial(input))

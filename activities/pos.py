@@ -1,11 +1,15 @@
-"""POS / payments activities: capture against an authorization, void, refund.
+"""POS / payments activities: capture against an authorization, void, refund. Thin wrappers over a PosPort."""
+from typing import TYPE_CHECKING
 
-INTERFACE STUB (foundation): filled in by the ledger issue.
-"""
 from pydantic import BaseModel
 from temporalio import activity
 
+from activities.calls import guarded
+from activities.faults import Faults
 from domain.money import Amount
+
+if TYPE_CHECKING:
+    from activities.adapters.ports import PosPort
 
 
 class CaptureInput(BaseModel):
@@ -27,6 +31,9 @@ class VoidInput(BaseModel):
     key: str
     payment_id: str
     reason: str
+    # what was authorized, so a payment never captured (e.g. an expired pickup) can still be released
+    authorized_amount: Amount | None = None
+    currency: str | None = None
 
 
 class VoidResult(BaseModel):
@@ -50,18 +57,22 @@ class RefundResult(BaseModel):
 
 
 class PosActivities:
-    def __init__(self, pos: "object") -> None:
+    """Activities over the POS port; a team swaps the port, never these."""
+
+    def __init__(self, pos: "PosPort", faults: Faults | None = None) -> None:
         self.pos = pos
+        self.faults = faults
 
     @activity.defn(name="capture_payment")
     async def capture_payment(self, input: CaptureInput) -> CaptureResult:
         """Raises non-retryable OverCapture when captures would exceed the authorization."""
-        raise NotImplementedError
+        return await guarded(self.faults, "pos.capture_payment", lambda: self.pos.capture(input))
 
     @activity.defn(name="void_payment")
     async def void_payment(self, input: VoidInput) -> VoidResult:
-        raise NotImplementedError
+        return await guarded(self.faults, "pos.void_payment", lambda: self.pos.void(input))
 
     @activity.defn(name="refund_payment")
     async def refund_payment(self, input: RefundInput) -> RefundResult:
-        raise NotImplementedError
+        """Raises non-retryable OverCapture when refunds would exceed what the payment captured."""
+        return await guarded(self.faults, "pos.refund_payment", lambda: self.pos.refund(input))

@@ -1,11 +1,15 @@
-"""WMS activities: pick tasks, customer shipments, transfer shipments and receipts.
+"""WMS activities: pick tasks, customer shipments, transfer shipments and receipts. Thin wrappers over a WmsPort."""
+from typing import TYPE_CHECKING
 
-INTERFACE STUB (foundation): filled in by the ledger issue.
-"""
 from pydantic import BaseModel, Field
 from temporalio import activity
 
+from activities.calls import guarded
+from activities.faults import Faults
 from domain.money import Amount
+
+if TYPE_CHECKING:
+    from activities.adapters.ports import WmsPort
 
 
 class TaskLine(BaseModel):
@@ -73,25 +77,29 @@ class WmsRecordResult(BaseModel):
 
 
 class WmsActivities:
-    def __init__(self, wms: "object") -> None:
+    """Activities over the WMS port; a team swaps the port, never these."""
+
+    def __init__(self, wms: "WmsPort", faults: Faults | None = None) -> None:
         self.wms = wms
+        self.faults = faults
 
     @activity.defn(name="create_pick_task")
     async def create_pick_task(self, input: PickTaskInput) -> WmsRecordResult:
-        raise NotImplementedError
+        return await guarded(self.faults, "wms.create_pick_task", lambda: self.wms.create_pick_task(input))
 
     @activity.defn(name="record_shipment")
     async def record_shipment(self, input: ShipmentRecord) -> WmsRecordResult:
-        raise NotImplementedError
+        return await guarded(self.faults, "wms.record_shipment", lambda: self.wms.record_shipment(input))
 
     @activity.defn(name="get_shipped_lines")
     async def get_shipped_lines(self, input: ShippedLinesInput) -> ShippedLinesResult:
-        raise NotImplementedError
+        return await guarded(self.faults, "wms.get_shipped_lines", lambda: self.wms.shipped_lines(input))
 
     @activity.defn(name="create_transfer_shipment")
     async def create_transfer_shipment(self, input: TransferShipmentInput) -> WmsRecordResult:
-        raise NotImplementedError
+        return await guarded(self.faults, "wms.create_transfer_shipment",
+                             lambda: self.wms.create_transfer_shipment(input))
 
     @activity.defn(name="record_receipt")
     async def record_receipt(self, input: ReceiptRecord) -> WmsRecordResult:
-        raise NotImplementedError
+        return await guarded(self.faults, "wms.record_receipt", lambda: self.wms.record_receipt(input))

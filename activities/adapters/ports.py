@@ -1,0 +1,71 @@
+"""The ports the activities call. A team that replaces a stub with its real ERP, WMS or POS writes one class
+satisfying one of these Protocols; the activities, their retry policies and the workflows stay as they are.
+
+Implementations raise `domain.errors.DomainError` for business refusals (the activities turn them into
+non-retryable ApplicationErrors) and any other exception for transient trouble (retried). Every writing
+operation is idempotent by its `key`: the same key returns the first result and changes nothing; the same key
+with a different request raises DomainError(IdempotencyConflict).
+"""
+from typing import Protocol, runtime_checkable
+
+from activities.erp import (
+    AvailabilityRow,
+    FinancialPosting,
+    MovementResult,
+    PostingResult,
+)
+from activities.pos import CaptureInput, CaptureResult, RefundInput, RefundResult, VoidInput, VoidResult
+from activities.wms import (
+    PickTaskInput,
+    ReceiptRecord,
+    ShipmentRecord,
+    ShippedLinesInput,
+    ShippedLinesResult,
+    TransferShipmentInput,
+    WmsRecordResult,
+)
+from domain.inventory import MovementRequest
+from domain.items import Item, Location
+
+
+@runtime_checkable
+class ErpPort(Protocol):
+    """Item master, the inventory ledger and the journal."""
+
+    async def items(self, skus: list[str]) -> dict[str, Item]: ...
+
+    async def locations(self, location_ids: list[str] | None) -> dict[str, Location]: ...
+
+    async def availability(self, skus: list[str], location_ids: list[str] | None) -> list[AvailabilityRow]:
+        """Raw `available` bucket per SKU x location (safety stock is the activity's business)."""
+        ...
+
+    async def post_movement(self, request: MovementRequest) -> MovementResult: ...
+
+    async def post_financial(self, posting: FinancialPosting) -> PostingResult: ...
+
+
+@runtime_checkable
+class WmsPort(Protocol):
+    """Pick tasks, customer shipments, transfer shipments and receipts."""
+
+    async def create_pick_task(self, task: PickTaskInput) -> WmsRecordResult: ...
+
+    async def record_shipment(self, shipment: ShipmentRecord) -> WmsRecordResult: ...
+
+    async def shipped_lines(self, query: ShippedLinesInput) -> ShippedLinesResult: ...
+
+    async def create_transfer_shipment(self, shipment: TransferShipmentInput) -> WmsRecordResult: ...
+
+    async def record_receipt(self, receipt: ReceiptRecord) -> WmsRecordResult: ...
+
+
+@runtime_checkable
+class PosPort(Protocol):
+    """Payments: capture against an authorization, void what is left, refund."""
+
+    async def capture(self, capture: CaptureInput) -> CaptureResult: ...
+
+    async def void(self, void: VoidInput) -> VoidResult: ...
+
+    async def refund(self, refund: RefundInput) -> RefundResult: ...

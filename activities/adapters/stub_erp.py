@@ -1,0 +1,333 @@
+"""The stub ERP on PostgreSQL: item master, the inventory ledger and the journal.
+
+`post_movement` is the one way stock changes. One transaction:
+1. insert the key's idempotency row (ON CONFLICT DO NOTHING). A racing caller with the same key blocks on the
+   unique index until the first commits, then finds the row and returns the first result; a different request
+   under a known key is an IdempotencyConflict;
+2. lock the touched balance rows in sorted (sku, location, bucket) order, creating missing ones (every caller
+   locks in the same order, so concurrent movements never deadlock);
+3. apply the movement with the pure rule (`domain.inventory.apply`): an illegal movement is InvalidTransition,
+   a bucket going below zero is InsufficientStock; the CHECK constraint backs this up;
+4. write the balances, append the movement rows and the journal entries (one per legal entity, at standard
+   unit cost; a deferred trigger refuses an unbalanced entry at commit).
+"""
+from collections import defaultdict
+from decimal import Decimal
+
+from sqlalchemy import bindparam, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from activities.adapters.common import conflict, request_hash
+from activities.db.models import (
+    BalanceRow,
+    ItemRow,
+    JournalEntryRow,
+    JournalLineRow,
+    LocationRow,
+    MovementBatchRow,
+    MovementRow,
+)
+from activities.erp import AvailabilityRow, FinancialPosting, MovementResult, PostingResult
+from domain.errors import DomainError, ErrorType
+from domain.inventory import Bucket, MovementKind, MovementRequest, apply, deltas
+from domain.items import Item, Location, LocationKind
+from domain.journal import JournalLine, financial_lines, movement_postings
+
+ITEMS = ItemRow.__table__
+LOCATIONS = LocationRow.__table__
+BALANCES = BalanceRow.__table__
+BATCHES = MovementBatchRow.__table__
+MOVEMENTS = MovementRow.__table__
+ENTRIES = JournalEntryRow.__table__
+LINES = JournalLineRow.__table__
+
+
+def _item(row) -> Item:  # noqa: ANN001 - a RowMapping
+    return Item(
+        sku=row["sku"], name=row["name"], barcode=row["barcode"], units=row["units"],
+        unit_cost=row["unit_cost"], price=row["price"], currency=row["currency"],
+    )
+
+
+def _location(row) -> Location:  # noqa: ANN001
+    return Location(
+        location_id=row["location_id"], name=row["name"], kind=LocationKind(row["kind"]),
+        legal_entity=row["legal_entity"],
+    )
+
+
+def _invalid(message: str, **details: object) -> DomainError:
+    return DomainError(ErrorType.INVALID_TRANSITION, message, **details)
+
+
+class PostgresErp:
+    """ErpPort on PostgreSQL."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # --- master data -------------------------------------------------------------------------------------
+    async def items(self, skus: list[str]) -> dict[str, Item]:
+        async with self.engine.connect() as conn:
+            return await _items(conn, skus)
+
+    async def all_items(self) -> list[Item]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(ITEMS).order_by(ITEMS.c.sku))).mappings()
+            return [_item(r) for r in rows]
+
+    async def locations(self, location_ids: list[str] | None) -> dict[str, Location]:
+        async with self.engine.connect() as conn:
+            return await _locations(conn, location_ids)
+
+    async def add_master_data(
+        self, items: list[Item], locations: list[Location], categories: dict[str, str] | None = None
+    ) -> int:
+        """Insert items and locations that do not exist yet (never rewrites one: costs are standard costs
+        the journal was posted at). Returns how many rows were new."""
+        categories = categories or {}
+        added = 0
+        async with self.engine.begin() as conn:
+            if items:
+                res = await conn.execute(
+                    insert(ITEMS)
+                    .values([
+                        {**i.model_dump(include={"sku", "name", "barcode", "units", "unit_cost", "price",
+                                                 "currency"}), "category": categories.get(i.sku, "general")}
+                        for i in items
+                    ])
+                    .on_conflict_do_nothing(index_elements=["sku"])
+                    .returning(ITEMS.c.sku)
+                )
+                added += len(res.all())
+            if locations:
+                res = await conn.execute(
+                    insert(LOCATIONS)
+                    .values([{**loc.model_dump(), "kind": str(loc.kind)} for loc in locations])
+                    .on_conflict_do_nothing(index_elements=["location_id"])
+                    .returning(LOCATIONS.c.location_id)
+                )
+                added += len(res.all())
+        return added
+
+    # --- stock --------------------------------------------------------------------------------------------
+    async def availability(self, skus: list[str], location_ids: list[str] | None) -> list[AvailabilityRow]:
+        """The raw `available` bucket for each known SKU at each (selected) location, zeros included."""
+        b = BALANCES.alias("b")
+        query = (
+            select(ITEMS.c.sku, LOCATIONS.c.location_id, func.coalesce(b.c.quantity, 0).label("quantity"))
+            .select_from(
+                ITEMS.join(LOCATIONS, literal(True)).outerjoin(
+                    b,
+                    (b.c.sku == ITEMS.c.sku)
+                    & (b.c.location_id == LOCATIONS.c.location_id)
+                    & (b.c.bucket == Bucket.AVAILABLE.value),
+                )
+            )
+            .where(ITEMS.c.sku.in_(skus))
+            .order_by(ITEMS.c.sku, LOCATIONS.c.location_id)
+        )
+        if location_ids is not None:
+            query = query.where(LOCATIONS.c.location_id.in_(location_ids))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            AvailabilityRow(sku=sku, location_id=loc, available=qty, on_hand_available=qty) for sku, loc, qty in rows
+        ]
+
+    async def stock(self, skus: list[str], location_ids: list[str] | None = None) -> dict[str, dict[str, dict[str, int]]]:
+        """sku -> location -> bucket -> units (base units), for the read API and the reconciliation."""
+        query = select(BALANCES.c.sku, BALANCES.c.location_id, BALANCES.c.bucket, BALANCES.c.quantity).where(
+            BALANCES.c.sku.in_(skus)
+        )
+        if location_ids is not None:
+            query = query.where(BALANCES.c.location_id.in_(location_ids))
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        async with self.engine.connect() as conn:
+            for sku, loc, bucket, qty in (await conn.execute(query.order_by(*BALANCES.primary_key.columns))).all():
+                out.setdefault(sku, {}).setdefault(loc, {b.value: 0 for b in Bucket})[bucket] = qty
+        return out
+
+    # --- the ledger ---------------------------------------------------------------------------------------
+    async def post_movement(self, request: MovementRequest) -> MovementResult:
+        kind = MovementKind(request.kind)
+        if kind is MovementKind.ADJUST and not request.reason_code:
+            raise _invalid("adjust needs a reason_code", kind=str(kind))
+        per_line = [deltas(kind, line) for line in request.lines]  # InvalidTransition for an illegal line
+        if not per_line:
+            raise _invalid("a movement has at least one line", kind=str(kind))
+        fingerprint = request_hash(request, exclude={"run_id", "reason"})
+        try:
+            async with self.engine.begin() as conn:
+                return await self._post_movement(conn, request, kind, per_line, fingerprint)
+        except IntegrityError as exc:  # the database's own guard: only reachable if the rule above were wrong
+            if "balances_quantity_not_negative" in str(exc.orig):
+                raise DomainError(ErrorType.INSUFFICIENT_STOCK, f"{request.key}: a bucket would go negative",
+                                  key=request.key) from exc
+            raise
+
+    async def _post_movement(self, conn: AsyncConnection, request: MovementRequest, kind: MovementKind,
+                             per_line: list, fingerprint: str) -> MovementResult:
+        skus = sorted({line.sku for line in request.lines})
+        location_ids = sorted(
+            {line.location_id for line in request.lines}
+            | {line.to_location_id for line in request.lines if line.to_location_id}
+        )
+        items = await _items(conn, skus)
+        if missing := [s for s in skus if s not in items]:
+            raise DomainError(ErrorType.UNKNOWN_SKU, f"unknown SKU {', '.join(missing)}", skus=missing)
+        locations = await _locations(conn, location_ids)
+        if missing := [loc for loc in location_ids if loc not in locations]:
+            raise DomainError(ErrorType.UNKNOWN_LOCATION, f"unknown location {', '.join(missing)}",
+                              location_ids=missing)
+        entries = _journal(request, kind, items, {k: v.legal_entity for k, v in locations.items()})
+        result = MovementResult(key=request.key, applied=True, journal_keys=sorted(entries))
+
+        # 1. the idempotency row; a same-key racer waits here for the first to commit
+        inserted = await conn.scalar(
+            insert(BATCHES)
+            .values(key=request.key, kind=str(kind), request_hash=fingerprint,
+                    result=result.model_dump(mode="json"), workflow_id=request.workflow_id, run_id=request.run_id)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(BATCHES.c.key)
+        )
+        if inserted is None:
+            first = (await conn.execute(
+                select(BATCHES.c.request_hash, BATCHES.c.result).where(BATCHES.c.key == request.key)
+            )).one()
+            if first.request_hash != fingerprint:
+                raise conflict(request.key, "movement")
+            return MovementResult.model_validate({**first.result, "applied": False})
+
+        # 2. lock (or create) the touched balances, in one deterministic order
+        keys = sorted({(d.sku, d.location_id, d.bucket.value) for ds in per_line for d in ds})
+        locked = await conn.execute(
+            insert(BALANCES)
+            .values([{"sku": s, "location_id": loc, "bucket": b, "quantity": 0} for s, loc, b in keys])
+            .on_conflict_do_update(index_elements=["sku", "location_id", "bucket"],
+                                   set_={"quantity": BALANCES.c.quantity})
+            .returning(BALANCES.c.sku, BALANCES.c.location_id, BALANCES.c.bucket, BALANCES.c.quantity)
+        )
+        current = {(s, loc, Bucket(b)): q for s, loc, b, q in locked.all()}
+
+        # 3. the pure rule decides
+        after = apply(current, kind, list(request.lines))
+
+        # 4. write
+        changed = [
+            {"k_sku": s, "k_loc": loc, "k_bucket": b.value, "q": q}
+            for (s, loc, b), q in sorted(after.items()) if q != current.get((s, loc, b))
+        ]
+        if changed:
+            await conn.execute(
+                update(BALANCES)
+                .where(BALANCES.c.sku == bindparam("k_sku"))
+                .where(BALANCES.c.location_id == bindparam("k_loc"))
+                .where(BALANCES.c.bucket == bindparam("k_bucket"))
+                .values(quantity=bindparam("q"), updated_at=func.now()),
+                changed,
+            )
+        await conn.execute(insert(MOVEMENTS), [
+            {"key": request.key, "line": i, "kind": str(kind), "sku": d.sku, "location_id": d.location_id,
+             "bucket": d.bucket.value, "delta": d.delta, "reason": request.reason, "reason_code": request.reason_code,
+             "workflow_id": request.workflow_id, "run_id": request.run_id, "reference": request.reference}
+            for i, ds in enumerate(per_line) for d in ds
+        ])
+        await _write_entries(conn, entries, source_kind=str(kind), memo=f"{kind}: {request.reason}",
+                             source_key=request.key, workflow_id=request.workflow_id, run_id=request.run_id,
+                             reference=request.reference)
+        return result
+
+    # --- money ----------------------------------------------------------------------------------------------
+    async def post_financial(self, posting: FinancialPosting) -> PostingResult:
+        if posting.amount < 0:
+            raise _invalid(f"{posting.event}: amount must not be negative, got {posting.amount}", key=posting.key)
+        if posting.amount == 0:
+            return PostingResult(key=posting.key, applied=False)  # nothing to post: no value changed hands
+        fingerprint = request_hash(posting, exclude={"run_id", "memo"})
+        async with self.engine.begin() as conn:
+            entity = posting.legal_entity
+            if entity is None:
+                if posting.location_id is None:
+                    raise _invalid("a financial posting names its legal_entity or a location_id", key=posting.key)
+                locations = await _locations(conn, [posting.location_id])
+                if posting.location_id not in locations:
+                    raise DomainError(ErrorType.UNKNOWN_LOCATION, f"unknown location {posting.location_id}",
+                                      location_ids=[posting.location_id])
+                entity = locations[posting.location_id].legal_entity
+            inserted = await conn.scalar(
+                insert(ENTRIES)
+                .values(key=posting.key, source_key=posting.key, source_kind=str(posting.event), legal_entity=entity,
+                        currency=posting.currency, memo=posting.memo, request_hash=fingerprint,
+                        workflow_id=posting.workflow_id, run_id=posting.run_id, reference=posting.reference)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(ENTRIES.c.key)
+            )
+            if inserted is None:
+                first = await conn.scalar(select(ENTRIES.c.request_hash).where(ENTRIES.c.key == posting.key))
+                if first != fingerprint:
+                    raise conflict(posting.key, "financial posting")
+                return PostingResult(key=posting.key, applied=False)
+            await conn.execute(insert(LINES), [
+                {"entry_key": posting.key, "line": n, "account": str(jl.account), "debit": jl.debit,
+                 "credit": jl.credit, "location_id": posting.location_id}
+                for n, jl in enumerate(financial_lines(posting.event, posting.amount))
+            ])
+        return PostingResult(key=posting.key, applied=True)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+async def _items(conn: AsyncConnection, skus: list[str]) -> dict[str, Item]:
+    rows = (await conn.execute(select(ITEMS).where(ITEMS.c.sku.in_(skus)))).mappings()
+    return {r["sku"]: _item(r) for r in rows}
+
+
+async def _locations(conn: AsyncConnection, location_ids: list[str] | None) -> dict[str, Location]:
+    query = select(LOCATIONS).order_by(LOCATIONS.c.location_id)
+    if location_ids is not None:
+        query = query.where(LOCATIONS.c.location_id.in_(location_ids))
+    return {r["location_id"]: _location(r) for r in (await conn.execute(query)).mappings()}
+
+
+JournalDraft = dict[str, tuple[str, str, list[tuple[JournalLine, str, str]]]]  # key -> (entity, currency, lines)
+
+
+def _journal(request: MovementRequest, kind: MovementKind, items: dict[str, Item],
+             entity_of: dict[str, str]) -> JournalDraft:
+    """The movement's journal entries: one per legal entity (and currency), at standard unit cost."""
+    grouped: dict[tuple[str, str], list[tuple[JournalLine, str, str]]] = defaultdict(list)
+    for line in request.lines:
+        item = items[line.sku]
+        for entity, jlines in movement_postings(kind, line, Decimal(item.unit_cost), entity_of):
+            at = line.location_id if entity_of[line.location_id] == entity else (line.to_location_id or line.location_id)
+            grouped[(entity, item.currency)].extend((jl, line.sku, at) for jl in jlines if jl.debit or jl.credit)
+    per_entity: dict[str, int] = defaultdict(int)
+    for entity, _ in grouped:
+        per_entity[entity] += 1
+    out: JournalDraft = {}
+    for (entity, currency), jlines in grouped.items():
+        if not jlines:
+            continue
+        key = f"{request.key}@{entity}" + (f":{currency}" if per_entity[entity] > 1 else "")
+        out[key] = (entity, currency, jlines)
+    return out
+
+
+async def _write_entries(conn: AsyncConnection, entries: JournalDraft, *, source_kind: str, memo: str,
+                         source_key: str, workflow_id: str | None, run_id: str | None,
+                         reference: str | None) -> None:
+    if not entries:
+        return
+    await conn.execute(insert(ENTRIES), [
+        {"key": key, "source_key": source_key, "source_kind": source_kind, "legal_entity": entity,
+         "currency": currency, "memo": memo, "request_hash": None, "workflow_id": workflow_id, "run_id": run_id,
+         "reference": reference}
+        for key, (entity, currency, _) in sorted(entries.items())
+    ])
+    await conn.execute(insert(LINES), [
+        {"entry_key": key, "line": n, "account": str(jl.account), "debit": jl.debit, "credit": jl.credit,
+         "sku": sku, "location_id": loc}
+        for key, (_, _, jlines) in sorted(entries.items()) for n, (jl, sku, loc) in enumerate(jlines)
+    ])

@@ -1,0 +1,241 @@
+"""SQLModel tables of the stub ERP, WMS and POS. The schema itself lives in the alembic revisions (with the
+constraints and triggers that enforce the invariants); these classes map it for queries, and
+tests/test_ledger_schema.py keeps the two from drifting apart."""
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Numeric, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def _json(nullable: bool = False) -> Any:
+    return Field(sa_column=Column(JSONB, nullable=nullable))
+
+
+def _money(nullable: bool = False, default: Decimal | None = None) -> Any:
+    kw: dict[str, Any] = {"sa_column": Column(Numeric, nullable=nullable)}
+    if default is not None:
+        kw["default"] = default
+    return Field(**kw)
+
+
+def _created() -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()))
+
+
+class ItemRow(SQLModel, table=True):
+    __tablename__ = "items"
+
+    sku: str = Field(primary_key=True)
+    name: str
+    barcode: str = Field(unique=True)
+    category: str = "general"
+    units: dict[str, int] = _json()
+    unit_cost: Decimal = _money()
+    price: Decimal = _money()
+    currency: str = "USD"
+    created_at: datetime | None = _created()
+
+
+class LocationRow(SQLModel, table=True):
+    __tablename__ = "locations"
+
+    location_id: str = Field(primary_key=True)
+    name: str
+    kind: str
+    legal_entity: str = Field(index=True)
+    created_at: datetime | None = _created()
+
+
+class BalanceRow(SQLModel, table=True):
+    __tablename__ = "balances"
+
+    sku: str = Field(primary_key=True, foreign_key="items.sku")
+    location_id: str = Field(primary_key=True, foreign_key="locations.location_id")
+    bucket: str = Field(primary_key=True)
+    quantity: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime | None = _created()
+
+
+class MovementBatchRow(SQLModel, table=True):
+    """The idempotency record of one transaction key, with the first call's result."""
+
+    __tablename__ = "movement_batches"
+
+    key: str = Field(primary_key=True)
+    kind: str
+    request_hash: str
+    result: dict[str, Any] = _json()
+    workflow_id: str
+    run_id: str
+    created_at: datetime | None = _created()
+
+
+class MovementRow(SQLModel, table=True):
+    """One bucket delta of one line of a movement (append-only)."""
+
+    __tablename__ = "movements"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    key: str = Field(foreign_key="movement_batches.key")
+    line: int
+    kind: str
+    sku: str = Field(foreign_key="items.sku")
+    location_id: str = Field(foreign_key="locations.location_id")
+    bucket: str
+    delta: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reason: str
+    reason_code: str | None = None
+    workflow_id: str
+    run_id: str
+    reference: str | None = None
+    created_at: datetime | None = _created()
+
+
+class JournalEntryRow(SQLModel, table=True):
+    __tablename__ = "journal_entries"
+
+    key: str = Field(primary_key=True)
+    source_key: str
+    source_kind: str
+    legal_entity: str
+    currency: str
+    memo: str
+    request_hash: str | None = None
+    workflow_id: str | None = None
+    run_id: str | None = None
+    reference: str | None = None
+    created_at: datetime | None = _created()
+
+
+class JournalLineRow(SQLModel, table=True):
+    __tablename__ = "journal_lines"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    entry_key: str = Field(foreign_key="journal_entries.key")
+    line: int
+    account: str
+    debit: Decimal = _money(default=Decimal(0))
+    credit: Decimal = _money(default=Decimal(0))
+    sku: str | None = None
+    location_id: str | None = None
+
+
+class PaymentRow(SQLModel, table=True):
+    __tablename__ = "payments"
+
+    payment_id: str = Field(primary_key=True)
+    authorized_amount: Decimal = _money()
+    currency: str
+    voided_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    created_at: datetime | None = _created()
+
+
+class CaptureRow(SQLModel, table=True):
+    __tablename__ = "captures"
+
+    key: str = Field(primary_key=True)
+    payment_id: str = Field(foreign_key="payments.payment_id")
+    amount: Decimal = _money()
+    currency: str
+    reference: str
+    request_hash: str
+    result: dict[str, Any] = _json()
+    created_at: datetime | None = _created()
+
+
+class VoidRow(SQLModel, table=True):
+    __tablename__ = "voids"
+
+    key: str = Field(primary_key=True)
+    payment_id: str
+    amount: Decimal = _money()
+    reason: str
+    request_hash: str
+    result: dict[str, Any] = _json()
+    created_at: datetime | None = _created()
+
+
+class RefundRow(SQLModel, table=True):
+    __tablename__ = "refunds"
+
+    key: str = Field(primary_key=True)
+    payment_id: str | None = None
+    return_id: str
+    amount: Decimal = _money()
+    currency: str
+    refund_reference: str = Field(unique=True)
+    request_hash: str
+    result: dict[str, Any] = _json()
+    created_at: datetime | None = _created()
+
+
+class PickTaskRow(SQLModel, table=True):
+    __tablename__ = "pick_tasks"
+
+    key: str = Field(primary_key=True)
+    channel: str
+    order_id: str
+    location_id: str
+    lines: list[dict[str, Any]] = _json()
+    request_hash: str
+    created_at: datetime | None = _created()
+
+
+class ShipmentRow(SQLModel, table=True):
+    __tablename__ = "shipments"
+
+    key: str = Field(primary_key=True)
+    shipment_id: str
+    channel: str
+    order_id: str
+    location_id: str
+    carrier: str | None = None
+    tracking_number: str | None = None
+    request_hash: str
+    created_at: datetime | None = _created()
+
+
+class ShipmentLineRow(SQLModel, table=True):
+    __tablename__ = "shipment_lines"
+
+    shipment_key: str = Field(primary_key=True, foreign_key="shipments.key")
+    line_id: str = Field(primary_key=True)
+    sku: str
+    quantity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    unit_price: Decimal = _money()
+    currency: str
+
+
+class TransferShipmentRow(SQLModel, table=True):
+    __tablename__ = "transfer_shipments"
+
+    key: str = Field(primary_key=True)
+    transfer_id: str
+    from_location_id: str
+    to_location_id: str
+    lines: list[dict[str, Any]] = _json()
+    request_hash: str
+    created_at: datetime | None = _created()
+
+
+class ReceiptRow(SQLModel, table=True):
+    __tablename__ = "receipts"
+
+    key: str = Field(primary_key=True)
+    kind: str
+    reference: str
+    location_id: str
+    lines: list[dict[str, Any]] = _json()
+    request_hash: str
+    created_at: datetime | None = _created()
+
+
+LEDGER_TABLES = [
+    m.__table__  # type: ignore[attr-defined]
+    for m in (ItemRow, LocationRow, BalanceRow, MovementBatchRow, MovementRow, JournalEntryRow, JournalLineRow,
+              PaymentRow, CaptureRow, VoidRow, RefundRow, PickTaskRow, ShipmentRow, ShipmentLineRow,
+              TransferShipmentRow, ReceiptRow)
+]
