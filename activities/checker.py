@@ -1,0 +1,131 @@
+"""The invariant checker: what must hold of the ledger and the journal at every commit.
+
+Used by the tests, by `retailflow check` (prints the report as JSON, exits non-zero on a violation) and by the
+reconciliation. All checks read one REPEATABLE READ snapshot, so a busy system is checked consistently: a
+movement commits balances, ledger rows and journal together, hence every snapshot must satisfy every check.
+"""
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from activities.db.engine import create_engine
+from domain.journal import BUCKET_ACCOUNT, INVENTORY_ACCOUNTS
+
+MAX_SAMPLES = 20  # violations listed per check; `violations` counts them all
+
+
+class CheckResult(BaseModel):
+    name: str
+    description: str
+    ok: bool
+    violations: int
+    samples: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class CheckReport(BaseModel):
+    ok: bool
+    checked_at: datetime
+    checks: list[CheckResult]
+    totals: dict[str, int] = Field(default_factory=dict)
+
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.ok]
+
+
+_BUCKET_ACCOUNT_SQL = "CASE b.bucket " + " ".join(
+    f"WHEN '{bucket.value}' THEN '{account.value}'" for bucket, account in BUCKET_ACCOUNT.items()
+) + " END"
+_INVENTORY_ACCOUNTS_SQL = ", ".join(f"'{a.value}'" for a in sorted(INVENTORY_ACCOUNTS))
+
+CHECKS: list[tuple[str, str, str]] = [
+    ("no_negative_bucket", "no bucket of any SKU at any location is below zero",
+     "SELECT sku, location_id, bucket, quantity FROM balances WHERE quantity < 0 ORDER BY 1, 2, 3"),
+    ("balances_match_ledger", "every balance equals the sum of its movement deltas",
+     """SELECT COALESCE(b.sku, m.sku) AS sku, COALESCE(b.location_id, m.location_id) AS location_id,
+               COALESCE(b.bucket, m.bucket) AS bucket, COALESCE(b.quantity, 0) AS balance,
+               COALESCE(m.total, 0) AS ledger
+          FROM balances b
+          FULL JOIN (SELECT sku, location_id, bucket, sum(delta) AS total FROM movements
+                      GROUP BY sku, location_id, bucket) m
+            ON m.sku = b.sku AND m.location_id = b.location_id AND m.bucket = b.bucket
+         WHERE COALESCE(b.quantity, 0) <> COALESCE(m.total, 0)
+         ORDER BY 1, 2, 3"""),
+    ("journal_entries_balanced", "every journal entry has lines and its debits equal its credits",
+     """SELECT e.key, e.legal_entity, count(l.id) AS lines, COALESCE(sum(l.debit), 0) AS debits,
+               COALESCE(sum(l.credit), 0) AS credits
+          FROM journal_entries e LEFT JOIN journal_lines l ON l.entry_key = e.key
+         GROUP BY e.key, e.legal_entity
+        HAVING count(l.id) < 2 OR COALESCE(sum(l.debit), 0) <> COALESCE(sum(l.credit), 0)
+         ORDER BY 1"""),
+    ("inventory_matches_journal",
+     "per legal entity and inventory account, the journal balance equals units x standard unit cost",
+     f"""WITH ledger AS (
+            SELECT loc.legal_entity, {_BUCKET_ACCOUNT_SQL} AS account, sum(b.quantity * i.unit_cost) AS value
+              FROM balances b JOIN items i ON i.sku = b.sku JOIN locations loc ON loc.location_id = b.location_id
+             GROUP BY 1, 2),
+          journal AS (
+            SELECT e.legal_entity, l.account, sum(l.debit - l.credit) AS value
+              FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
+             WHERE l.account IN ({_INVENTORY_ACCOUNTS_SQL})
+             GROUP BY 1, 2)
+        SELECT COALESCE(ledger.legal_entity, journal.legal_entity) AS legal_entity,
+               COALESCE(ledger.account, journal.account) AS account,
+               COALESCE(ledger.value, 0) AS units_at_cost, COALESCE(journal.value, 0) AS journal_balance
+          FROM ledger FULL JOIN journal
+            ON journal.legal_entity = ledger.legal_entity AND journal.account = ledger.account
+         WHERE COALESCE(ledger.value, 0) <> COALESCE(journal.value, 0)
+         ORDER BY 1, 2"""),
+    ("keys_applied_once", "no transaction key was applied twice (ledger rows or journal entries)",
+     """SELECT 'movement' AS what, key, line::text AS part, location_id || '/' || bucket AS target, count(*) AS times
+          FROM movements GROUP BY key, line, location_id, bucket HAVING count(*) > 1
+        UNION ALL
+        SELECT 'movement_without_batch', m.key, NULL, NULL, count(*) FROM movements m
+          LEFT JOIN movement_batches mb ON mb.key = m.key WHERE mb.key IS NULL GROUP BY m.key
+        UNION ALL
+        SELECT 'journal', source_key, legal_entity, currency, count(*)
+          FROM journal_entries GROUP BY source_key, legal_entity, currency HAVING count(*) > 1
+         ORDER BY 1, 2"""),
+]
+
+
+def _plain(value: object) -> object:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+async def check_connection(conn: AsyncConnection) -> CheckReport:
+    """Run every check inside the caller's transaction (set it REPEATABLE READ for a consistent snapshot)."""
+    results = []
+    for name, description, sql in CHECKS:
+        rows = (await conn.execute(text(sql))).mappings().all()
+        results.append(CheckResult(
+            name=name, description=description, ok=not rows, violations=len(rows),
+            samples=[{k: _plain(v) for k, v in row.items()} for row in rows[:MAX_SAMPLES]],
+        ))
+    totals = {}
+    for table in ("items", "locations", "balances", "movement_batches", "movements", "journal_entries",
+                  "journal_lines"):
+        totals[table] = int(await conn.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+    return CheckReport(ok=all(r.ok for r in results), checked_at=datetime.now(UTC), checks=results, totals=totals)
+
+
+async def check(database_url: str) -> CheckReport:
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                await conn.execute(text("SET TRANSACTION READ ONLY"))
+                return await check_connection(conn)
+    finally:
+        await engine.dispose()
+
+
+async def cli(database_url: str) -> int:
+    """`retailflow check`: print the report as JSON; the exit code is 1 on any violation."""
+    report = await check(database_url)
+    print(report.model_dump_json(indent=2))
+    return 0 if report.ok else 1
