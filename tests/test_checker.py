@@ -1,0 +1,102 @@
+"""The invariant checker finds what is planted. Each violation is planted inside a transaction that the
+checker reads (check_connection) and that is then rolled back, so every case starts from a clean, seeded ledger.
+Planting needs what the application can never do: dropping a constraint, or disabling triggers."""
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from activities.checker import check, check_connection, cli
+from activities.db.engine import create_engine
+from activities.seed import seed
+
+SKU_AT = "(SELECT sku FROM balances WHERE location_id = 'DC-EAST' AND bucket = 'available' ORDER BY sku LIMIT 1)"
+
+PLANTS: dict[str, tuple[list[str], set[str]]] = {
+    "a balance drifted from the ledger": (
+        [f"UPDATE balances SET quantity = quantity + 1 WHERE location_id = 'DC-EAST' AND bucket = 'available' "
+         f"AND sku = {SKU_AT}"],
+        {"balances_match_ledger", "inventory_matches_journal"},
+    ),
+    "a negative bucket": (
+        ["ALTER TABLE balances DROP CONSTRAINT balances_quantity_not_negative",
+         "SET session_replication_role = replica",
+         "INSERT INTO movements (key, line, kind, sku, location_id, bucket, delta, reason, workflow_id, run_id) "
+         f"VALUES ('seed:opening:DC-EAST', 99, 'adjust', {SKU_AT}, 'DC-EAST', 'damaged', -1, 'x', 'x', 'x')",
+         f"INSERT INTO balances (sku, location_id, bucket, quantity) VALUES ({SKU_AT}, 'DC-EAST', 'damaged', -1)"],
+        {"no_negative_bucket", "inventory_matches_journal"},
+    ),
+    "an unbalanced journal entry": (
+        ["SET session_replication_role = replica",
+         "INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo) "
+         "VALUES ('bad', 'bad', 'manual', 'RF-EAST', 'USD', 'one-legged')",
+         "INSERT INTO journal_lines (entry_key, line, account, debit) VALUES ('bad', 0, 'cash_clearing', 10)"],
+        {"journal_entries_balanced"},
+    ),
+    "inventory posted without units": (
+        ["INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo) "
+         "VALUES ('phantom', 'phantom', 'manual', 'RF-WEST', 'USD', 'phantom stock')",
+         "INSERT INTO journal_lines (entry_key, line, account, debit) VALUES ('phantom', 0, 'inventory', 10)",
+         "INSERT INTO journal_lines (entry_key, line, account, credit) VALUES ('phantom', 1, 'shrink', 10)"],
+        {"inventory_matches_journal"},
+    ),
+    "a key applied twice": (
+        ["ALTER TABLE movements DROP CONSTRAINT movements_once",
+         "INSERT INTO movements (key, line, kind, sku, location_id, bucket, delta, reason, workflow_id, run_id) "
+         "SELECT key, line, kind, sku, location_id, bucket, delta, reason, workflow_id, run_id FROM movements "
+         "WHERE key = 'seed:opening:ST-NYC' AND line = 0",
+         "INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo) "
+         "VALUES ('seed:opening:ST-NYC@RF-EAST#2', 'seed:opening:ST-NYC', 'receipt', 'RF-EAST', 'USD', 'again')",
+         "INSERT INTO journal_lines (entry_key, line, account, debit) VALUES ('seed:opening:ST-NYC@RF-EAST#2', 0, "
+         "'cash_clearing', 1)",
+         "INSERT INTO journal_lines (entry_key, line, account, credit) VALUES ('seed:opening:ST-NYC@RF-EAST#2', 1, "
+         "'receivable', 1)"],
+        {"keys_applied_once", "balances_match_ledger"},
+    ),
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    await seed(database_url)
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_clean_ledger_passes(engine: AsyncEngine, database_url: str, capsys: pytest.CaptureFixture) -> None:
+    report = await check(database_url)
+    assert report.ok and {c.name for c in report.checks} == {
+        "no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
+        "keys_applied_once"}
+    assert await cli(database_url) == 0
+    assert '"ok": true' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("plant", list(PLANTS))
+async def test_planted_violations_are_found(engine: AsyncEngine, plant: str) -> None:
+    statements, expected = PLANTS[plant]
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        try:
+            for statement in statements:
+                await conn.execute(text(statement))
+            report = await check_connection(conn)
+        finally:
+            await transaction.rollback()
+    failed = {c.name for c in report.failed()}
+    assert failed == expected, report.model_dump_json(indent=1)
+    assert not report.ok and all(c.samples for c in report.failed())
+
+
+async def test_cli_exits_non_zero_on_a_violation(engine: AsyncEngine, database_url: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text(PLANTS["a balance drifted from the ledger"][0][0]))
+    try:
+        assert await cli(database_url) == 1
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(PLANTS["a balance drifted from the ledger"][0][0].replace("+ 1", "- 1")))
+    assert (await check(database_url)).ok
