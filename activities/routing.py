@@ -1,24 +1,35 @@
-"""Hand an event from one process to another through the same mapping the webhooks use.
+"""Hand an event from one process to another through the same mapping the webhooks use (starters.dispatch)."""
+from typing import TYPE_CHECKING
 
-INTERFACE STUB (foundation): implemented by the webhook issue (starters/dispatch.py).
-"""
 from pydantic import BaseModel
 from temporalio import activity
 
 from domain.events import Event
 
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from worker.settings import Settings
+
 
 class ForwardResult(BaseModel):
     workflow_id: str
-    status: str  # started | signalled
+    status: str  # started | signalled | closed
 
 
 class RoutingActivities:
-    def __init__(self, client: "object", settings: "object") -> None:
+    def __init__(self, client: "Client", settings: "Settings") -> None:
         self.client = client
         self.settings = settings
 
     @activity.defn(name="forward_event")
     async def forward_event(self, event: Event) -> ForwardResult:
         """Signal-with-start the process `event` routes to; the event_id makes a retry harmless."""
-        raise NotImplementedError
+        from starters.dispatch import ProcessClosed, dispatch
+
+        try:
+            result = await dispatch(self.client, event, self.settings)
+        except ProcessClosed as closed:
+            activity.logger.warning("forward_event: process already closed", extra={"workflow_id": str(closed)})
+            return ForwardResult(workflow_id=str(closed), status="closed")
+        return ForwardResult(workflow_id=result.workflow_id, status=result.status)

@@ -19,3 +19,8 @@ def return_workflow_id(return_id: str) -> str:
 
 def exception_workflow_id(process_workflow_id: str, kind: str) -> str:
     return f"exception:{process_workflow_id}:{kind}"
+
+
+def order_business_key(channel: str, order_id: str) -> str:
+    """The key ops search by (`BusinessKey`): one order and its settlement share it."""
+    return f"{channel}/{order_id}"

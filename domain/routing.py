@@ -18,6 +18,7 @@ class Route:
     workflow_id: str
     channel: str | None
     opens: bool
+    business_key: str  # what ops search by: "web/1042" for an order and its settlement, else the document ID
 
 
 def route(event: Event) -> Route:
@@ -31,14 +32,16 @@ def route(event: Event) -> Route:
         EventType.ORDER_COLLECTED,
     }:
         return Route("order", "ReserveToFulfill", ids.order_workflow_id(d.channel, d.order_id), d.channel,
-                     t in OPENING_EVENTS)
+                     t in OPENING_EVENTS, ids.order_business_key(d.channel, d.order_id))
     if t in {EventType.SHIPMENT_DELIVERED, EventType.PAYMENT_SETTLED, EventType.ORDER_SHIPPED, EventType.ORDER_CLOSED}:
         return Route("settle", "ShipToSettle", ids.settle_workflow_id(d.channel, d.order_id), d.channel,
-                     t in OPENING_EVENTS)
+                     t in OPENING_EVENTS, ids.order_business_key(d.channel, d.order_id))
     if t in {EventType.TRANSFER_REQUESTED, EventType.TRANSFER_SHIPPED, EventType.TRANSFER_RECEIVED}:
-        return Route("transfer", "Transfer", ids.transfer_workflow_id(d.transfer_id), None, t in OPENING_EVENTS)
+        return Route("transfer", "Transfer", ids.transfer_workflow_id(d.transfer_id), None, t in OPENING_EVENTS,
+                     d.transfer_id)
     if t in {EventType.RETURN_AUTHORIZED, EventType.RETURN_RECEIVED, EventType.RETURN_INSPECTED,
              EventType.REFUND_SETTLED}:
         channel = getattr(d, "channel", None)
-        return Route("return", "ReturnToRefund", ids.return_workflow_id(d.return_id), channel, t in OPENING_EVENTS)
+        return Route("return", "ReturnToRefund", ids.return_workflow_id(d.return_id), channel, t in OPENING_EVENTS,
+                     d.return_id)
     raise ValueError(f"no process for event type {t}")

@@ -2,10 +2,14 @@
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio.common import SearchAttributeKey
 
 from workflows.common import SEARCH_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 BIN = Path(sys.executable).parent
 
@@ -32,3 +36,19 @@ def search_attribute_keys() -> list[SearchAttributeKey]:
 def unique(prefix: str) -> str:
     """A fresh business key or task queue, so tests sharing one server never collide."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def test_settings(**overrides: object) -> "Settings":
+    """Settings for a test: nothing from the environment but what the test passes (and the database URL)."""
+    from worker.settings import Settings
+
+    base: dict[str, object] = {"task_queue": unique("tq")}
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+async def seeded(database_url: str) -> None:
+    """The demo catalog and opening stock (idempotent: a module may call it from every test)."""
+    from activities.seed import seed
+
+    await seed(database_url, migrate=False)

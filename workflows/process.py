@@ -3,6 +3,7 @@
 
 Deterministic: no I/O, used only from workflow code.
 """
+import logging
 from collections.abc import Iterable, Sequence
 
 from temporalio import workflow
@@ -87,6 +88,29 @@ class ProcessView:
         if markdown != self._details:
             self._details = markdown
             workflow.set_current_details(markdown)
+
+
+class ProcessLog:
+    """`workflow.logger` bound once with the business key, so every line a process writes carries it.
+
+    `workflow.logger` is replay-safe (silent while replaying) and adds the workflow and run IDs itself; the
+    structlog formatter lifts `business_key` and the keyword fields into the JSON line.
+    """
+
+    def __init__(self, business_key: str) -> None:
+        self.business_key = business_key
+
+    def _log(self, level: int, event: str, fields: dict[str, object]) -> None:
+        workflow.logger.log(level, event, extra={"business_key": self.business_key, "fields": fields})
+
+    def info(self, event: str, **fields: object) -> None:
+        self._log(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: object) -> None:
+        self._log(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: object) -> None:
+        self._log(logging.ERROR, event, fields)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -1,0 +1,34 @@
+"""What a retailflow worker runs: every workflow type and every activity, in one list each.
+
+The worker, the tests and the replayer all take their workflow list from here, so a history is always
+replayed against exactly the code a worker would run.
+"""
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from workflows.exception_case import ExceptionCase
+from workflows.reserve_to_fulfill import ReserveToFulfill
+from workflows.return_to_refund import ReturnToRefund
+from workflows.ship_to_settle import ShipToSettle
+from workflows.transfer import Transfer
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from temporalio.client import Client
+
+    from worker.settings import Settings
+
+WORKFLOWS: list[type] = [ReserveToFulfill, ShipToSettle, Transfer, ReturnToRefund, ExceptionCase]
+
+
+def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
+               *, fault_seed: int | None = None) -> list[Callable[..., Any]]:
+    """Every activity: the stub ERP / WMS / POS adapters, the case register, and event forwarding."""
+    from activities import activity_methods, stub_activities
+    from activities.cases import CaseActivities
+    from activities.routing import RoutingActivities
+
+    return [
+        *stub_activities(engine, settings, fault_seed=fault_seed),
+        *activity_methods(CaseActivities(engine), RoutingActivities(client, settings)),
+    ]
