@@ -1,0 +1,278 @@
+"""The `retailflow` command line (Typer). Every command reads its settings from RETAILFLOW_ variables.
+
+Commands that need the database or Temporal (`seed`, `check`, `status`, `exceptions`, `histories`) use the
+configured ones; when none is configured and a `retailflow dev` stack runs on the data folder, they use its.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from worker.settings import Settings
+
+main = typer.Typer(
+    name="retailflow",
+    help="Durable Temporal workflows for retail inventory: reserve-to-fulfill, ship-to-settle, transfer, "
+         "return-to-refund.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+exceptions_app = typer.Typer(help="Exception cases opened by SLA breaches: list and resolve.", no_args_is_help=True)
+histories_app = typer.Typer(help="Workflow histories for replay tests.", no_args_is_help=True)
+main.add_typer(exceptions_app, name="exceptions")
+main.add_typer(histories_app, name="histories")
+
+EXIT_NOT_YET = 3
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def with_running_stack(s: Settings) -> Settings:
+    """Fill in the database URL / Temporal address of a running dev stack where none is configured."""
+    from starters.dev import running_stack
+
+    state = running_stack(s.data_dir)
+    if state is None:
+        return s
+    update: dict[str, Any] = {}
+    if not s.database_url and state.get("database_url"):
+        update["database_url"] = state["database_url"]
+    if "temporal_address" not in s.model_fields_set and state.get("temporal_address"):
+        update["temporal_address"] = state["temporal_address"]
+    return s.model_copy(update=update)
+
+
+def need_database(s: Settings) -> str:
+    if not s.database_url:
+        typer.echo("error: no database: set RETAILFLOW_DATABASE_URL, or start `retailflow dev` first", err=True)
+        raise typer.Exit(2)
+    return s.database_url
+
+
+def run(value: Any) -> Any:
+    """Await a coroutine from sync code (Typer commands are sync); pass anything else through."""
+    return asyncio.run(value) if inspect.iscoroutine(value) else value
+
+
+def optional(module: str, attribute: str, what: str) -> Any:
+    """A function from a module that may not be written yet: a clear message instead of a traceback."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise
+        typer.echo(f"`{what}` is coming: {module.replace('.', '/')}.py is not part of this build yet.", err=True)
+        raise typer.Exit(EXIT_NOT_YET) from None
+    fn = getattr(mod, attribute, None)
+    if fn is None:
+        typer.echo(f"`{what}` is coming: {module}.{attribute} is not there yet.", err=True)
+        raise typer.Exit(EXIT_NOT_YET)
+    return fn
+
+
+def echo_json(value: Any) -> None:
+    from pydantic_core import to_jsonable_python
+
+    typer.echo(json.dumps(to_jsonable_python(value), indent=2, default=str))
+
+
+def logging_for(service: str, s: Settings) -> None:
+    from worker.logging import configure_logging
+
+    configure_logging(s, service=service)
+
+
+# ---- the stack -----------------------------------------------------------------------------------------------
+@main.command()
+def dev(
+    data_dir: Path = typer.Option(None, help="Data folder (default RETAILFLOW_DATA_DIR or .retailflow/)."),
+    postgres_port: int = typer.Option(None, envvar="RETAILFLOW_DEV_POSTGRES_PORT",
+                                      help="Port of the embedded PostgreSQL (default 5433, then remembered)."),
+) -> None:
+    """The whole local stack: Temporal dev server with UI, PostgreSQL, worker and HTTP service. Ctrl-C stops it."""
+    from starters.dev import run_dev
+
+    s = settings()
+    if data_dir is not None:
+        s = s.model_copy(update={"data_dir": data_dir})
+    logging_for("dev", s)
+    raise typer.Exit(asyncio.run(run_dev(s, postgres_port=postgres_port)))
+
+
+@main.command()
+def demo(
+    exit_after: bool = typer.Option(False, "--exit-after/--keep-running",
+                                    help="Stop the stack after the summary (default: keep it running)."),
+) -> None:
+    """The dev stack plus realistic traffic through the webhooks, then a summary."""
+    run_demo = optional("starters.demo", "run_demo", "retailflow demo")
+    s = settings()
+    logging_for("demo", s)
+    raise typer.Exit(run(run_demo(s, exit_after=exit_after)) or 0)
+
+
+@main.command()
+def worker() -> None:
+    """Run a worker against the configured Temporal and PostgreSQL (until SIGTERM/SIGINT)."""
+    from worker.main import run_worker
+
+    s = settings()
+    logging_for("worker", s)
+    raise typer.Exit(asyncio.run(run_worker(s)))
+
+
+@main.command()
+def api() -> None:
+    """Run the HTTP service (webhooks and read API) on RETAILFLOW_HTTP_HOST:RETAILFLOW_HTTP_PORT."""
+    serve = optional("starters.api", "serve", "retailflow api")
+    s = settings()
+    logging_for("api", s)
+    raise typer.Exit(run(serve(s)) or 0)
+
+
+# ---- data ----------------------------------------------------------------------------------------------------
+@main.command()
+def seed() -> None:
+    """Load the demo master data and opening stock (idempotent; migrates the database first)."""
+    from activities.seed import seed as do_seed
+
+    url = need_database(with_running_stack(settings()))
+    report = asyncio.run(do_seed(url))
+    echo_json(report.model_dump())
+
+
+@main.command()
+def check() -> None:
+    """The invariant checker: prints its findings as JSON, exits 1 on any violation."""
+    from activities.checker import cli
+
+    url = need_database(with_running_stack(settings()))
+    raise typer.Exit(asyncio.run(cli(url)))
+
+
+async def _status(s: Settings, key: str) -> dict[str, Any]:
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
+
+    from worker.client import connect
+
+    client = await connect(s)
+    workflow_ids = [key] if ":" in key else []
+    if not workflow_ids:
+        query = f'BusinessKey = "{key}"'
+        workflow_ids = [w.id async for w in client.list_workflows(query, limit=20)]
+    if not workflow_ids:
+        return {"key": key, "found": False, "processes": []}
+    processes = []
+    for workflow_id in dict.fromkeys(workflow_ids):
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            processes.append({"workflow_id": workflow_id, "error": err.message})
+            continue
+        entry: dict[str, Any] = {
+            "workflow_id": workflow_id, "workflow_type": description.workflow_type,
+            "status": description.status.name if description.status else None,
+            "started": description.start_time, "closed": description.close_time,
+        }
+        try:
+            entry["state"] = await handle.query("state")
+        except Exception as err:  # noqa: BLE001 - a workflow without the query, or no worker running
+            entry["state_error"] = str(err)
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            entry["running"] = True
+        processes.append(entry)
+    return {"key": key, "found": True, "processes": processes}
+
+
+@main.command()
+def status(key: str = typer.Argument(..., help="A workflow ID (order:web:1042) or a business key (web/1042).")) -> None:
+    """A process's stage, lines, shipments and exception cases, straight from the workflow."""
+    result = asyncio.run(_status(with_running_stack(settings()), key))
+    echo_json(result)
+    if not result["found"]:
+        raise typer.Exit(1)
+
+
+@exceptions_app.command("list")
+def exceptions_list(
+    status: str = typer.Option("open", help="open, resolved or all."),
+) -> None:
+    """Exception cases with kind, severity, business key, deadline and escalations."""
+    list_cases = optional("starters.exceptions", "list_cases", "retailflow exceptions list")
+    s = with_running_stack(settings())
+    echo_json(run(list_cases(s, status=None if status == "all" else status)))
+
+
+@exceptions_app.command("resolve")
+def exceptions_resolve(
+    exception_id: str = typer.Argument(..., help="The case's ID (exception:<process workflow ID>:<kind>)."),
+    note: str = typer.Option(..., help="What was done."),
+    resolved_by: str = typer.Option("ops", "--by", help="Who resolved it."),
+) -> None:
+    """Resolve an exception case by hand."""
+    resolve_case = optional("starters.exceptions", "resolve_case", "retailflow exceptions resolve")
+    s = with_running_stack(settings())
+    echo_json(run(resolve_case(s, exception_id, note=note, resolved_by=resolved_by)))
+
+
+@main.command()
+def send(
+    event_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The event body as JSON."),
+    source: str = typer.Option(..., "--source", help="The webhook source (web, pos, wms, ...)."),
+) -> None:
+    """Sign one event with the source's secret and POST it to the webhook endpoint."""
+    send_file = optional("starters.send", "send_file", "retailflow send")
+    s = with_running_stack(settings())
+    echo_json(run(send_file(s, event_file, source=source)))
+
+
+@histories_app.command("export")
+def histories_export(
+    workflow_ids: list[str] = typer.Argument(..., help="Workflow IDs to export."),
+    dest: Path = typer.Option(None, help="Folder (default tests/histories/)."),
+) -> None:
+    """Export workflow histories (into tests/histories/<type>/) for the replay tests."""
+    export = optional("starters.histories", "export", "retailflow histories export")
+
+    async def go() -> list[Path]:
+        from worker.client import connect
+
+        client = await connect(with_running_stack(settings()))
+        return await (export(client, workflow_ids, dest) if dest else export(client, workflow_ids))
+
+    for path in asyncio.run(go()):
+        typer.echo(str(path))
+
+
+@main.command()
+def replay(path: Path = typer.Argument(None, help="A history file or folder (default tests/histories/).")) -> None:
+    """Replay stored histories against today's workflow code; exits 1 on any nondeterminism."""
+    replay_fn = optional("starters.histories", "replay", "retailflow replay")
+    histories = importlib.import_module("starters.histories")
+    files = histories.history_files(path) if path else histories.history_files()
+    if not files:
+        typer.echo("no histories to replay")
+        return
+    outcomes = asyncio.run(replay_fn(files))
+    failed = 0
+    for outcome in outcomes:
+        typer.echo(f"{'FAIL' if outcome.error else 'ok  '} {outcome.path}" + (f"  {outcome.error}" if outcome.error else ""))
+        failed += bool(outcome.error)
+    typer.echo(f"{len(outcomes) - failed} of {len(outcomes)} replayed cleanly")
+    raise typer.Exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""`retailflow worker`: one worker process against a configured Temporal and PostgreSQL.
+
+Connects (retrying while Temporal is still starting, as in docker-compose), migrates the database to head (an
+advisory lock serialises several replicas starting at once), runs every workflow and activity on the task queue
+until SIGTERM or SIGINT, then shuts down gracefully: polling stops, running activities get
+`graceful_shutdown_timeout` to finish, the database pool is closed and the process exits 0. With
+`RETAILFLOW_METRICS_PORT` the SDK runtime serves Prometheus metrics on `/metrics` of that port.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+import structlog
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from worker.logging import temporal_runtime_logging
+from worker.settings import Settings
+
+log = structlog.get_logger("retailflow.worker")
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """The SDK runtime: core logs forwarded into our log stream, Prometheus metrics when a port is set."""
+    metrics = None
+    if settings.metrics_port:
+        metrics = PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
+    return Runtime(telemetry=TelemetryConfig(logging=temporal_runtime_logging(), metrics=metrics))
+
+
+async def connect_with_retry(settings: Settings, runtime: Runtime | None = None, *,
+                             give_up_after: float = 120.0, stop: asyncio.Event | None = None) -> Client:
+    """Temporal may still be starting (compose, a dev stack restart): retry with backoff up to `give_up_after` s."""
+    from worker.client import connect
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_after
+    delay = 0.5
+    while True:
+        try:
+            return await connect(settings, runtime=runtime)
+        except Exception as err:  # noqa: BLE001 - any connection failure is retried until the deadline
+            if loop.time() + delay > deadline or (stop is not None and stop.is_set()):
+                raise
+            log.warning("temporal not reachable yet, retrying", address=settings.temporal_address,
+                        error=str(err), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (in-process tests): the caller stops us
+            pass
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
+    from activities.db.engine import create_engine
+    from activities.db.migrations import upgrade
+    from worker.factory import build_worker
+
+    if not settings.database_url:
+        log.error("RETAILFLOW_DATABASE_URL is not set; `retailflow worker` needs a PostgreSQL "
+                  "(`retailflow dev` starts an embedded one)")
+        return 2
+    stop = stop or asyncio.Event()
+    _install_stop_handlers(stop)
+
+    runtime = build_runtime(settings)
+    client = await connect_with_retry(settings, runtime, stop=stop)
+    await upgrade(settings.database_url)
+    engine = create_engine(settings.database_url, pool_size=min(20, settings.max_concurrent_activities),
+                           max_overflow=20)
+    try:
+        worker = build_worker(client, engine, settings, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN)
+        async with worker:
+            log.info("worker started", task_queue=settings.task_queue, namespace=settings.temporal_namespace,
+                     address=settings.temporal_address, identity=worker.config().get("identity") or client.identity,
+                     metrics_port=settings.metrics_port)
+            await stop.wait()
+            log.info("worker stopping: no new tasks, waiting for running activities",
+                     grace_s=GRACEFUL_SHUTDOWN.total_seconds())
+        log.info("worker stopped")
+    finally:
+        await engine.dispose()
+    logging.shutdown()
+    return 0
