@@ -9,13 +9,15 @@ processes that hand events to each other (the `forward_event` activity).
 The workflow ID is the business key, so a second start of the same key never makes a second process; the
 event's `event_id` (the `webhook-id`) makes a redelivered signal harmless inside the process.
 """
+import asyncio
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from domain.events import Event, EventType
 from domain.order import OrderDecision
@@ -59,28 +61,27 @@ def _start_options(r: Route, settings: Settings) -> dict:
     )
 
 
+def place_update_id(event: Event) -> str:
+    """The `place` update's ID: one per delivery, so a redelivered order.placed (same webhook-id) reaches the
+    same update and answers the same decision instead of applying a second time."""
+    return f"place:{event.event_id}"
+
+
 async def dispatch(client: Client, event: Event, settings: Settings,
                    *, decision_timeout: timedelta | None = None) -> DispatchResult:
     """Start or advance the process `event` belongs to.
 
-    Raises `ProcessClosed` when the process has already ended (the caller answers it as a duplicate).
+    For order.placed with `decision_timeout`: when the decision takes longer, the result has `decision=None`
+    (the process exists and will decide; the read API has the decision later, and a redelivery, with the same
+    update ID, answers it).
+
+    Raises `ProcessClosed` when the process has already ended (the caller answers it as a duplicate), and
+    `WorkflowUpdateFailedError` when the process refuses the order (its update validator or handler failed).
     """
     r = route(event)
     options = _start_options(r, settings)
     if event.type is EventType.ORDER_PLACED:
-        start = WithStartWorkflowOperation(r.workflow_type, process_input(r, settings), **options)
-        try:
-            decision = await client.execute_update_with_start_workflow(
-                PLACE_UPDATE, event, start_workflow_operation=start, result_type=OrderDecision,
-                rpc_timeout=decision_timeout,
-            )
-        except WorkflowAlreadyStartedError as closed:
-            raise ProcessClosed(r.workflow_id) from closed
-        except WorkflowUpdateFailedError:
-            raise
-        started = (await start.workflow_handle()).first_execution_run_id is not None
-        return DispatchResult(workflow_id=r.workflow_id, status="started" if started else "signalled",
-                              decision=decision)
+        return await _place(client, event, r, settings, options, decision_timeout)
     try:
         handle = await client.start_workflow(
             r.workflow_type, process_input(r, settings), start_signal=EVENT_SIGNAL, start_signal_args=[event],
@@ -90,3 +91,40 @@ async def dispatch(client: Client, event: Event, settings: Settings,
         raise ProcessClosed(r.workflow_id) from closed
     status = "started" if handle.first_execution_run_id else "signalled"
     return DispatchResult(workflow_id=r.workflow_id, status=status)
+
+
+async def _place(client: Client, event: Event, r: Route, settings: Settings, options: dict,
+                 decision_timeout: timedelta | None) -> DispatchResult:
+    start = WithStartWorkflowOperation(r.workflow_type, process_input(r, settings), **options)
+    call = asyncio.ensure_future(client.execute_update_with_start_workflow(
+        PLACE_UPDATE, event, start_workflow_operation=start, id=place_update_id(event), result_type=OrderDecision,
+    ))
+    timeout = decision_timeout.total_seconds() if decision_timeout is not None else None
+    done, _ = await asyncio.wait({call}, timeout=timeout)
+    if call not in done:
+        # Past the bound. If the process exists, it will decide: answer without the decision. If it does not
+        # exist yet (Temporal slow), keep waiting one more bound, then let the caller answer "retry later".
+        if not await _exists(client, r.workflow_id):
+            done, _ = await asyncio.wait({call}, timeout=timeout)
+        if call not in done:
+            call.cancel()  # the update stays admitted on the server; only our wait for it ends
+            if await _exists(client, r.workflow_id):
+                return DispatchResult(workflow_id=r.workflow_id, status="started", decision=None)
+            raise TimeoutError(f"{r.workflow_id}: Temporal did not start the process in time")
+    try:
+        decision = call.result()
+    except WorkflowAlreadyStartedError as closed:
+        raise ProcessClosed(r.workflow_id) from closed
+    started = (await start.workflow_handle()).first_execution_run_id is not None
+    return DispatchResult(workflow_id=r.workflow_id, status="started" if started else "signalled",
+                          decision=decision)
+
+
+async def _exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe(rpc_timeout=timedelta(seconds=5))
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from worker.interceptors import CorrelationInterceptor
 from worker.registry import WORKFLOWS, activities
 
 if TYPE_CHECKING:
@@ -37,5 +38,9 @@ def build_worker(client: "Client", engine: "AsyncEngine", settings: "Settings", 
         max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
         max_concurrent_activity_task_polls=settings.activity_task_pollers,
     )
+    # a client from worker.client.connect() carries the correlation interceptor (the worker inherits it);
+    # any other client (the test environments') gets it on the worker
+    if not any(isinstance(i, CorrelationInterceptor) for i in client.config().get("interceptors", [])):
+        options["interceptors"] = [CorrelationInterceptor()]
     options.update(overrides)
     return Worker(client, **options)  # type: ignore[arg-type]

@@ -239,3 +239,21 @@ LEDGER_TABLES = [
               PaymentRow, CaptureRow, VoidRow, RefundRow, PickTaskRow, ShipmentRow, ShipmentLineRow,
               TransferShipmentRow, ReceiptRow)
 ]
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """One webhook delivery (revision 0003): the idempotency record of a `webhook-id` and its answer."""
+
+    __tablename__ = "webhook_deliveries"
+
+    source: str = Field(primary_key=True)
+    webhook_id: str = Field(primary_key=True)
+    type: str
+    workflow_id: str
+    body_sha256: str
+    status: str = "pending"  # pending | done
+    http_status: int | None = None
+    response: dict[str, Any] | None = _json(nullable=True)
+    received_at: datetime | None = _created()
+    answered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+

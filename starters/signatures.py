@@ -1,0 +1,112 @@
+"""Standard Webhooks signatures (https://www.standardwebhooks.com), verify and sign, plus Shopify's HMAC.
+
+A delivery carries `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature`: a space-separated
+list of `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{raw body}">`. A source may have several active secrets
+(rotation: the old and the new are both accepted for a while) and a sender may send several signatures (one per
+secret it holds); one match among all pairs is enough. Secrets are `whsec_` + base64 of the key bytes; a secret
+without the prefix is taken as raw UTF-8 bytes (convenient for local testing, documented in the README).
+
+Every comparison is `hmac.compare_digest` (constant time), and the timestamp must be within the tolerance
+(default 5 minutes) either side of now, so a captured delivery cannot be replayed later.
+"""
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+
+SECRET_PREFIX = "whsec_"
+
+
+class SignatureError(Exception):
+    """Why a delivery's signature is not accepted (answered 401)."""
+
+
+def secret_bytes(secret: str) -> bytes:
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            return base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        except (binascii.Error, ValueError) as bad:
+            raise ValueError("webhook secret is not valid base64 after 'whsec_'") from bad
+    return secret.encode()
+
+
+def sign(secret: str, webhook_id: str, timestamp: int | str, body: bytes) -> str:
+    """The `v1,<base64>` signature of one delivery with one secret."""
+    message = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_bytes(secret), message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def sign_headers(secrets: str | Iterable[str], webhook_id: str, body: bytes, *, timestamp: int | None = None
+                 ) -> dict[str, str]:
+    """The three headers a sender adds (one signature per secret given)."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    secrets = [secrets] if isinstance(secrets, str) else list(secrets)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": " ".join(sign(s, webhook_id, ts, body) for s in secrets),
+    }
+
+
+def verify(headers: Mapping[str, str], body: bytes, secrets: Iterable[str], *,
+           tolerance: timedelta = timedelta(minutes=5), now: float | None = None) -> str:
+    """Check a delivery's signature; returns its `webhook-id`. Raises `SignatureError`."""
+    webhook_id = headers.get("webhook-id")
+    timestamp = headers.get("webhook-timestamp")
+    header = headers.get("webhook-signature")
+    if not webhook_id or not timestamp or not header:
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if len(webhook_id) > 200:
+        raise SignatureError("webhook-id is too long")
+    try:
+        ts = int(timestamp)
+    except ValueError as bad:
+        raise SignatureError("webhook-timestamp is not a Unix timestamp") from bad
+    current = time.time() if now is None else now
+    if abs(current - ts) > tolerance.total_seconds():
+        raise SignatureError("webhook-timestamp is outside the tolerance (stale or from the future)")
+    keys = []
+    for s in secrets:
+        try:
+            keys.append(secret_bytes(s))
+        except ValueError:
+            continue  # a misconfigured secret never matches (and never answers 500)
+    if not keys:
+        raise SignatureError("no secret is configured for this source")
+    message = f"{webhook_id}.{timestamp}.".encode() + body
+    expected = [hmac.new(k, message, hashlib.sha256).digest() for k in keys]
+    for candidate in header.split(" "):
+        version, _, value = candidate.partition(",")
+        if version != "v1" or not value:
+            continue
+        try:
+            given = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        # compare against every key (no early exit on which key matched)
+        if any(hmac.compare_digest(given, e) for e in expected):
+            return webhook_id
+    raise SignatureError("no signature matches")
+
+
+def shopify_sign(secret: str, body: bytes) -> str:
+    """Shopify's `X-Shopify-Hmac-Sha256`: base64 HMAC-SHA256 of the raw body with the app's secret."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def shopify_verify(header: str | None, body: bytes, secrets: Iterable[str]) -> None:
+    if not header:
+        raise SignatureError("missing X-Shopify-Hmac-Sha256 header")
+    try:
+        given = base64.b64decode(header, validate=True)
+    except (binascii.Error, ValueError) as bad:
+        raise SignatureError("X-Shopify-Hmac-Sha256 is not base64") from bad
+    expected = [hmac.new(s.encode(), body, hashlib.sha256).digest() for s in secrets]
+    if not expected:
+        raise SignatureError("no secret is configured for shopify")
+    if not any(hmac.compare_digest(given, e) for e in expected):
+        raise SignatureError("X-Shopify-Hmac-Sha256 does not match")

@@ -1,0 +1,174 @@
+"""Correlation IDs: the `webhook-id` of the delivery that caused a piece of work, carried from the HTTP door
+through Temporal headers into workflow and activity logs, so one grep follows an event to the ledger.
+
+- Client side: whatever sets `correlation_id` (the webhook handler, `bind(...)`) is copied into the
+  `correlation-id` header of every start, signal, signal-with-start, update and update-with-start call.
+- Workflow side: the inbound interceptor reads the header of the start, of each signal and of each update,
+  logs the hand-over (`workflow.logger`, so it carries the workflow ID and run ID), and remembers the latest
+  one; the outbound interceptor puts it on every activity and child workflow the process schedules next.
+- Activity side: the header is put into a context variable for the activity's duration, bound into
+  structlog's context vars, and added to every log record by `CorrelationFilter`.
+
+One class is both the client and the worker interceptor; `worker.client.connect()` installs it, and a worker
+built on a client that has it picks it up by itself (`worker.factory` adds it otherwise).
+"""
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import temporalio.api.common.v1
+import temporalio.client
+import temporalio.converter
+import temporalio.worker
+from temporalio import activity, workflow
+
+HEADER = "correlation-id"
+correlation_id: ContextVar[str | None] = ContextVar("retailflow_correlation_id", default=None)
+_converter = temporalio.converter.default().payload_converter
+
+
+@contextmanager
+def bind(value: str | None) -> Iterator[None]:
+    """Make `value` the correlation ID of everything done with Temporal inside the block."""
+    token = correlation_id.set(value)
+    try:
+        yield
+    finally:
+        correlation_id.reset(token)
+
+
+def _with_header(headers: Mapping[str, temporalio.api.common.v1.Payload], value: str | None
+                 ) -> Mapping[str, temporalio.api.common.v1.Payload]:
+    if not value:
+        return headers
+    return {**headers, HEADER: _converter.to_payloads([value])[0]}
+
+
+def _read(headers: Mapping[str, temporalio.api.common.v1.Payload]) -> str | None:
+    payload = headers.get(HEADER)
+    if payload is None:
+        return None
+    try:
+        value = _converter.from_payloads([payload], [str])[0]
+    except Exception:  # noqa: BLE001 - a foreign header never breaks a workflow
+        return None
+    return value if isinstance(value, str) else None
+
+
+class CorrelationFilter(logging.Filter):
+    """Adds `correlation_id` to every log record made while one is bound (activities, the HTTP service)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "correlation_id"):
+            record.correlation_id = correlation_id.get()
+        return True
+
+
+class _ClientOutbound(temporalio.client.OutboundInterceptor):
+    async def start_workflow(self, input: temporalio.client.StartWorkflowInput) -> Any:
+        input.headers = _with_header(input.headers, correlation_id.get())
+        return await super().start_workflow(input)
+
+    async def signal_workflow(self, input: temporalio.client.SignalWorkflowInput) -> None:
+        input.headers = _with_header(input.headers, correlation_id.get())
+        return await super().signal_workflow(input)
+
+    async def start_workflow_update(self, input: temporalio.client.StartWorkflowUpdateInput) -> Any:
+        input.headers = _with_header(input.headers, correlation_id.get())
+        return await super().start_workflow_update(input)
+
+    async def start_update_with_start_workflow(
+        self, input: temporalio.client.StartWorkflowUpdateWithStartInput
+    ) -> Any:
+        value = correlation_id.get()
+        input.start_workflow_input.headers = _with_header(input.start_workflow_input.headers, value)
+        input.update_workflow_input.headers = _with_header(input.update_workflow_input.headers, value)
+        return await super().start_update_with_start_workflow(input)
+
+
+class _WorkflowInbound(temporalio.worker.WorkflowInboundInterceptor):
+    def init(self, outbound: temporalio.worker.WorkflowOutboundInterceptor) -> None:
+        self.latest: str | None = None
+        super().init(_WorkflowOutbound(outbound, self))
+
+    def _arrived(self, headers: Mapping[str, temporalio.api.common.v1.Payload], what: str) -> None:
+        value = _read(headers)
+        if value:
+            self.latest = value
+            if not workflow.unsafe.is_replaying():
+                workflow.logger.info("%s correlation_id=%s", what, value,
+                                     extra={"correlation_id": value})
+
+    async def execute_workflow(self, input: temporalio.worker.ExecuteWorkflowInput) -> Any:
+        self._arrived(input.headers, "started")
+        return await super().execute_workflow(input)
+
+    async def handle_signal(self, input: temporalio.worker.HandleSignalInput) -> None:
+        self._arrived(input.headers, f"signal {input.signal}")
+        return await super().handle_signal(input)
+
+    async def handle_update_handler(self, input: temporalio.worker.HandleUpdateInput) -> Any:
+        self._arrived(input.headers, f"update {input.update}")
+        return await super().handle_update_handler(input)
+
+
+class _WorkflowOutbound(temporalio.worker.WorkflowOutboundInterceptor):
+    def __init__(self, next: temporalio.worker.WorkflowOutboundInterceptor, inbound: _WorkflowInbound) -> None:
+        super().__init__(next)
+        self._inbound = inbound
+
+    def start_activity(self, input: temporalio.worker.StartActivityInput) -> Any:
+        input.headers = _with_header(input.headers, self._inbound.latest)
+        return super().start_activity(input)
+
+    def start_local_activity(self, input: temporalio.worker.StartLocalActivityInput) -> Any:
+        input.headers = _with_header(input.headers, self._inbound.latest)
+        return super().start_local_activity(input)
+
+    async def start_child_workflow(self, input: temporalio.worker.StartChildWorkflowInput) -> Any:
+        input.headers = _with_header(input.headers, self._inbound.latest)
+        return await super().start_child_workflow(input)
+
+    async def signal_child_workflow(self, input: temporalio.worker.SignalChildWorkflowInput) -> None:
+        input.headers = _with_header(input.headers, self._inbound.latest)
+        return await super().signal_child_workflow(input)
+
+    async def signal_external_workflow(self, input: temporalio.worker.SignalExternalWorkflowInput) -> None:
+        input.headers = _with_header(input.headers, self._inbound.latest)
+        return await super().signal_external_workflow(input)
+
+
+class _ActivityInbound(temporalio.worker.ActivityInboundInterceptor):
+    async def execute_activity(self, input: temporalio.worker.ExecuteActivityInput) -> Any:
+        value = _read(input.headers)
+        if not value:
+            return await super().execute_activity(input)
+        try:
+            import structlog.contextvars as scv
+        except ImportError:  # pragma: no cover
+            scv = None
+        with bind(value):
+            bound = scv.bound_contextvars(correlation_id=value) if scv else None
+            if bound:
+                bound.__enter__()
+            try:
+                activity.logger.debug("activity correlation_id=%s", value, extra={"correlation_id": value})
+                return await super().execute_activity(input)
+            finally:
+                if bound:
+                    bound.__exit__(None, None, None)
+
+
+class CorrelationInterceptor(temporalio.client.Interceptor, temporalio.worker.Interceptor):
+    def intercept_client(self, next: temporalio.client.OutboundInterceptor) -> temporalio.client.OutboundInterceptor:
+        return _ClientOutbound(next)
+
+    def intercept_activity(self, next: temporalio.worker.ActivityInboundInterceptor
+                           ) -> temporalio.worker.ActivityInboundInterceptor:
+        return _ActivityInbound(next)
+
+    def workflow_interceptor_class(self, input: temporalio.worker.WorkflowInterceptorClassInput
+                                   ) -> type[temporalio.worker.WorkflowInboundInterceptor]:
+        return _WorkflowInbound
