@@ -22,13 +22,14 @@ CASES_OPENED = "retailflow_exception_cases_opened"
 
 
 def outcome_of(result: Any) -> str:
-    """A process's result names its outcome (`outcome` field or a plain string); anything else is `completed`."""
+    """A process's result names its outcome (`outcome`, else its final `stage`); anything else is `completed`."""
     if isinstance(result, str):
         return result
-    value = getattr(result, "outcome", None)
-    if value is None and isinstance(result, dict):
-        value = result.get("outcome")
-    return str(value) if value is not None else "completed"
+    for name in ("outcome", "stage"):
+        value = result.get(name) if isinstance(result, dict) else getattr(result, name, None)
+        if value is not None:
+            return str(value)
+    return "completed"
 
 
 class _CountingInbound(WorkflowInboundInterceptor):

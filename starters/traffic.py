@@ -1,0 +1,419 @@
+"""A retail day through the signed webhooks: the one traffic driver the demo, the fault tests and the bench share.
+
+Each scenario is one business story told the way channels tell it (order placed, picked, dispatched, delivered,
+settled; a transfer; a return) and says how its processes must end. The driver behaves like a well-made sender:
+it signs every delivery (Standard Webhooks), keeps the `webhook-id` across retries and retries what was not
+acknowledged (connection refused or reset, timeouts, 503 with Retry-After, any 5xx), so a fault in the stack
+delays events and never loses them. It can also deliver every webhook several times at once and shuffle a
+process's follow-up events, as at-least-once channels do.
+
+`verify` then asks Temporal how every expected process ended.
+"""
+import asyncio
+import json
+import random
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from domain import ids
+from domain.catalog import DISTRIBUTION_CENTERS, ITEMS, STORES
+from domain.items import Item
+from starters.signatures import sign_headers
+
+ORDER_SOURCES = ("web", "marketplace")
+
+
+@dataclass
+class Expectation:
+    """How one process must end: a final stage among `stages`, or still open in one of `open_stages`."""
+
+    workflow_id: str
+    stages: frozenset[str]
+    open_stages: frozenset[str] = frozenset()
+    scenario: str = ""
+
+
+@dataclass
+class Sender:
+    """Signs and posts webhooks; retries what was not acknowledged with the same webhook-id."""
+
+    base_url: str
+    secrets: Mapping[str, str | list[str]]
+    api_token: str | None = None
+    copies: int = 1  # deliver every webhook this many times, concurrently
+    max_wait: float = 600.0  # give up on one delivery after this long
+    stats: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=5.0))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def send(self, source: str, type: str, data: dict, *, webhook_id: str | None = None) -> httpx.Response:
+        webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+        body = json.dumps({"type": type, "timestamp": datetime.now(UTC).isoformat(), "data": data}).encode()
+        self.stats["events"] += 1
+        answers = await asyncio.gather(*(self._deliver(source, webhook_id, body) for _ in range(self.copies)))
+        return answers[0]
+
+    async def _deliver(self, source: str, webhook_id: str, body: bytes) -> httpx.Response:
+        secrets = self.secrets[source]
+        secret = secrets if isinstance(secrets, str) else secrets[0]
+        give_up = asyncio.get_running_loop().time() + self.max_wait
+        delay = 0.2
+        while True:
+            headers = {**sign_headers(secret, webhook_id, body), "content-type": "application/json"}
+            try:
+                response = await self.http.post(f"/webhooks/{source}", content=body, headers=headers)
+                self.stats["deliveries"] += 1
+                if response.status_code < 500:
+                    if response.json().get("status") == "duplicate":
+                        self.stats["answered_duplicate"] += 1
+                    return response
+                self.stats[f"retried_{response.status_code}"] += 1
+                wait = float(response.headers.get("retry-after", delay))
+            except (httpx.TransportError, ValueError) as error:
+                self.stats[f"retried_{type(error).__name__}"] += 1
+                wait = delay
+            if asyncio.get_running_loop().time() > give_up:
+                raise TimeoutError(f"webhook {webhook_id} to {source} not acknowledged within {self.max_wait}s")
+            await asyncio.sleep(min(wait, 5.0))
+            delay = min(delay * 2, 5.0)
+
+    async def read(self, path: str, *, until: Callable[[dict], bool], within: float = 120.0) -> dict:
+        """Poll the read API until `until(body)` holds (e.g. an order reached a stage)."""
+        headers = {"authorization": f"Bearer {self.api_token}"}
+        give_up = asyncio.get_running_loop().time() + within
+        while True:
+            try:
+                response = await self.http.get(path, headers=headers)
+                if response.status_code == 200 and until(body := response.json()):
+                    return body
+            except httpx.TransportError:
+                pass
+            if asyncio.get_running_loop().time() > give_up:
+                raise TimeoutError(f"{path} did not reach the expected state within {within}s")
+            await asyncio.sleep(0.5)
+
+
+# --- scenarios ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Day:
+    """What every scenario shares: the sender, a seeded random source, and the run's own ID prefix."""
+
+    sender: Sender
+    rng: random.Random
+    run: str
+    shuffle: bool = False  # send a process's follow-up events concurrently, in random order
+    late_by: timedelta = timedelta(seconds=0)  # how late the "late" scenarios send their event
+
+    def id(self, kind: str, n: int) -> str:
+        return f"{kind}-{self.run}-{n:04d}"
+
+    def items(self, k: int) -> list[Item]:
+        return self.rng.sample(ITEMS, k)
+
+    async def follow_up(self, steps: list[tuple[str, str, dict]]) -> None:
+        """Send steps in order, or all at once shuffled (the processes hold early events)."""
+        if self.shuffle:
+            steps = steps[:]
+            self.rng.shuffle(steps)
+            await asyncio.gather(*(self.sender.send(*step) for step in steps))
+            return
+        for step in steps:
+            await self.sender.send(*step)
+
+
+def _order_lines(day: Day, n_lines: int, max_units: int = 3) -> list[dict]:
+    lines = []
+    for i, item in enumerate(day.items(n_lines), start=1):
+        uom = "EA"
+        packs = [u for u in item.units if u != "EA"]
+        if packs and day.rng.random() < 0.15:
+            uom = packs[0]
+        factor = item.units[uom]
+        lines.append({"line_id": str(i), "sku": item.sku, "quantity": day.rng.randint(1, max_units if uom == "EA" else 1),
+                      "uom": uom, "unit_price": str(item.price * factor)})
+    return lines
+
+
+def _amount(lines: list[dict], shipped_ea: Mapping[str, int]) -> Decimal:
+    """What a shipment of `shipped_ea` (line -> EA) is worth at the order's prices (priced per EA exactly)."""
+    by_line = {line["line_id"]: line for line in lines}
+    total = Decimal(0)
+    for line_id, units in shipped_ea.items():
+        line = by_line[line_id]
+        factor = ITEM_UNITS[line["sku"]][line["uom"]]
+        total += Decimal(line["unit_price"]) / factor * units
+    return total.quantize(Decimal("0.01"))
+
+
+ITEM_UNITS = {item.sku: item.units for item in ITEMS}
+
+
+async def order(day: Day, n: int, variant: str = "ship") -> list[Expectation]:
+    """One channel order. Variants: ship, split, short_pick, cancel_before_pick, cancel_after_pick, pickup,
+    pos_sale, late_pick (pick_overdue breach, then picked), unsettled (no payment.settled: settlement_overdue),
+    mismatch (settled for less)."""
+    pickup = variant in {"pickup", "pos_sale"}
+    channel = "pos" if variant == "pos_sale" else day.rng.choice(ORDER_SOURCES)
+    order_id = day.id("O", n)
+    lines = _order_lines(day, day.rng.randint(1, 3) if not pickup else 1)
+    store = day.rng.choice(STORES)
+    total = sum((Decimal(line["unit_price"]) * line["quantity"] for line in lines), Decimal(0))
+    placed = {
+        "order_id": order_id, "channel": channel, "currency": "USD", "lines": lines,
+        "fulfillment": {"mode": "pickup", "location_id": store} if pickup else
+        {"mode": "ship", "location_id": day.rng.choice(DISTRIBUTION_CENTERS)},
+        "payment": {"payment_id": f"pay-{order_id}", "authorized_amount": str(total)},
+    }
+    order_wf, settle_wf = ids.order_workflow_id(channel, order_id), ids.settle_workflow_id(channel, order_id)
+    answer = await day.sender.send(channel, "order.placed", placed)
+    decision = answer.json() if answer.status_code == 200 and "decision" in answer.json() else (
+        await day.sender.read(f"/orders/{channel}/{order_id}", until=lambda s: s.get("decision") is not None)
+    )["decision"]
+    if decision["decision"] == "rejected":
+        return [Expectation(order_wf, frozenset({"rejected"}), scenario=variant)]
+    reserved: dict[str, dict[str, int]] = {}  # location -> line -> EA
+    for line in decision["lines"]:
+        if line["reserved_quantity"]:
+            reserved.setdefault(line["location_id"], {})[line["line_id"]] = line["reserved_quantity"]
+    key = {"order_id": order_id, "channel": channel}
+    pick_source = "pos" if pickup else "wms"
+
+    if variant == "cancel_before_pick":
+        await day.sender.send(channel, "order.cancelled", {**key, "reason": "customer changed their mind"})
+        return [Expectation(order_wf, frozenset({"cancelled"}), scenario=variant)]
+    if variant == "late_pick":
+        await asyncio.sleep(day.late_by.total_seconds())
+    picked: dict[str, dict[str, int]] = {}
+    for location, by_line in reserved.items():
+        picked[location] = {ln: (q - 1 if variant == "short_pick" and q > 1 else q) for ln, q in by_line.items()}
+        if variant == "short_pick" and all(q == by_line[ln] for ln, q in picked[location].items()):
+            first = next(iter(picked[location]))
+            picked[location][first] = 0  # a single unit that was not found
+    steps = [(pick_source, "fulfillment.picked", {**key, "location_id": loc,
+                                                   "lines": [{"line_id": ln, "quantity": q} for ln, q in got.items()]})
+             for loc, got in picked.items()]
+    if variant == "cancel_after_pick":
+        for step in steps:
+            await day.sender.send(*step)
+        await day.sender.send(channel, "order.cancelled", {**key, "reason": "payment review failed"})
+        return [Expectation(order_wf, frozenset({"cancelled"}), scenario=variant)]
+    shipped_units = {ln: q for got in picked.values() for ln, q in got.items() if q}
+    if not shipped_units:
+        await day.follow_up(steps)
+        return [Expectation(order_wf, frozenset({"cancelled", "rejected"}), scenario=variant)]
+    if pickup:
+        steps.append(("pos", "order.collected", {**key, "location_id": store}))
+    else:
+        for loc, got in picked.items():
+            shipping = {ln: q for ln, q in got.items() if q}
+            if not shipping:
+                continue
+            parts = [shipping]
+            if variant == "split" and sum(shipping.values()) > 1:
+                first_line, first_q = next(iter(shipping.items()))
+                part_a = {first_line: 1}
+                part_b = {**shipping, first_line: first_q - 1}
+                parts = [part_a, {k: v for k, v in part_b.items() if v}]
+            for i, part in enumerate(parts):
+                shipment_id = f"S-{order_id}-{loc}-{i}"
+                steps.append(("wms", "shipment.dispatched", {
+                    **key, "shipment_id": shipment_id, "location_id": loc, "carrier": "UPS",
+                    "tracking_number": f"1Z{uuid.uuid4().hex[:12].upper()}",
+                    "lines": [{"line_id": ln, "quantity": q} for ln, q in part.items()]}))
+                steps.append(("carrier", "shipment.delivered", {**key, "shipment_id": shipment_id}))
+    amount = _amount(lines, shipped_units)
+    settle_stage = frozenset({"settled"})
+    if variant == "mismatch":
+        amount -= Decimal("1.00")
+        settle_stage = frozenset({"mismatch"})
+    if variant != "unsettled":
+        steps.append(("payments", "payment.settled", {**key, "payment_id": f"pay-{order_id}",
+                                                       "amount": str(amount), "currency": "USD"}))
+    await day.follow_up(steps)
+    expected = [Expectation(order_wf, frozenset({"fulfilled"}), scenario=variant)]
+    if variant == "unsettled":
+        expected.append(Expectation(settle_wf, frozenset(), open_stages=frozenset({"awaiting_settlement"}),
+                                    scenario=variant))
+    else:
+        expected.append(Expectation(settle_wf, settle_stage, scenario=variant))
+    return expected
+
+
+async def transfer(day: Day, n: int, variant: str = "plain") -> list[Expectation]:
+    """A DC-to-store transfer. Variants: plain, short (one unit never arrives), split (two receipts),
+    cancel (cancelled before shipment is not an event in the contract: ops cancel; here: never shipped)."""
+    transfer_id = day.id("T", n)
+    source = day.rng.choice(DISTRIBUTION_CENTERS)
+    dest = day.rng.choice(STORES)
+    lines = [{"sku": item.sku, "quantity": day.rng.randint(2, 6), "uom": "EA"} for item in day.items(2)]
+    await day.sender.send("wms", "transfer.requested", {"transfer_id": transfer_id, "from_location_id": source,
+                                                        "to_location_id": dest, "lines": lines})
+    shipped = [{"sku": line["sku"], "quantity": line["quantity"]} for line in lines]
+    received = [dict(line) for line in shipped]
+    if variant == "short":
+        received[0]["quantity"] -= 1
+    steps = [("wms", "transfer.shipped", {"transfer_id": transfer_id, "lines": shipped})]
+    if variant == "split":
+        first = [{**line, "quantity": 1} for line in received]
+        rest = [{**line, "quantity": line["quantity"] - 1} for line in received]
+        steps += [("pos", "transfer.received", {"transfer_id": transfer_id, "lines": first}),
+                  ("pos", "transfer.received", {"transfer_id": transfer_id, "lines": rest})]
+    else:
+        steps.append(("pos", "transfer.received", {"transfer_id": transfer_id, "lines": received}))
+    await day.follow_up(steps)
+    return [Expectation(ids.transfer_workflow_id(transfer_id), frozenset({"received"}), scenario=f"transfer_{variant}")]
+
+
+async def order_and_return(day: Day, n: int) -> list[Expectation]:
+    """A shipped order, then a return of part of it to a store, inspected with mixed dispositions, refunded."""
+    expected = await order(day, n, "ship")
+    order_wf = expected[0].workflow_id
+    _, channel, order_id = order_wf.split(":", 2)
+    state = await day.sender.read(f"/orders/{channel}/{order_id}",
+                                  until=lambda s: s.get("stage") in {"fulfilled", "cancelled", "rejected"})
+    shipped = [line for line in state.get("lines", []) if line.get("shipped")]
+    if not shipped:
+        return expected
+    return_id = day.id("R", n)
+    store = day.rng.choice(STORES)
+    back = [{"line_id": line["line_id"], "sku": line["sku"], "quantity": line["shipped"],
+             "reason": day.rng.choice(["too small", "damaged in transit", "changed mind"])} for line in shipped]
+    dispositions = ["restock", "damaged", "vendor_return"]
+    inspected = [{"sku": line["sku"], "quantity": line["quantity"], "disposition": dispositions[i % 3]}
+                 for i, line in enumerate(back)]
+    refund = sum((Decimal(str(line["unit_price"])) * line["shipped"] for line in shipped), Decimal(0))
+    await day.sender.send(channel, "return.authorized", {"return_id": return_id, "order_id": order_id,
+                                                         "channel": channel, "return_location_id": store,
+                                                         "lines": back})
+    await day.follow_up([
+        ("pos", "return.received", {"return_id": return_id, "location_id": store,
+                                    "lines": [{"sku": line["sku"], "quantity": line["quantity"]} for line in back]}),
+        ("pos", "return.inspected", {"return_id": return_id, "lines": inspected}),
+        ("payments", "refund.settled", {"refund_id": f"rf-{return_id}", "return_id": return_id,
+                                        "amount": str(refund.quantize(Decimal('0.01'))), "currency": "USD"}),
+    ])
+    return [*expected, Expectation(ids.return_workflow_id(return_id), frozenset({"refunded"}), scenario="return")]
+
+
+# --- a day ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class DayPlan:
+    """The mix of a business day. The shares are of `orders`."""
+
+    orders: int = 200
+    pickup: float = 0.2
+    pos_sale: float = 0.05
+    cancel_before_pick: float = 0.04
+    cancel_after_pick: float = 0.03
+    short_pick: float = 0.04
+    split: float = 0.08
+    late_pick: int = 2
+    unsettled: int = 2
+    mismatch: int = 1
+    transfers: int = 6
+    transfer_variances: int = 1
+    returns: int = 8
+
+    def scenarios(self, rng: random.Random) -> list[tuple[str, str]]:
+        """(process, variant) for every story of the day, in a shuffled order."""
+        stories: list[tuple[str, str]] = []
+        shares = {"pickup": self.pickup, "pos_sale": self.pos_sale, "cancel_before_pick": self.cancel_before_pick,
+                  "cancel_after_pick": self.cancel_after_pick, "short_pick": self.short_pick, "split": self.split}
+        fixed = {"late_pick": self.late_pick, "unsettled": self.unsettled, "mismatch": self.mismatch}
+        counted = {variant: round(self.orders * share) for variant, share in shares.items()}
+        counted.update(fixed)
+        plain = max(0, self.orders - sum(counted.values()) - self.returns)
+        for variant, count in {**counted, "ship": plain}.items():
+            stories += [("order", variant)] * count
+        stories += [("return", "return")] * self.returns
+        stories += [("transfer", "short")] * self.transfer_variances
+        stories += [("transfer", rng.choice(["plain", "split"]))] * max(0, self.transfers - self.transfer_variances)
+        rng.shuffle(stories)
+        return stories
+
+
+async def run_day(sender: Sender, plan: DayPlan, *, seed: int = 7, concurrency: int = 8, shuffle_share: float = 0.1,
+                  late_by: timedelta = timedelta(seconds=0),
+                  progress: Callable[[str], Awaitable[None] | None] | None = None) -> list[Expectation]:
+    """Drive every story of `plan` through the webhooks, `concurrency` at a time; returns what to expect."""
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:6]
+    stories = plan.scenarios(rng)
+    semaphore = asyncio.Semaphore(concurrency)
+    expectations: list[Expectation] = []
+
+    async def one(n: int, process: str, variant: str) -> None:
+        day = Day(sender, random.Random(rng.random()), run, shuffle=rng.random() < shuffle_share, late_by=late_by)
+        async with semaphore:
+            if process == "order":
+                expectations.extend(await order(day, n, variant))
+            elif process == "transfer":
+                expectations.extend(await transfer(day, n, variant))
+            else:
+                expectations.extend(await order_and_return(day, n))
+        if progress:
+            done = progress(f"{process}:{variant}")
+            if asyncio.iscoroutine(done):
+                await done
+
+    await asyncio.gather(*(one(n, process, variant) for n, (process, variant) in enumerate(stories)))
+    return expectations
+
+
+@dataclass
+class Verdict:
+    expectation: Expectation
+    ok: bool
+    status: str
+    stage: str | None
+
+
+async def verify(client: Client, expectations: list[Expectation], *, within: float = 120.0) -> list[Verdict]:
+    """Wait (up to `within` seconds) until every expected process has ended as expected, and report each."""
+    give_up = asyncio.get_running_loop().time() + within
+    pending = list(expectations)
+    verdicts: dict[str, Verdict] = {}
+    while True:
+        still = []
+        for expectation in pending:
+            verdict = await _judge(client, expectation)
+            verdicts[expectation.workflow_id] = verdict
+            if not verdict.ok:
+                still.append(expectation)
+        pending = still
+        if not pending or asyncio.get_running_loop().time() > give_up:
+            return [verdicts[e.workflow_id] for e in expectations]
+        await asyncio.sleep(1.0)
+
+
+async def _judge(client: Client, expectation: Expectation) -> Verdict:
+    handle = client.get_workflow_handle(expectation.workflow_id)
+    try:
+        description = await handle.describe()
+    except RPCError as error:
+        return Verdict(expectation, False, f"unknown ({error.message})", None)
+    status = description.status
+    if status == WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result()
+        stage = str(result.get("stage")) if isinstance(result, dict) else None
+        return Verdict(expectation, stage in expectation.stages, "completed", stage)
+    if status == WorkflowExecutionStatus.RUNNING:
+        state = await handle.query("state")
+        stage = str(state.get("stage")) if isinstance(state, dict) else None
+        return Verdict(expectation, stage in expectation.open_stages, "running", stage)
+    return Verdict(expectation, False, status.name.lower() if status else "unknown", None)
+
