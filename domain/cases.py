@@ -38,6 +38,7 @@ class ExceptionCaseInput(BaseModel):
     opened_at: datetime
     # carried over continue-as-new
     escalations: int = 0
+    last_escalated_at: datetime | None = None
 
 
 class Resolution(BaseModel):
@@ -66,9 +67,30 @@ class CaseSnapshot(BaseModel):
     details: dict[str, str] = Field(default_factory=dict)
     process_workflow_id: str
     process_run_id: str
+    process_type: str | None = None
+    events_seen: list[str] = Field(default_factory=list)
     opened_at: datetime
     deadline: datetime | None = None
     breached_at: datetime | None = None
     escalations: int = 0
     last_escalated_at: datetime | None = None
     resolution: Resolution | None = None
+
+
+class CaseResolved(BaseModel):
+    """Sent by a case to its process when someone other than the process resolved it (ops), so the process's
+    OpenExceptions and its `state` query stay true without the process polling its cases."""
+
+    exception_id: str
+    kind: CaseKind
+    resolution: Resolution
+
+
+class CaseFilter(BaseModel):
+    """What `GET /exceptions` and `retailflow exceptions list` may ask the case register for."""
+
+    status: CaseStatus | None = None
+    kind: CaseKind | None = None
+    business_key: str | None = None
+    location_id: str | None = None
+    limit: int = 500

@@ -5,8 +5,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Numeric, func
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Column, DateTime, Numeric, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 
@@ -257,3 +257,50 @@ class WebhookDeliveryRow(SQLModel, table=True):
     received_at: datetime | None = _created()
     answered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
+
+class ExceptionCaseRow(SQLModel, table=True):
+    """The exception-case register (revision 0002); written by activities/cases.py."""
+
+    __tablename__ = "exception_cases"
+
+    exception_id: str = Field(primary_key=True)
+    kind: str
+    status: str
+    severity: str
+    business_key: str
+    channel: str | None = None
+    location_ids: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(Text), nullable=False))
+    skus: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(Text), nullable=False))
+    summary: str
+    details: dict[str, Any] = _json()
+    process_workflow_id: str
+    process_run_id: str
+    process_type: str | None = None
+    events_seen: list[str] = _json()
+    opened_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    deadline: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    breached_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    escalations: int = 0
+    last_escalated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    resolved_by: str | None = None
+    resolution_note: str | None = None
+    created_at: datetime | None = _created()
+    updated_at: datetime | None = _created()
+
+
+CASE_TABLES = [ExceptionCaseRow.__table__]  # type: ignore[attr-defined]
+
+
+class ReconciliationRunRow(SQLModel, table=True):
+    """One reconciliation run (revision 0004) with its report (domain.reconciliation.ReconciliationReport)."""
+
+    __tablename__ = "reconciliation_runs"
+
+    run_id: str = Field(primary_key=True)
+    workflow_id: str
+    run_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ok: bool
+    discrepancies: int
+    report: dict[str, Any] = _json()
+    stored_at: datetime | None = _created()

@@ -1,0 +1,74 @@
+"""Ops' side of exception cases, shared by the read API (`GET /exceptions`, `POST /exceptions/{id}/resolve`)
+and the CLI (`retailflow exceptions list|resolve`).
+
+Resolving goes through the case workflow's `resolve` update, so the workflow (the source of truth) validates
+it and the answer is the case as it now stands. Listing reads the PostgreSQL register the case workflows keep,
+so it never scans Temporal.
+"""
+from typing import TYPE_CHECKING
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.cases import CaseFilter, CaseSnapshot, CaseStatus, ResolveRequest
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+RESOLVE_UPDATE = "resolve"
+
+
+class CaseError(Exception):
+    """A resolve that was not done; `str(error)` says why, in words ops can act on."""
+
+
+class CaseNotFound(CaseError):
+    """No case with that ID (-> 404)."""
+
+
+class CaseRefused(CaseError):
+    """The case refused the resolve: note missing, or already resolved (-> 409 / 422)."""
+
+    def __init__(self, message: str, *, already_resolved: bool = False) -> None:
+        super().__init__(message)
+        self.already_resolved = already_resolved
+
+
+async def resolve_case(client: Client, exception_id: str, request: ResolveRequest) -> CaseSnapshot:
+    """Resolve a case through its workflow; raises CaseNotFound or CaseRefused with the workflow's reason."""
+    if not request.note or not request.note.strip():  # say it without a round trip; the workflow checks too
+        raise CaseRefused(f"a note is required to resolve case {exception_id}: say what was done")
+    handle = client.get_workflow_handle(exception_id)
+    try:
+        return await handle.execute_update(RESOLVE_UPDATE, request, result_type=CaseSnapshot)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+        raise CaseRefused(message, already_resolved="already resolved" in message) from err
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        # Not found, or completed: a case completes when resolved, so a closed case is a resolved one.
+        try:
+            closed = await handle.result(result_type=CaseSnapshot)
+        except Exception:
+            raise CaseNotFound(f"no exception case {exception_id}") from err
+        r = closed.resolution
+        detail = f" (by {r.resolved_by} at {r.resolved_at.isoformat()}: {r.note})" if r else ""
+        raise CaseRefused(f"case {exception_id} is already resolved{detail}", already_resolved=True) from err
+
+
+async def list_cases(engine: "AsyncEngine", status: CaseStatus | str | None = None,
+                     **filters: object) -> list[CaseSnapshot]:
+    """Cases from the register; `status` open / resolved / None (all), plus CaseFilter fields (kind,
+    business_key, location_id, limit)."""
+    from activities.cases import list_cases as read
+
+    return await read(engine, CaseFilter(status=CaseStatus(status) if status else None, **filters))
+
+
+async def get_case(engine: "AsyncEngine", exception_id: str) -> CaseSnapshot | None:
+    from activities.cases import get_case as read
+
+    return await read(engine, exception_id)
