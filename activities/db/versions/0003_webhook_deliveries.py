@@ -30,10 +30,11 @@ CREATE TABLE webhook_deliveries (
     received_at   timestamptz NOT NULL DEFAULT now(),
     answered_at   timestamptz,
     PRIMARY KEY (source, webhook_id)
-);
-CREATE INDEX webhook_deliveries_workflow ON webhook_deliveries (workflow_id);
-CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);
+)
 """)
+    # one statement per call: asyncpg prepares each, and a prepared statement holds one command
+    op.execute("CREATE INDEX webhook_deliveries_workflow ON webhook_deliveries (workflow_id)")
+    op.execute("CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at)")
 
 
 def downgrade() -> None:
