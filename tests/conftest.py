@@ -13,7 +13,12 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.support import search_attribute_keys, temporal_cli, temporal_test_server
+from tests.support import (
+    register_search_attributes,
+    search_attribute_keys,
+    temporal_cli,
+    temporal_test_server,
+)
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +62,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=temporal_test_server()
     )
+    await register_search_attributes(env.client)  # processes upsert them; the test server must know them
     try:
         yield env
     finally:

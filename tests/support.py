@@ -9,6 +9,8 @@ from temporalio.common import SearchAttributeKey
 from workflows.common import SEARCH_ATTRIBUTES
 
 if TYPE_CHECKING:
+    from temporalio.client import Client
+
     from worker.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -31,6 +33,24 @@ def search_attribute_keys() -> list[SearchAttributeKey]:
         "Int": SearchAttributeKey.for_int,
     }
     return [makers[kind](name) for name, kind in SEARCH_ATTRIBUTES.items()]
+
+
+async def register_search_attributes(client: "Client") -> None:
+    """The contract's custom search attributes, on a server that does not register them itself (the
+    time-skipping test server)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    types = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+        "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+        "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    }
+    await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=client.namespace,
+        search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+    ))
 
 
 def unique(prefix: str) -> str:
