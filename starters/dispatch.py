@@ -15,7 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -47,9 +52,9 @@ def process_input(r: Route, settings: Settings) -> ProcessInput:
 
 
 def _start_options(r: Route, settings: Settings) -> dict:
-    attrs = [BUSINESS_KEY.value_set(r.business_key)]
+    attrs: list[SearchAttributePair] = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
     if r.channel:
-        attrs.append(CHANNEL.value_set(r.channel))
+        attrs.append(SearchAttributePair(CHANNEL, r.channel))
     return dict(
         id=r.workflow_id,
         task_queue=settings.task_queue or TASK_QUEUE,
