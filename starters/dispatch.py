@@ -94,8 +94,15 @@ async def dispatch(client: Client, event: Event, settings: Settings,
         )
     except WorkflowAlreadyStartedError as closed:
         raise ProcessClosed(r.workflow_id) from closed
-    status = "started" if handle.first_execution_run_id else "signalled"
-    return DispatchResult(workflow_id=r.workflow_id, status=status)
+    return DispatchResult(workflow_id=r.workflow_id, status="started" if _started(handle) else "signalled")
+
+
+def _started(handle: object) -> bool:
+    """Whether signal-with-start started the process (else it signalled a running one): the server says so in
+    the response's `started` (the SDK keeps the response on the handle; its first_execution_run_id is set in
+    both cases)."""
+    response = getattr(handle, "_start_workflow_response", None)
+    return bool(getattr(response, "started", True))
 
 
 async def _place(client: Client, event: Event, r: Route, settings: Settings, options: dict,

@@ -1,0 +1,267 @@
+"""The retailflow HTTP service: webhook ingress (`POST /webhooks/{source}`), the read API, `/healthz`,
+`/readyz` and `/openapi.json`. `retailflow api` and the dev stack run it with `serve(settings)`.
+
+Why FastAPI (on Starlette, served by uvicorn): the event schemas are already pydantic models (domain/events.py),
+and FastAPI turns pydantic models into request validation and an OpenAPI document without a second schema
+language; its dependency injection carries the bearer-token check; it is asyncio-native, like the Temporal
+client and SQLAlchemy's asyncpg engine, so one event loop serves webhooks, queries and database reads. The
+webhook route deliberately does *not* let FastAPI parse its body: a signature is over the raw bytes, and the
+size limit must apply before the body is read, so that route reads `request.stream()` itself and validates
+with the same pydantic models afterwards (the OpenAPI document still publishes them, with examples).
+Starlette's exception handlers give one place to turn every error into RFC 9457 problem+json, and a pure ASGI
+guard (starters.problems.CatchAll) makes sure nothing is ever answered 500.
+"""
+import asyncio
+import json
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, create_model
+from pydantic.json_schema import models_json_schema
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from domain.events import EVENT_DATA, EventType
+from domain.order import OrderDecision
+from starters import problems, read_api, shopify
+from starters.webhooks import WEBHOOK_EVENTS, Ingress, TemporalUnavailable, WebhookAccepted
+from worker.settings import Settings
+
+log = logging.getLogger("retailflow.http")
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+ClientGetter = Callable[[], Awaitable[Client]]
+
+
+class ClientProvider:
+    """A Temporal client connected on first use (the service starts even when Temporal is down, answering 503
+    until it is up), then shared."""
+
+    def __init__(self, settings: Settings, client: Client | None = None, connect_timeout: float = 5.0) -> None:
+        self.settings = settings
+        self.client = client
+        self.connect_timeout = connect_timeout
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> Client:
+        if self.client is not None:
+            return self.client
+        async with self._lock:
+            if self.client is None:
+                from worker.client import connect
+
+                try:
+                    self.client = await asyncio.wait_for(connect(self.settings), self.connect_timeout)
+                except Exception as down:  # noqa: BLE001 - any failure to connect is "unreachable"
+                    raise TemporalUnavailable(str(down) or type(down).__name__) from down
+        return self.client
+
+
+# --- OpenAPI: one envelope schema per event type, with an example each ------------------------------------
+def envelope_models() -> dict[EventType, type[BaseModel]]:
+    out = {}
+    for t in WEBHOOK_EVENTS:
+        data = EVENT_DATA[t]
+        out[t] = create_model(
+            f"{data.__name__}Webhook",
+            __doc__=f"The `{t}` webhook body.",
+            type=(Literal[t.value], ...),  # type: ignore[valid-type]
+            timestamp=(datetime, ...),
+            data=(data, ...),
+        )
+    return out
+
+
+def load_examples() -> dict[str, dict[str, Any]]:
+    """examples/<type>.json (one valid body per event type), when the checkout has them."""
+    out = {}
+    if EXAMPLES_DIR.is_dir():
+        for path in sorted(EXAMPLES_DIR.glob("*.json")):
+            try:
+                body = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(body, dict) and "type" in body:
+                out[str(body["type"])] = body
+    return out
+
+
+def _webhook_openapi() -> dict[str, Any]:
+    models = envelope_models()
+    examples = load_examples()
+    refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models.values()]
+    return {
+        "parameters": [
+            {"name": h, "in": "header", "required": False, "schema": {"type": "string"},
+             "description": d}
+            for h, d in (("webhook-id", "the delivery's idempotency key"),
+                         ("webhook-timestamp", "Unix seconds; within 5 minutes of now"),
+                         ("webhook-signature", "v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'>, "
+                                               "space-separated when several"))
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {
+                "schema": {"oneOf": refs, "discriminator": {"propertyName": "type", "mapping": {
+                    t.value: f"#/components/schemas/{m.__name__}" for t, m in models.items()}}},
+                "examples": {t: {"summary": t, "value": body} for t, body in examples.items()},
+            }},
+        },
+    }
+
+
+def _custom_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        _, defs = models_json_schema([(m, "validation") for m in envelope_models().values()],
+                                     ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    return openapi
+
+
+# --- the app ----------------------------------------------------------------------------------------------
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client: Client | None = None,
+               client_provider: ClientGetter | None = None) -> FastAPI:
+    """The HTTP service. Pass `engine`/`client` (tests), or let it create the engine from
+    `settings.database_url` and connect to Temporal on first use."""
+    owns_engine = engine is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.engine is None:
+            from activities.db.engine import create_engine
+
+            if not settings.database_url:
+                raise RuntimeError("RETAILFLOW_DATABASE_URL is not set")
+            app.state.engine = create_engine(settings.database_url)
+            app.state.ingress.engine = app.state.engine
+        try:
+            yield
+        finally:
+            if owns_engine and app.state.engine is not None:
+                await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="retailflow",
+        version="0.1.0",
+        description="Webhook ingress (Standard Webhooks) and the read API of retailflow's retail processes. "
+                    "Errors are application/problem+json (RFC 9457).",
+        lifespan=lifespan,
+    )
+    get_client: ClientGetter = client_provider or ClientProvider(settings, client)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.get_client = get_client
+    app.state.ingress = Ingress(settings, engine, get_client)  # type: ignore[arg-type]
+    problems.install(app)
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Temporal and the database are reachable",
+             responses=problems.responses(503))
+    async def readyz(request: Request) -> JSONResponse:
+        checks = {"temporal": await _temporal_ok(request), "database": await _database_ok(request)}
+        if all(checks.values()):
+            return JSONResponse({"status": "ready", "checks": checks})
+        down = ", ".join(k for k, ok in checks.items() if not ok)
+        return JSONResponse({**problems.unavailable(f"not reachable: {down}").body(request.url.path),
+                             "checks": checks}, status_code=503, headers={"Retry-After": "5"},
+                            media_type=problems.PROBLEM_JSON)
+
+    webhook_answers = {
+        200: {"model": OrderDecision, "description": "order.placed: the reservation decision"},
+        202: {"model": WebhookAccepted, "description": "accepted: started, signalled or duplicate"},
+        **problems.responses(400, 401, 403, 404, 409, 413, 422, 503),
+    }
+
+    @app.post("/webhooks/shopify", tags=["webhooks"], responses={**webhook_answers},
+              summary="Shopify orders/create (native format, X-Shopify-Hmac-Sha256), as order.placed",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": shopify.ShopifyOrder.model_json_schema()}}}})
+    async def shopify_webhook(request: Request) -> JSONResponse:
+        return await shopify.receive(app.state.ingress, request)
+
+    @app.post("/webhooks/{source}", tags=["webhooks"], responses={**webhook_answers},
+              summary="One business event from a source (Standard Webhooks signature)",
+              openapi_extra=_webhook_openapi())
+    async def webhook(request: Request, source: str) -> JSONResponse:
+        return await app.state.ingress.receive(request, source)
+
+    app.include_router(read_api.router)
+    app.openapi = _custom_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def _temporal_ok(request: Request) -> bool:
+    try:
+        client = await request.app.state.get_client()
+        return bool(await client.service_client.check_health(timeout=timedelta(seconds=3)))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+async def _database_ok(request: Request) -> bool:
+    engine: AsyncEngine | None = request.app.state.engine
+    if engine is None:
+        return False
+    try:
+        async with asyncio.timeout(3):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# --- serving ----------------------------------------------------------------------------------------------
+class _Server(uvicorn.Server):
+    """uvicorn, but a SIGTERM/SIGINT ends `serve` normally (exit code 0) after a graceful shutdown, instead of
+    re-raising the signal once the server has stopped."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Server:
+    config = uvicorn.Config(app or create_app(settings), host=settings.http_host, port=settings.http_port,
+                            log_config=None, lifespan="on", timeout_graceful_shutdown=10,
+                            limit_concurrency=1000, proxy_headers=False)
+    return _Server(config)
+
+
+def serve(settings: Settings) -> int:
+    """Run the HTTP service until SIGTERM/SIGINT; returns the exit code (0 after a clean shutdown)."""
+    if not settings.database_url:
+        log.error("RETAILFLOW_DATABASE_URL is not set; `retailflow api` needs the PostgreSQL the worker uses "
+                  "(`retailflow dev` starts an embedded one)")
+        return 2
+    srv = server(settings)
+    asyncio.run(srv.serve())
+    return 0 if srv.started or srv.should_exit else 1

@@ -1,0 +1,104 @@
+"""A native channel format beside the canonical one: Shopify's `orders/create` webhook, mapped to order.placed.
+
+It shows how a channel plugs in without a middleman: its own signature (`X-Shopify-Hmac-Sha256`, base64 HMAC-SHA256
+of the raw body with the app's secret: `RETAILFLOW_SHOPIFY_SECRET`, or `webhook_secrets["shopify"]`, several
+for rotation), its own idempotency key (`X-Shopify-Webhook-Id`), its own payload, mapped here to the canonical
+`OrderPlaced` and then handled exactly like a canonical delivery (same de-duplication, dispatch and answers).
+
+Mapping: channel `shopify`; `order_id` = the order's `id`; lines from `line_items` (`id`, `sku`, `quantity`,
+`price`, unit EA); payment `shopify-{id}` authorised for `total_price`; fulfilment `ship`, or `pickup` at the
+location named by the note attribute `pickup_location_id`. Shopify has no signed timestamp, so there is no
+tolerance window; a replayed delivery is caught by its webhook ID instead.
+"""
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from domain.events import Event, EventType, OrderPlaced
+from starters.problems import Problem, field_errors
+from starters.signatures import SignatureError, shopify_verify
+from starters.webhooks import Ingress, read_body
+from worker.settings import Settings
+
+SOURCE = "shopify"
+CHANNEL = "shopify"
+TOPIC = "orders/create"
+
+
+class ShopifyLineItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: int | str
+    sku: str | None = None
+    quantity: int
+    price: str
+
+
+class ShopifyNoteAttribute(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    value: str | None = None
+
+
+class ShopifyOrder(BaseModel):
+    """The part of Shopify's order payload retailflow reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: int | str
+    currency: str
+    total_price: str
+    created_at: datetime | None = None
+    line_items: list[ShopifyLineItem]
+    note_attributes: list[ShopifyNoteAttribute] = []
+
+
+def secrets(settings: Settings) -> list[str]:
+    out = [settings.shopify_secret.get_secret_value()] if settings.shopify_secret else []
+    return out + settings.secrets_for(SOURCE)
+
+
+def to_order_placed(order: ShopifyOrder) -> dict[str, Any]:
+    notes = {a.name: a.value for a in order.note_attributes}
+    pickup = notes.get("pickup_location_id")
+    return {
+        "order_id": str(order.id),
+        "channel": CHANNEL,
+        "currency": order.currency.upper(),
+        "lines": [{"line_id": str(li.id), "sku": li.sku or "", "quantity": li.quantity, "uom": "EA",
+                   "unit_price": li.price} for li in order.line_items],
+        "fulfillment": {"mode": "pickup", "location_id": pickup} if pickup else {"mode": "ship"},
+        "payment": {"payment_id": f"shopify-{order.id}", "authorized_amount": order.total_price},
+    }
+
+
+async def receive(ingress: Ingress, request: Request) -> JSONResponse:
+    settings = ingress.settings
+    body = await read_body(request, settings.webhook_max_body_bytes)
+    try:
+        shopify_verify(request.headers.get("x-shopify-hmac-sha256"), body, secrets(settings))
+    except SignatureError as bad:
+        raise Problem(401, str(bad), slug="signature") from None
+    webhook_id = request.headers.get("x-shopify-webhook-id")
+    if not webhook_id or len(webhook_id) > 200:
+        raise Problem(400, "missing or too long X-Shopify-Webhook-Id header", slug="bad-request")
+    topic = request.headers.get("x-shopify-topic", TOPIC)
+    if topic != TOPIC:
+        raise Problem(403, f"shopify topic '{topic}' is not accepted (only {TOPIC})", slug="event-not-allowed")
+    try:
+        order = ShopifyOrder.model_validate_json(body)
+    except ValidationError as bad:
+        if any(e.get("type") == "json_invalid" for e in bad.errors()):
+            raise Problem(400, "the body is not JSON", slug="not-json") from None
+        raise Problem(422, "the body is not a Shopify order", slug="validation",
+                      errors=field_errors(bad)) from None
+    try:
+        data = OrderPlaced.model_validate(to_order_placed(order))
+    except ValidationError as bad:
+        raise Problem(422, "the Shopify order does not map to order.placed", slug="validation",
+                      errors=field_errors(bad, ("order.placed",))) from None
+    event = Event(event_id=f"shopify-{webhook_id}", type=EventType.ORDER_PLACED,
+                  occurred_at=order.created_at or datetime.now(UTC), source=SOURCE, data=data)
+    client = await ingress._client()
+    return await ingress.deliver(client, SOURCE, webhook_id, event, body)

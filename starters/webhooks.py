@@ -1,0 +1,266 @@
+"""`POST /webhooks/{source}`: the integration team's door. Verify, validate, de-duplicate, dispatch, answer.
+
+In order, each step answering its own problem (RFC 9457) and none of them starting or recording anything:
+1. the body is read raw, with the size limit applied before it is all read (`Content-Length`, then the streamed
+   byte count): 413;
+2. the Standard Webhooks signature over the raw bytes (starters.signatures): 401;
+3. JSON: 400; the envelope `{type, timestamp, data}`: 422; the event type allowed for the source: 403;
+   the event's `data` against its schema: 422 with the field errors;
+4. Temporal reachable (a client, connected lazily): 503 + Retry-After.
+Then the delivery is claimed in `webhook_deliveries` by (source, webhook-id): the first insert wins and
+dispatches (starters.dispatch); concurrent and later redeliveries wait for and answer the winner's answer. A
+dispatch that fails (Temporal unreachable, the process refusing the order) deletes the claim, so a retry is a
+first delivery again; every dispatch step is itself idempotent (workflow ID = business key, `event_id` = the
+webhook-id, update ID derived from it), so a retry after an uncertain failure is harmless.
+
+Answers: order.placed `200` with the decision, or `202` `{status, workflow_id}` when the decision takes longer
+than `order_decision_timeout` (a redelivery of that order then asks again and answers the decision once it is
+made). Other events `202` `{status: started|signalled|duplicate, workflow_id}`. An event for a process that has
+already ended answers `202` `duplicate` (it changes nothing: the process is closed; the sender must not retry).
+"""
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Literal
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
+from domain.routing import route
+from starters.dispatch import DispatchResult, ProcessClosed, dispatch
+from starters.problems import Problem, field_errors, unavailable
+from starters.signatures import SignatureError, verify
+from worker.interceptors import bind
+from worker.settings import Settings
+
+log = logging.getLogger("retailflow.webhooks")
+
+# Events a process sends another: never accepted from outside.
+INTERNAL_EVENTS = frozenset({EventType.ORDER_SHIPPED, EventType.ORDER_CLOSED})
+WEBHOOK_EVENTS = [t for t in EventType if t not in INTERNAL_EVENTS]
+
+
+class WebhookAccepted(BaseModel):
+    """The answer to every event but a decided order.placed."""
+
+    status: Literal["started", "signalled", "duplicate"]
+    workflow_id: str
+
+
+class TemporalUnavailable(Exception):
+    """Temporal cannot be reached right now (answered 503 + Retry-After)."""
+
+
+def allowed_events(source: str, settings: Settings) -> frozenset[EventType] | None:
+    """The event types `source` may send; None for a source nobody configured."""
+    if source in settings.webhook_sources:
+        out = set()
+        for name in settings.webhook_sources[source]:
+            try:
+                out.add(EventType(name))
+            except ValueError:
+                log.warning("webhook_sources[%s]: unknown event type %r ignored", source, name)
+        return frozenset(out - INTERNAL_EVENTS)
+    return SOURCE_EVENTS.get(source)
+
+
+# --- step 1: the raw body ----------------------------------------------------------------------------------
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise Problem(400, "Content-Length is not a number", slug="bad-request") from None
+        if size > limit:
+            raise Problem(413, f"the body is {size} bytes; the limit is {limit}", slug="too-large")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise Problem(413, f"the body is over the limit of {limit} bytes", slug="too-large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- step 3: the event ------------------------------------------------------------------------------------
+def parse_event(body: bytes, source: str, webhook_id: str, settings: Settings) -> Event:
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as bad:
+        raise Problem(400, f"the body is not JSON: {bad}", slug="not-json") from None
+    if not isinstance(raw, dict):
+        raise Problem(422, "the body must be a JSON object {type, timestamp, data}", slug="validation")
+    try:
+        envelope = WebhookBody.model_validate(raw)
+    except ValidationError as bad:
+        raise Problem(422, "the body does not match the webhook envelope", slug="validation",
+                      errors=field_errors(bad)) from None
+    allowed = allowed_events(source, settings) or frozenset()
+    if envelope.type not in allowed:
+        raise Problem(403, f"source '{source}' may not send '{envelope.type}'", slug="event-not-allowed")
+    try:
+        data = EVENT_DATA[envelope.type].model_validate(envelope.data)
+    except ValidationError as bad:
+        raise Problem(422, f"the data of '{envelope.type}' does not match its schema", slug="validation",
+                      errors=field_errors(bad, ("data",))) from None
+    return Event(event_id=webhook_id, type=envelope.type, occurred_at=envelope.timestamp, source=source, data=data)
+
+
+# --- the deliveries table ---------------------------------------------------------------------------------
+class Delivery(BaseModel):
+    status: str
+    http_status: int | None
+    response: dict[str, Any] | None
+    workflow_id: str
+
+
+async def claim(engine: AsyncEngine, source: str, webhook_id: str, event: Event, workflow_id: str,
+                body: bytes) -> Delivery | None:
+    """Insert the delivery as pending; None when this request won, else the existing row."""
+    async with engine.begin() as conn:
+        won = await conn.scalar(text(
+            "INSERT INTO webhook_deliveries (source, webhook_id, type, workflow_id, body_sha256) "
+            "VALUES (:source, :id, :type, :wf, :sha) ON CONFLICT DO NOTHING RETURNING true"),
+            {"source": source, "id": webhook_id, "type": str(event.type), "wf": workflow_id,
+             "sha": hashlib.sha256(body).hexdigest()})
+        if won:
+            return None
+    return await existing(engine, source, webhook_id)
+
+
+async def existing(engine: AsyncEngine, source: str, webhook_id: str) -> Delivery | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT status, http_status, response, workflow_id FROM webhook_deliveries "
+            "WHERE source = :source AND webhook_id = :id"), {"source": source, "id": webhook_id})).mappings().first()
+    return Delivery(**row) if row else None
+
+
+async def answer(engine: AsyncEngine, source: str, webhook_id: str, http_status: int, response: dict) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "UPDATE webhook_deliveries SET status = 'done', http_status = :code, response = CAST(:resp AS jsonb), "
+            "answered_at = now() WHERE source = :source AND webhook_id = :id"),
+            {"code": http_status, "resp": json.dumps(response), "source": source, "id": webhook_id})
+
+
+async def forget(engine: AsyncEngine, source: str, webhook_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM webhook_deliveries WHERE source = :source AND webhook_id = :id "
+                                "AND status = 'pending'"), {"source": source, "id": webhook_id})
+
+
+# --- the whole delivery -----------------------------------------------------------------------------------
+class Ingress:
+    """The webhook handler's collaborators: settings, the database, and a way to get a Temporal client."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, get_client: Any) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.get_client = get_client  # async () -> Client, raising TemporalUnavailable
+
+    async def receive(self, request: Request, source: str) -> JSONResponse:
+        settings = self.settings
+        allowed = allowed_events(source, settings)
+        if allowed is None:
+            raise Problem(404, f"no webhook source '{source}'", slug="unknown-source")
+        body = await read_body(request, settings.webhook_max_body_bytes)
+        try:
+            webhook_id = verify(request.headers, body, settings.secrets_for(source),
+                                tolerance=settings.webhook_tolerance)
+        except SignatureError as bad:
+            raise Problem(401, str(bad), slug="signature", headers={"WWW-Authenticate": "webhook-signature"}) from None
+        event = parse_event(body, source, webhook_id, settings)
+        client = await self._client()
+        return await self.deliver(client, source, webhook_id, event, body)
+
+    async def _client(self) -> Client:
+        try:
+            return await self.get_client()
+        except TemporalUnavailable as down:
+            raise unavailable(f"Temporal cannot be reached: {down}") from None
+
+    async def deliver(self, client: Client, source: str, webhook_id: str, event: Event, body: bytes
+                      ) -> JSONResponse:
+        """Claim, dispatch and record one verified, valid delivery (also used by the Shopify route)."""
+        workflow_id = route(event).workflow_id
+        deadline = time.monotonic() + self._wait_bound()
+        delay = 0.05
+        while True:
+            prior = await claim(self.engine, source, webhook_id, event, workflow_id, body)
+            if prior is None:
+                return await self._first(client, source, webhook_id, event, workflow_id)
+            if prior.status == "done":
+                return await self._again(client, source, webhook_id, event, prior)
+            if time.monotonic() > deadline:  # the first delivery is still at work
+                return _json(202, WebhookAccepted(status="duplicate", workflow_id=workflow_id).model_dump())
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _wait_bound(self) -> float:
+        return max(2 * self.settings.order_decision_timeout.total_seconds(), 10.0) + 5.0
+
+    async def _first(self, client: Client, source: str, webhook_id: str, event: Event, workflow_id: str
+                     ) -> JSONResponse:
+        recorded = False
+        try:
+            code, response = await self._dispatch(client, event, workflow_id)
+            await answer(self.engine, source, webhook_id, code, response)
+            recorded = True
+            return _json(code, response)
+        finally:
+            if not recorded:
+                try:
+                    await asyncio.shield(forget(self.engine, source, webhook_id))
+                except Exception:  # noqa: BLE001 - the original error is what the sender must see
+                    log.exception("could not remove the claim of delivery %s/%s", source, webhook_id)
+
+    async def _again(self, client: Client, source: str, webhook_id: str, event: Event, prior: Delivery
+                     ) -> JSONResponse:
+        """A redelivery: the first answer, except an order whose decision was late is asked again."""
+        if event.type is EventType.ORDER_PLACED and prior.http_status == 202 and \
+                (prior.response or {}).get("status") != "duplicate":
+            code, response = await self._dispatch(client, event, prior.workflow_id)
+            if code == 200:
+                await answer(self.engine, source, webhook_id, code, response)
+            return _json(code, response)
+        return _json(prior.http_status or 202, prior.response or {})
+
+    async def _dispatch(self, client: Client, event: Event, workflow_id: str) -> tuple[int, dict]:
+        try:
+            with bind(event.event_id):
+                if event.type is EventType.ORDER_PLACED:
+                    result = await dispatch(client, event, self.settings,
+                                            decision_timeout=self.settings.order_decision_timeout)
+                else:
+                    result = await asyncio.wait_for(dispatch(client, event, self.settings), timeout=30)
+        except ProcessClosed:
+            return 202, WebhookAccepted(status="duplicate", workflow_id=workflow_id).model_dump()
+        except WorkflowUpdateFailedError as refused:
+            cause = refused.cause
+            detail = getattr(cause, "message", None) or str(cause or refused)
+            raise Problem(409, f"the process refused the event: {detail}", slug="refused") from None
+        except (RPCError, TimeoutError, RuntimeError) as down:
+            log.warning("dispatch of %s to %s failed: %s", event.event_id, workflow_id, down)
+            raise unavailable(f"Temporal cannot take the event right now: {down}") from None
+        return _result(result)
+
+
+def _result(result: DispatchResult) -> tuple[int, dict]:
+    if result.decision is not None:
+        return 200, result.decision.model_dump(mode="json")
+    return 202, WebhookAccepted(status=result.status, workflow_id=result.workflow_id).model_dump()
+
+
+def _json(code: int, body: dict) -> JSONResponse:
+    return JSONResponse(body, status_code=code)

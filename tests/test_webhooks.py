@@ -1,0 +1,539 @@
+"""Webhook ingress through HTTP (httpx ASGITransport) into processes on a dev server.
+
+The processes here are small stand-ins registered under the real workflow type names on this module's own task
+queue (the real ones are exercised by tests/test_webhooks_e2e.py): they record every event they receive, the
+correlation ID their activity saw, and answer `place` like ReserveToFulfill. What this file shows is what the
+HTTP layer owns: the right workflow ID and status for every event type, every error code with nothing started
+or recorded, redeliveries answering as the first, the decision bound, the correlation ID reaching an activity.
+"""
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from activities.db.engine import create_engine
+from domain.events import EVENT_DATA, Event, EventType, WebhookBody
+from domain.order import Decision, LineDecision, OrderDecision
+from domain.process import ProcessInput
+from domain.routing import route
+from starters.api import ClientProvider, create_app
+from starters.signatures import shopify_sign, sign_headers
+from starters.webhooks import WEBHOOK_EVENTS
+from tests.support import test_settings as make_settings
+from tests.test_webhooks_support import migrated
+from worker.interceptors import CorrelationInterceptor, correlation_id
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm"  # base64 of a test key
+TOKEN = "test-token"
+# the contract's "sent by": one source per type for these tests
+SENDER = {
+    "order.placed": "web", "order.cancelled": "web", "fulfillment.picked": "wms", "shipment.dispatched": "wms",
+    "order.collected": "pos", "shipment.delivered": "carrier", "payment.settled": "payments",
+    "transfer.requested": "wms", "transfer.shipped": "wms", "transfer.received": "wms",
+    "return.authorized": "web", "return.received": "wms", "return.inspected": "wms", "refund.settled": "payments",
+}
+CLOSING = {"order.cancelled", "transfer.received", "refund.settled", "payment.settled"}
+
+
+# --- stand-in processes ------------------------------------------------------------------------------------
+@activity.defn(name="echo_correlation")
+async def echo_correlation() -> str:
+    return correlation_id.get() or ""
+
+
+class _Stand:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.correlations: list[str] = []
+        self.placed: dict[str, OrderDecision] = {}
+        self.release = False
+        self.closed = False
+
+    async def _record(self, event: Event) -> None:
+        if event.event_id in self.events:
+            return
+        self.events.append(event.event_id)
+        self.correlations.append(await workflow.execute_activity(
+            echo_correlation, start_to_close_timeout=timedelta(seconds=10)))
+        if str(event.type) in CLOSING:
+            self.closed = True
+
+    async def _run(self) -> None:
+        await workflow.wait_condition(lambda: self.closed)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+
+def _state(self: _Stand) -> dict:
+    return {"workflow_id": workflow.info().workflow_id, "events": self.events, "correlations": self.correlations,
+            "placements": len(self.placed), "stage": "closed" if self.closed else "open"}
+
+
+@workflow.defn(name="ReserveToFulfill")
+class FakeOrder(_Stand):
+    @workflow.init
+    def __init__(self, input: ProcessInput) -> None:
+        super().__init__()
+
+    @workflow.run
+    async def run(self, input: ProcessInput) -> None:
+        await self._run()
+
+    @workflow.signal(name="event")
+    async def event(self, event: Event) -> None:
+        await self._record(event)
+
+    @workflow.signal(name="release")
+    def release_decision(self) -> None:
+        self.release = True
+
+    @workflow.update(name="place")
+    async def place(self, event: Event) -> OrderDecision:
+        if event.event_id in self.placed:
+            return self.placed[event.event_id]
+        if event.data.order_id.startswith("SLOW"):
+            await workflow.wait_condition(lambda: self.release)
+        await self._record(event)
+        decision = OrderDecision(workflow_id=workflow.info().workflow_id, decision=Decision.RESERVED, lines=[
+            LineDecision(line_id=line.line_id, reserved_quantity=line.quantity, location_id="DC-EAST")
+            for line in event.data.lines])
+        self.placed[event.event_id] = decision
+        return decision
+
+    @place.validator
+    def check_place(self, event: Event) -> None:
+        if event.data.order_id.startswith("REJ"):
+            raise ApplicationError("order refused by the stand-in", type="Refused")
+
+    @workflow.query(name="state")
+    def state(self) -> dict:
+        return _state(self)
+
+
+class _Plain(_Stand):
+    @workflow.signal(name="event")
+    async def event(self, event: Event) -> None:
+        await self._record(event)
+
+    @workflow.query(name="state")
+    def state(self) -> dict:
+        return _state(self)
+
+
+@workflow.defn(name="ShipToSettle")
+class FakeSettle(_Plain):
+    @workflow.init
+    def __init__(self, input: ProcessInput) -> None:
+        super().__init__()
+
+    @workflow.run
+    async def run(self, input: ProcessInput) -> None:
+        await self._run()
+
+
+@workflow.defn(name="Transfer")
+class FakeTransfer(_Plain):
+    @workflow.init
+    def __init__(self, input: ProcessInput) -> None:
+        super().__init__()
+
+    @workflow.run
+    async def run(self, input: ProcessInput) -> None:
+        await self._run()
+
+
+@workflow.defn(name="ReturnToRefund")
+class FakeReturn(_Plain):
+    @workflow.init
+    def __init__(self, input: ProcessInput) -> None:
+        super().__init__()
+
+    @workflow.run
+    async def run(self, input: ProcessInput) -> None:
+        await self._run()
+
+
+STANDS = [FakeOrder, FakeSettle, FakeTransfer, FakeReturn]
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+def example(type_: str, **data_overrides: object) -> dict:
+    body = json.loads((EXAMPLES / f"{type_.replace('.', '_')}.json").read_text())
+    body["data"].update(data_overrides)
+    return body
+
+
+def unique_keys(type_: str) -> dict:
+    """Fresh business keys for one example (the dev server is shared by the whole session)."""
+    tag = uuid.uuid4().hex[:8]
+    data = example(type_)["data"]
+    out = {}
+    for key in ("order_id", "transfer_id", "return_id"):
+        if key in data:
+            out[key] = f"{data[key]}-{tag}"
+    return out
+
+
+def signed(body: dict | bytes, *, webhook_id: str | None = None, secrets: str | list[str] = SECRET,
+           timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = sign_headers(secrets, webhook_id or f"msg_{uuid.uuid4().hex}", raw, timestamp=timestamp)
+    return raw, {"content-type": "application/json", **headers}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def database_url(postgres_server_url: str):
+    """A fresh database migrated to this issue's revision (0003: webhook_deliveries)."""
+    async for url in migrated(postgres_server_url, "0003"):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str):
+    return make_settings(
+        database_url=database_url,
+        webhook_secrets={s: SECRET for s in set(SENDER.values())} | {"shopify": "shopify-secret"},
+        api_tokens=[TOKEN],
+        order_decision_timeout=timedelta(seconds=1),
+    )
+
+
+@pytest.fixture
+async def stack(dev_env, settings):
+    """The app on the dev server's client, with the stand-in processes running on this test's task queue."""
+    client = dev_env.client
+    engine = create_engine(settings.database_url, pool_size=5, max_overflow=30)
+    worker = Worker(client, task_queue=settings.task_queue, workflows=STANDS, activities=[echo_correlation],
+                    workflow_runner=UnsandboxedWorkflowRunner(), interceptors=[CorrelationInterceptor()])
+    app = create_app(settings, engine=engine, client=_with_correlation(client))
+    async with worker:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rf") as http:
+            yield http, client, engine
+    await engine.dispose()
+
+
+def _with_correlation(client: Client) -> Client:
+    cfg = client.config()
+    cfg["interceptors"] = [CorrelationInterceptor()]
+    return Client(**cfg)
+
+
+async def post(http: httpx.AsyncClient, source: str, body: dict | bytes, **kw: object) -> httpx.Response:
+    raw, headers = signed(body, **kw)  # type: ignore[arg-type]
+    return await http.post(f"/webhooks/{source}", content=raw, headers=headers)
+
+
+async def exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        assert err.status == RPCStatusCode.NOT_FOUND
+        return False
+    return True
+
+
+async def delivery_rows(engine, webhook_id: str) -> int:
+    async with engine.connect() as conn:
+        return await conn.scalar(text("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = :id"),
+                                 {"id": webhook_id})
+
+
+def workflow_id_of(body: dict, source: str) -> str:
+    t = EventType(body["type"])
+    return route(Event(event_id="x", type=t, occurred_at=body["timestamp"], source=source,
+                       data=EVENT_DATA[t].model_validate(body["data"]))).workflow_id
+
+
+async def state_of(client: Client, workflow_id: str, until=lambda state: True, within: float = 15.0) -> dict:
+    """The process's state once `until` holds (signals are applied asynchronously after the 202)."""
+    handle = client.get_workflow_handle(workflow_id)
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        state = await handle.query("state")
+        if until(state) or asyncio.get_running_loop().time() > deadline:
+            return state
+        await asyncio.sleep(0.1)
+
+
+# --- examples --------------------------------------------------------------------------------------------
+def test_every_event_type_has_a_valid_example_sent_by_its_source() -> None:
+    from domain.events import SOURCE_EVENTS
+
+    assert {p.stem.replace("_", ".", 1) for p in EXAMPLES.glob("*.json")} == {str(t) for t in WEBHOOK_EVENTS}
+    for t in WEBHOOK_EVENTS:
+        body = WebhookBody.model_validate(example(str(t)))
+        EVENT_DATA[body.type].model_validate(body.data)
+        assert body.type in SOURCE_EVENTS[SENDER[str(t)]]
+
+
+# --- every event type, end to end ---------------------------------------------------------------------------
+@pytest.mark.parametrize("type_", [str(t) for t in WEBHOOK_EVENTS])
+async def test_every_event_type_reaches_its_process(stack, type_: str) -> None:
+    http, client, engine = stack
+    source = SENDER[type_]
+    body = example(type_, **unique_keys(type_))
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    response = await post(http, source, body, webhook_id=webhook_id)
+    workflow_id = workflow_id_of(body, source)
+    if type_ == "order.placed":
+        assert response.status_code == 200, response.text
+        decision = response.json()
+        assert decision["workflow_id"] == workflow_id
+        assert decision["decision"] == "reserved"
+        assert [line["line_id"] for line in decision["lines"]] == ["1", "2"]
+    else:
+        assert response.status_code == 202, response.text
+        assert response.json() == {"status": "started", "workflow_id": workflow_id}
+    state = await state_of(client, workflow_id, until=lambda st: st["correlations"])
+    assert state["events"] == [webhook_id]
+    # the webhook-id went through Temporal headers into the process and on into its activity
+    assert state["correlations"] == [webhook_id]
+    assert await delivery_rows(engine, webhook_id) == 1
+
+
+async def test_a_second_event_signals_the_running_process(stack) -> None:
+    http, client, _ = stack
+    keys = unique_keys("transfer.requested")
+    first = await post(http, "wms", example("transfer.requested", **keys))
+    second = await post(http, "pos", example("transfer.shipped", **keys))
+    assert first.json()["status"] == "started"
+    assert second.status_code == 202
+    assert second.json() == {"status": "signalled", "workflow_id": first.json()["workflow_id"]}
+    state = await state_of(client, first.json()["workflow_id"], until=lambda st: len(st["correlations"]) == 2)
+    assert len(state["events"]) == 2
+
+
+async def test_an_event_for_a_closed_process_answers_duplicate(stack) -> None:
+    http, client, _ = stack
+    keys = unique_keys("transfer.requested")
+    opened = await post(http, "wms", example("transfer.requested", **keys))
+    await post(http, "wms", example("transfer.received", **keys))  # the stand-in closes on it
+    await client.get_workflow_handle(opened.json()["workflow_id"]).result()
+    late = await post(http, "wms", example("transfer.shipped", **keys))
+    assert late.status_code == 202
+    assert late.json() == {"status": "duplicate", "workflow_id": opened.json()["workflow_id"]}
+
+
+# --- idempotency by webhook-id ------------------------------------------------------------------------------
+async def test_a_redelivery_answers_as_the_first(stack) -> None:
+    http, client, engine = stack
+    body = example("order.placed", **unique_keys("order.placed"))
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    first = await post(http, "web", body, webhook_id=webhook_id)
+    again = await post(http, "web", body, webhook_id=webhook_id)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert (await state_of(client, first.json()["workflow_id"]))["placements"] == 1
+    assert await delivery_rows(engine, webhook_id) == 1
+
+    other = example("return.authorized", **unique_keys("return.authorized"))
+    rid = f"msg_{uuid.uuid4().hex}"
+    one, two = await post(http, "web", other, webhook_id=rid), await post(http, "web", other, webhook_id=rid)
+    assert one.json() == two.json() == {"status": "started", "workflow_id": one.json()["workflow_id"]}
+
+
+async def test_twenty_concurrent_deliveries_make_one_process(stack) -> None:
+    http, client, engine = stack
+    body = example("order.placed", **unique_keys("order.placed"))
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    raw, headers = signed(body, webhook_id=webhook_id)
+    answers = await asyncio.gather(*[http.post("/webhooks/web", content=raw, headers=headers) for _ in range(20)])
+    assert {a.status_code for a in answers} == {200}
+    assert all(a.json() == answers[0].json() for a in answers)
+    state = await state_of(client, answers[0].json()["workflow_id"])
+    assert state["placements"] == 1 and state["events"] == [webhook_id]
+    assert await delivery_rows(engine, webhook_id) == 1
+
+
+async def test_a_slow_decision_answers_202_then_the_redelivery_answers_it(stack) -> None:
+    http, client, engine = stack
+    keys = unique_keys("order.placed")
+    body = example("order.placed", order_id=f"SLOW-{keys['order_id']}")
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    first = await post(http, "web", body, webhook_id=webhook_id)
+    workflow_id = workflow_id_of(body, "web")
+    assert first.status_code == 202, first.text
+    assert first.json() == {"status": "started", "workflow_id": workflow_id}
+    await client.get_workflow_handle(workflow_id).signal("release")
+    again = await post(http, "web", body, webhook_id=webhook_id)
+    assert again.status_code == 200, again.text
+    assert again.json()["decision"] == "reserved"
+    assert (await state_of(client, workflow_id))["placements"] == 1
+    assert await delivery_rows(engine, webhook_id) == 1
+
+
+async def test_an_order_the_process_refuses_answers_409_and_records_nothing(stack) -> None:
+    http, client, engine = stack
+    body = example("order.placed", order_id=f"REJ-{uuid.uuid4().hex[:8]}")
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    response = await post(http, "web", body, webhook_id=webhook_id)
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "refused" in response.json()["detail"]
+    assert await delivery_rows(engine, webhook_id) == 0
+
+
+# --- each error code, nothing started or recorded -------------------------------------------------------------
+async def _nothing_happened(client: Client, engine, body: dict, source: str, webhook_id: str) -> None:
+    try:
+        workflow_id = workflow_id_of(body, source)
+    except Exception:  # noqa: BLE001 - a body too broken to route cannot have started anything
+        workflow_id = None
+    if workflow_id:
+        assert not await exists(client, workflow_id)
+    assert await delivery_rows(engine, webhook_id) == 0
+
+
+def _problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status and problem["title"] and problem["type"].startswith("https://")
+    return problem
+
+
+async def test_401_missing_invalid_stale_signature(stack) -> None:
+    http, client, engine = stack
+    body = example("transfer.requested", **unique_keys("transfer.requested"))
+    raw, headers = signed(body)
+    webhook_id = headers["webhook-id"]
+    cases = [
+        {k: v for k, v in headers.items() if k != "webhook-signature"},  # missing
+        {**headers, "webhook-signature": headers["webhook-signature"][:-6] + "AAAAA="},  # invalid
+        signed(body, webhook_id=webhook_id, secrets="whsec_" + "b3RoZXItc2VjcmV0")[1],  # someone else's secret
+        signed(body, webhook_id=webhook_id, timestamp=int(__import__("time").time()) - 301)[1],  # stale
+    ]
+    for h in cases:
+        _problem(await http.post("/webhooks/wms", content=raw, headers=h), 401)
+    # the body was changed after signing
+    tampered = raw.replace(b"DC-EAST", b"DC-WEST")
+    _problem(await http.post("/webhooks/wms", content=tampered, headers=headers), 401)
+    await _nothing_happened(client, engine, body, "wms", webhook_id)
+
+
+async def test_403_event_type_not_allowed_for_the_source(stack) -> None:
+    http, client, engine = stack
+    body = example("order.placed", **unique_keys("order.placed"))
+    raw, headers = signed(body)
+    problem = _problem(await http.post("/webhooks/carrier", content=raw, headers=headers), 403)
+    assert "carrier" in problem["detail"] and "order.placed" in problem["detail"]
+    internal = {"type": "order.closed", "timestamp": "2026-11-23T10:00:00Z",
+                "data": {"order_id": "X1", "channel": "web", "outcome": "shipped"}}
+    _problem(await post(http, "web", internal), 403)
+    await _nothing_happened(client, engine, body, "carrier", headers["webhook-id"])
+
+
+async def test_400_body_not_json(stack) -> None:
+    http, _, engine = stack
+    raw, headers = signed(b'{"type": "order.placed", "data": ')
+    _problem(await http.post("/webhooks/web", content=raw, headers=headers), 400)
+    raw, headers = signed(b"\xff\xfe not utf-8")
+    _problem(await http.post("/webhooks/web", content=raw, headers=headers), 400)
+    assert await delivery_rows(engine, headers["webhook-id"]) == 0
+
+
+async def test_413_body_over_the_limit_declared_or_streamed(stack, settings) -> None:
+    http, _, engine = stack
+    big = example("transfer.requested", **unique_keys("transfer.requested"))
+    big["padding"] = "x" * (settings.webhook_max_body_bytes + 1)
+    raw, headers = signed(big)
+    _problem(await http.post("/webhooks/wms", content=raw, headers=headers), 413)
+
+    async def chunks():  # no Content-Length: the streamed count stops it
+        for i in range(0, len(raw), 16 * 1024):
+            yield raw[i:i + 16 * 1024]
+
+    streamed = await http.post("/webhooks/wms", content=chunks(), headers=headers)
+    assert "content-length" not in {k.lower() for k in streamed.request.headers}
+    _problem(streamed, 413)
+    assert await delivery_rows(engine, headers["webhook-id"]) == 0
+
+
+async def test_422_field_by_field(stack) -> None:
+    http, client, engine = stack
+    keys = unique_keys("order.placed")
+    body = example("order.placed", **keys)
+    body["data"]["lines"][0]["quantity"] = 0
+    del body["data"]["currency"]
+    raw, headers = signed(body)
+    problem = _problem(await http.post("/webhooks/web", content=raw, headers=headers), 422)
+    fields = {e["field"] for e in problem["errors"]}
+    assert fields == {"data.lines.0.quantity", "data.currency"}
+    await _nothing_happened(client, engine, example("order.placed", **keys), "web", headers["webhook-id"])
+
+    envelope = _problem(await post(http, "web", {"type": "order.exploded", "data": {}}), 422)
+    assert {e["field"] for e in envelope["errors"]} == {"type", "timestamp"}
+    _problem(await post(http, "web", [1, 2, 3]), 422)  # type: ignore[arg-type]
+
+
+async def test_404_unknown_source(stack) -> None:
+    http, _, _ = stack
+    _problem(await post(http, "nobody", example("order.placed")), 404)
+
+
+async def test_503_when_temporal_cannot_be_reached(dev_env, settings) -> None:
+    engine = create_engine(settings.database_url, pool_size=2, max_overflow=0)
+    down = settings.model_copy(update={"temporal_address": "127.0.0.1:1"})
+    app = create_app(down, engine=engine, client_provider=ClientProvider(down, connect_timeout=2))
+    body = example("order.placed", **unique_keys("order.placed"))
+    raw, headers = signed(body)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rf") as http:
+            response = await http.post("/webhooks/web", content=raw, headers=headers)
+            problem = _problem(response, 503)
+            assert response.headers["retry-after"].isdigit()
+            assert "Temporal" in problem["detail"]
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"] == {"temporal": False, "database": True}
+        await _nothing_happened(dev_env.client, engine, body, "web", headers["webhook-id"])
+    finally:
+        await engine.dispose()
+
+
+# --- the native Shopify format --------------------------------------------------------------------------------
+def shopify_order(order_id: int) -> dict:
+    return {"id": order_id, "name": f"#{order_id}", "currency": "usd", "total_price": "52.00",
+            "created_at": "2026-11-23T10:00:00-05:00",
+            "line_items": [{"id": 11, "sku": "APP-TEE-WHT-M", "quantity": 2, "price": "19.00"},
+                           {"id": 12, "sku": "HOM-MUG-SAND", "quantity": 1, "price": "14.00"}],
+            "note_attributes": []}
+
+
+async def test_shopify_orders_create_is_an_order_placed(stack) -> None:
+    http, client, engine = stack
+    order_id = uuid.uuid4().int % 10**15
+    raw = json.dumps(shopify_order(order_id)).encode()
+    headers = {"content-type": "application/json", "x-shopify-topic": "orders/create",
+               "x-shopify-hmac-sha256": shopify_sign("shopify-secret", raw),
+               "x-shopify-webhook-id": str(uuid.uuid4())}
+    response = await http.post("/webhooks/shopify", content=raw, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["workflow_id"] == f"order:shopify:{order_id}"
+    assert [line["line_id"] for line in response.json()["lines"]] == ["11", "12"]
+    again = await http.post("/webhooks/shopify", content=raw, headers=headers)
+    assert again.json() == response.json()
+
+    forged = {**headers, "x-shopify-hmac-sha256": shopify_sign("wrong", raw), "x-shopify-webhook-id": "w2"}
+    raw2 = json.dumps(shopify_order(order_id + 1)).encode()
+    _problem(await http.post("/webhooks/shopify", content=raw2, headers=forged), 401)
+    assert not await exists(client, f"order:shopify:{order_id + 1}")
+    assert await delivery_rows(engine, "w2") == 0
+
+
+# --- health ---------------------------------------------------------------------------------------------------
+async def test_health_and_readiness(stack) -> None:
+    http, _, _ = stack
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    ready = await http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"temporal": True, "database": True}
