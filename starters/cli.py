@@ -98,15 +98,22 @@ def dev(
     data_dir: Path = typer.Option(None, help="Data folder (default RETAILFLOW_DATA_DIR or .retailflow/)."),
     postgres_port: int = typer.Option(None, envvar="RETAILFLOW_DEV_POSTGRES_PORT",
                                       help="Port of the embedded PostgreSQL (default 5433, then remembered)."),
+    skip: list[str] = typer.Option([], "--skip", help="Leave a part out (postgres, temporal, worker, api), e.g. "
+                                                       "to run the worker from your IDE against the stack."),
 ) -> None:
     """The whole local stack: Temporal dev server with UI, PostgreSQL, worker and HTTP service. Ctrl-C stops it."""
-    from starters.dev import run_dev
+    from starters.dev import PARTS, run_dev
 
+    unknown = set(skip) - set(PARTS)
+    if unknown:
+        typer.echo(f"error: unknown part(s) {sorted(unknown)}; parts are {', '.join(PARTS)}", err=True)
+        raise typer.Exit(2)
     s = settings()
     if data_dir is not None:
         s = s.model_copy(update={"data_dir": data_dir})
     logging_for("dev", s)
-    raise typer.Exit(asyncio.run(run_dev(s, postgres_port=postgres_port)))
+    raise typer.Exit(asyncio.run(run_dev(s, postgres_port=postgres_port,
+                                      parts=[p for p in PARTS if p not in skip])))
 
 
 @main.command()

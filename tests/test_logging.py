@@ -14,10 +14,13 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def stream():
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
     out = io.StringIO()
     configure_logging(level="INFO", log_format="json", stream=out, service="test")
     yield out
-    configure_logging(level="INFO", log_format="console", stream=io.StringIO())
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
     structlog.contextvars.clear_contextvars()
 
 
@@ -73,7 +76,7 @@ def test_exceptions_are_rendered_in_json(stream):
     assert "ValueError: boom" in line["exception"]
 
 
-def test_console_on_a_terminal_json_otherwise():
+def test_console_on_a_terminal_json_otherwise(stream):
     class Tty(io.StringIO):
         def isatty(self):
             return True
