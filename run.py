@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Bootstrap retailflow with nothing but Python 3.11+, then run it.
+
+    python3 run.py demo [ARGS]     # the whole local stack with its demo traffic (`retailflow demo`)
+    python3 run.py test [ARGS]     # the test suite (`pytest`), e.g. `python3 run.py test -m unit`
+    python3 run.py COMMAND [ARGS]  # any other `retailflow` command: dev, worker, check, status, ...
+
+First it makes sure `.venv/` holds exactly the locked dependencies: it creates the virtualenv if missing,
+installs `uv` into it and runs `uv sync --frozen --all-groups`. The sync is skipped while the lock file is
+unchanged (its hash is kept in `.bootstrap-stamp`). Standard library only.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = ROOT / ".bootstrap-stamp"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+
+
+def say(message: str) -> None:
+    print(f"[run.py] {message}", file=sys.stderr, flush=True)
+
+
+def lock_hash() -> str:
+    digest = hashlib.sha256()
+    for name in ("uv.lock", "pyproject.toml"):
+        digest.update((ROOT / name).read_bytes())
+    digest.update(sys.version.split()[0].encode())
+    return digest.hexdigest()
+
+
+def check(cmd: list[str], **kwargs: object) -> None:
+    result = subprocess.run(cmd, cwd=ROOT, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        say(f"failed ({result.returncode}): {' '.join(cmd)}")
+        sys.exit(result.returncode)
+
+
+def bootstrap() -> None:
+    if sys.version_info < (3, 11):
+        say(f"retailflow needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+        sys.exit(1)
+    python = BIN / "python"
+    if not python.exists():
+        say(f"creating {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = lock_hash()
+    if STAMP.exists() and STAMP.read_text().strip() == wanted and (BIN / "retailflow").exists():
+        return
+    uv = BIN / "uv"
+    if not uv.exists():
+        say("installing uv into .venv")
+        check([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "uv"])
+    say("uv sync --frozen --all-groups")
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(VENV), "VIRTUAL_ENV": str(VENV)}
+    # --inexact keeps uv itself (installed by pip above, not in the lock) in the environment
+    check([str(uv), "sync", "--frozen", "--all-groups", "--inexact"], env=env)
+    STAMP.write_text(wanted + "\n")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0
+    bootstrap()
+    command, args = argv[0], argv[1:]
+    if command == "test":
+        cmd = [str(BIN / "pytest"), *args]
+    elif command == "sync":
+        return 0
+    else:
+        cmd = [str(BIN / "retailflow"), command, *args]
+    env = {**os.environ, "VIRTUAL_ENV": str(VENV), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    os.chdir(ROOT)
+    if os.name == "nt":
+        return subprocess.call(cmd, env=env)
+    os.execve(cmd[0], cmd, env)  # the command becomes this process: Ctrl-C and exit codes go straight through
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
