@@ -204,8 +204,14 @@ async def resolve_exception(
 ) -> dict[str, Any]:
     module = _exceptions_module()
     client = await _client(request)
+    not_found = getattr(module, "CaseNotFound", LookupError)
+    refused = getattr(module, "CaseRefused", WorkflowUpdateFailedError)
     try:
         result = await module.resolve_case(client, exception_id, body)
+    except not_found as missing:
+        raise Problem(404, str(missing) or f"no exception case {exception_id}", slug="not-found") from None
+    except refused as refusal:
+        raise Problem(409, str(refusal), slug="refused") from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise Problem(404, f"no exception case {exception_id}", slug="not-found") from None

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 from sqlalchemy import text
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -31,7 +30,6 @@ from starters.api import ClientProvider, create_app
 from starters.signatures import shopify_sign, sign_headers
 from starters.webhooks import WEBHOOK_EVENTS
 from tests.support import test_settings as make_settings
-from tests.test_webhooks_support import migrated
 from worker.interceptors import CorrelationInterceptor, correlation_id
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -190,13 +188,6 @@ def signed(body: dict | bytes, *, webhook_id: str | None = None, secrets: str | 
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = sign_headers(secrets, webhook_id or f"msg_{uuid.uuid4().hex}", raw, timestamp=timestamp)
     return raw, {"content-type": "application/json", **headers}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def database_url(postgres_server_url: str):
-    """A fresh database migrated to this issue's revision (0003: webhook_deliveries)."""
-    async for url in migrated(postgres_server_url, "0003"):
-        yield url
 
 
 @pytest.fixture(scope="module")
