@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from workflows.exception_case import ExceptionCase
+from workflows.reconciliation import Reconciliation
 from workflows.reserve_to_fulfill import ReserveToFulfill
 from workflows.return_to_refund import ReturnToRefund
 from workflows.ship_to_settle import ShipToSettle
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from worker.settings import Settings
 
-WORKFLOWS: list[type] = [ReserveToFulfill, ShipToSettle, Transfer, ReturnToRefund, ExceptionCase]
+WORKFLOWS: list[type] = [ReserveToFulfill, ShipToSettle, Transfer, ReturnToRefund, ExceptionCase, Reconciliation]
 
 
 def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
@@ -26,9 +27,11 @@ def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
     """Every activity: the stub ERP / WMS / POS adapters, the case register, and event forwarding."""
     from activities import activity_methods, stub_activities
     from activities.cases import CaseActivities
+    from activities.reconciliation import ReconciliationActivities
     from activities.routing import RoutingActivities
 
     return [
         *stub_activities(engine, settings, fault_seed=fault_seed),
-        *activity_methods(CaseActivities(engine), RoutingActivities(client, settings)),
+        *activity_methods(CaseActivities(engine), RoutingActivities(client, settings),
+                           ReconciliationActivities(client, engine)),
     ]

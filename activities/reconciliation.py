@@ -1,0 +1,232 @@
+"""Reconciliation activities: read the ledger and journal, ask Temporal which processes still run, store a run.
+
+- `check_inventory`: the invariant checker and every legal entity's operational vs financial inventory,
+  read in ONE repeatable-read snapshot (so the two agree with each other on a busy system).
+- `find_orphans`: units in `reserved` / `picked` / `in_transit` whose process (the movements' workflow ID)
+  is not running. Describe is strongly consistent, but a process may release and close between the ledger
+  read and the describe; each candidate is therefore read again after the describe, and only what it still
+  holds is reported (a process that closed cleanly holds nothing by then).
+- `find_stale_processes`: open runs of the four process types started longer ago than their `stale_after`,
+  through the Temporal visibility list API (eventually consistent, fine for an alarm).
+- `open_reconciliation_cases`: the case register's open reconciliation cases (to resolve those that cleared).
+- `store_run`: upsert the report by run ID (a retried store writes the same row).
+
+`latest_run(engine)` is what `GET /reconciliation/latest` serves.
+"""
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+from sqlalchemy import text
+from temporalio import activity
+
+from domain.reconciliation import (
+    HELD_BUCKETS,
+    SCHEDULE_ID,
+    AccountFigure,
+    CheckSummary,
+    EntityInventory,
+    Holding,
+    InventoryCheck,
+    OrphanHolding,
+    ReconciliationReport,
+    StaleProcess,
+    StaleQuery,
+)
+from domain.sla import CaseKind
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from temporalio.client import Client
+
+DESCRIBE_CONCURRENCY = 20
+STALE_LIMIT = 1000  # per process type; more than this is reported as the first 1000 and `complete=False`
+
+
+class InventoryQuery(BaseModel):
+    """No parameters yet; a model so the activity's signature can grow without breaking histories."""
+
+
+class OrphanQuery(BaseModel):
+    buckets: list[str] = list(HELD_BUCKETS)
+
+
+class StaleResult(BaseModel):
+    processes: list[StaleProcess]
+    complete: bool  # False when a type had more than STALE_LIMIT stale runs (only the first are listed)
+
+
+class OpenCasesQuery(BaseModel):
+    prefix: str = f"exception:{SCHEDULE_ID}:"
+
+
+def _entity_sql() -> str:
+    from activities.checker import _BUCKET_ACCOUNT_SQL, _INVENTORY_ACCOUNTS_SQL
+
+    return f"""
+        WITH ledger AS (
+            SELECT loc.legal_entity, {_BUCKET_ACCOUNT_SQL} AS account, sum(b.quantity) AS units,
+                   sum(b.quantity * i.unit_cost) AS value
+              FROM balances b JOIN items i ON i.sku = b.sku JOIN locations loc ON loc.location_id = b.location_id
+             GROUP BY 1, 2),
+          journal AS (
+            SELECT e.legal_entity, l.account, sum(l.debit - l.credit) AS value
+              FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
+             WHERE l.account IN ({_INVENTORY_ACCOUNTS_SQL})
+             GROUP BY 1, 2)
+        SELECT COALESCE(ledger.legal_entity, journal.legal_entity) AS legal_entity,
+               COALESCE(ledger.account, journal.account) AS account,
+               COALESCE(ledger.units, 0) AS units, COALESCE(ledger.value, 0) AS units_at_cost,
+               COALESCE(journal.value, 0) AS journal_balance
+          FROM ledger FULL JOIN journal
+            ON journal.legal_entity = ledger.legal_entity AND journal.account = ledger.account
+         ORDER BY 1, 2"""
+
+
+_HOLDINGS_SQL = """
+    SELECT workflow_id, sku, location_id, bucket, sum(delta) AS quantity
+      FROM movements
+     WHERE bucket = ANY(:buckets) {extra}
+     GROUP BY 1, 2, 3, 4
+    HAVING sum(delta) > 0
+     ORDER BY 1, 3, 2, 4"""
+
+
+async def read_holdings(engine: "AsyncEngine", buckets: list[str],
+                        workflow_ids: list[str] | None = None) -> list[Holding]:
+    """Units each process holds in `buckets`, net of its own movements (only positive holdings)."""
+    extra = "AND workflow_id = ANY(:ids)" if workflow_ids is not None else ""
+    params: dict[str, object] = {"buckets": buckets}
+    if workflow_ids is not None:
+        params["ids"] = workflow_ids
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(_HOLDINGS_SQL.format(extra=extra)), params)).mappings().all()
+    return [Holding(**{k: (int(v) if k == "quantity" else v) for k, v in row.items()}) for row in rows]
+
+
+async def process_status(client: "Client", workflow_id: str) -> str:
+    """running | completed | failed | ... of the latest run of `workflow_id`, or not_found."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return "not_found"
+        raise
+    return description.status.name.lower() if description.status else "unknown"
+
+
+class ReconciliationActivities:
+    def __init__(self, client: "Client", engine: "AsyncEngine") -> None:
+        self.client = client
+        self.engine = engine
+
+    @activity.defn(name="reconcile_check_inventory")
+    async def check_inventory(self, query: InventoryQuery) -> InventoryCheck:
+        """The invariant checker plus per-entity figures, in one repeatable-read, read-only snapshot."""
+        from activities.checker import check_connection
+
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                await conn.execute(text("SET TRANSACTION READ ONLY"))
+                report = await check_connection(conn)
+                rows = (await conn.execute(text(_entity_sql()))).mappings().all()
+                entities_known = (await conn.execute(
+                    text("SELECT DISTINCT legal_entity FROM locations ORDER BY 1"))).scalars().all()
+        by_entity: dict[str, EntityInventory] = {
+            e: EntityInventory(legal_entity=e, units=0, units_at_cost=Decimal(0), journal_balance=Decimal(0))
+            for e in entities_known
+        }
+        for row in rows:
+            entity = by_entity.setdefault(row["legal_entity"], EntityInventory(
+                legal_entity=row["legal_entity"], units=0, units_at_cost=Decimal(0), journal_balance=Decimal(0)))
+            entity.units += int(row["units"])
+            entity.units_at_cost += Decimal(row["units_at_cost"])
+            entity.journal_balance += Decimal(row["journal_balance"])
+            entity.accounts.append(AccountFigure(account=row["account"], units_at_cost=Decimal(row["units_at_cost"]),
+                                                 journal_balance=Decimal(row["journal_balance"])))
+        return InventoryCheck(
+            checked_at=report.checked_at,
+            checks=[CheckSummary(**c.model_dump()) for c in report.checks],
+            entities=list(by_entity.values()),
+            totals=report.totals,
+        )
+
+    @activity.defn(name="reconcile_find_orphans")
+    async def find_orphans(self, query: OrphanQuery) -> list[OrphanHolding]:
+        """Holdings of processes that are not running, confirmed by a second read after the describe."""
+        holdings = await read_holdings(self.engine, query.buckets)
+        workflow_ids = sorted({h.workflow_id for h in holdings})
+        gate = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
+
+        async def status(workflow_id: str) -> tuple[str, str]:
+            async with gate:
+                return workflow_id, await process_status(self.client, workflow_id)
+
+        statuses = dict(await asyncio.gather(*(status(w) for w in workflow_ids)))
+        activity.heartbeat(len(workflow_ids))
+        candidates = [w for w, s in statuses.items() if s != "running"]
+        if not candidates:
+            return []
+        confirmed = await read_holdings(self.engine, query.buckets, candidates)
+        out: dict[str, OrphanHolding] = {}
+        for h in confirmed:
+            out.setdefault(h.workflow_id, OrphanHolding(workflow_id=h.workflow_id,
+                                                        process_status=statuses[h.workflow_id],
+                                                        holdings=[])).holdings.append(h)
+        return list(out.values())
+
+    @activity.defn(name="reconcile_find_stale_processes")
+    async def find_stale_processes(self, query: StaleQuery) -> StaleResult:
+        """Open runs of each process type started before now - stale_after (visibility list API)."""
+        found: list[StaleProcess] = []
+        complete = True
+        for workflow_type, stale_after in sorted(query.stale_after.items()):
+            cutoff = (query.now - stale_after).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            visibility = (f"WorkflowType = '{workflow_type}' AND ExecutionStatus = 'Running' "
+                          f"AND StartTime < '{cutoff}'")
+            count = 0
+            async for execution in self.client.list_workflows(visibility, limit=STALE_LIMIT):
+                count += 1
+                found.append(StaleProcess(
+                    workflow_id=execution.id, workflow_type=execution.workflow_type,
+                    started_at=execution.start_time, age=query.now - execution.start_time, stale_after=stale_after,
+                ))
+            complete = complete and count < STALE_LIMIT
+        return StaleResult(processes=found, complete=complete)
+
+    @activity.defn(name="reconcile_open_cases")
+    async def open_reconciliation_cases(self, query: OpenCasesQuery) -> list[str]:
+        """Open reconciliation cases in the case register (exception_cases)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT exception_id FROM exception_cases WHERE kind = :kind AND status = 'open' "
+                "AND starts_with(exception_id, :prefix) ORDER BY 1"),
+                {"kind": CaseKind.RECONCILIATION.value, "prefix": query.prefix})
+            return list(rows.scalars().all())
+
+    @activity.defn(name="reconcile_store_run")
+    async def store_run(self, report: ReconciliationReport) -> None:
+        stored = report.model_copy(update={"finished_at": report.finished_at or datetime.now(UTC)})
+        async with self.engine.begin() as conn:
+            await conn.execute(text("""
+                INSERT INTO reconciliation_runs (run_id, workflow_id, run_at, ok, discrepancies, report)
+                VALUES (:run_id, :workflow_id, :run_at, :ok, :discrepancies, CAST(:report AS jsonb))
+                ON CONFLICT (run_id) DO UPDATE
+                   SET ok = EXCLUDED.ok, discrepancies = EXCLUDED.discrepancies, report = EXCLUDED.report,
+                       stored_at = now()"""),
+                {"run_id": report.run_id, "workflow_id": report.workflow_id, "run_at": report.when,
+                 "ok": report.ok, "discrepancies": len(report.discrepancies),
+                 "report": stored.model_dump_json()})
+
+
+async def latest_run(engine: "AsyncEngine") -> ReconciliationReport | None:
+    """The newest stored run (None before the first), for `GET /reconciliation/latest`."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT report FROM reconciliation_runs ORDER BY run_at DESC, stored_at DESC LIMIT 1"))).first()
+    return ReconciliationReport.model_validate(row[0]) if row else None

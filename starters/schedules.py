@@ -1,0 +1,112 @@
+"""The Temporal Schedule `reconciliation`, and the last reconciliation run for the read API.
+
+`ensure_schedule(client, settings)` creates the schedule, or updates it to match the settings when it already
+exists (a paused schedule stays paused, its note is kept): safe to call on every start, by every replica.
+Every `RETAILFLOW_RECONCILIATION_EVERY` (ISO 8601, default `PT15M`) it starts a `Reconciliation` workflow on
+the task queue (workflow ID `reconciliation-<scheduled time>`), overlap policy SKIP (a run still going makes
+the next one skip), catch-up window one interval (after an outage, one run, not a backlog). The SLA
+deadlines in effect (defaults, `RETAILFLOW_SLA`, `RETAILFLOW_SLA_BY_CHANNEL`) are baked into the action's
+input as each process type's `stale_after`, so a settings change reaches the schedule at the next ensure.
+
+Where it is created:
+- `retailflow dev` (and so `retailflow demo`) calls `ensure_schedule` once Temporal is up.
+- Production: `retailflow worker` calls it at start, so docker-compose or a Kubernetes deployment needs
+  nothing extra, and a change of `RETAILFLOW_RECONCILIATION_EVERY` or the SLAs takes effect when the workers
+  roll. Several replicas starting at once are fine (create, or update with the same schedule). To see or drive
+  it by hand: `temporal schedule describe --schedule-id reconciliation`, `temporal schedule trigger
+  --schedule-id reconciliation` (run now), `temporal schedule toggle --pause --schedule-id reconciliation
+  --reason "..."` (ops pause; kept by later ensures).
+
+`run_reconciliation` runs one reconciliation right now (outside the schedule) and returns its report: for
+the demo's summary and for tests. `latest_reconciliation(engine)` is the stored newest run.
+"""
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleHandle,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from domain.reconciliation import (
+    SCHEDULE_ID,
+    WORKFLOW_TYPE,
+    ReconciliationInput,
+    ReconciliationReport,
+    stale_thresholds,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from worker.settings import Settings
+
+RUN_TIMEOUT = timedelta(hours=1)  # a run stuck longer (e.g. a database outage) gives way to the next one
+
+
+def reconciliation_input(settings: "Settings") -> ReconciliationInput:
+    """The run input under these settings: stale thresholds over the default and every per-channel SLA policy."""
+    policies = [settings.sla_policy(None), *(settings.sla_policy(c) for c in sorted(settings.sla_by_channel))]
+    return ReconciliationInput(stale_after=stale_thresholds(policies))
+
+
+def reconciliation_schedule(settings: "Settings") -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            WORKFLOW_TYPE,
+            reconciliation_input(settings),
+            id=SCHEDULE_ID,
+            task_queue=settings.task_queue,
+            execution_timeout=RUN_TIMEOUT,
+            static_summary="reconciliation: invariants, orphans, stale processes, inventory by legal entity",
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.reconciliation_every)]),
+        policy=SchedulePolicy(
+            overlap=ScheduleOverlapPolicy.SKIP,
+            catchup_window=max(settings.reconciliation_every, timedelta(seconds=10)),
+        ),
+    )
+
+
+async def ensure_schedule(client: Client, settings: "Settings") -> ScheduleHandle:
+    """Create the `reconciliation` schedule, or bring an existing one in line with `settings` (idempotent)."""
+    schedule = reconciliation_schedule(settings)
+    try:
+        return await client.create_schedule(SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        pass
+    handle = client.get_schedule_handle(SCHEDULE_ID)
+
+    def keep_state(current: ScheduleUpdateInput) -> ScheduleUpdate:
+        # ops may have paused it (with a note): an ensure on start must not undo that
+        return ScheduleUpdate(schedule=dataclasses.replace(schedule, state=current.description.schedule.state))
+
+    await handle.update(keep_state)
+    return handle
+
+
+async def run_reconciliation(client: Client, settings: "Settings", *,
+                             input: ReconciliationInput | None = None) -> ReconciliationReport:
+    """Run one reconciliation now (workflow ID `reconciliation-manual-<time>`) and wait for its report."""
+    workflow_id = f"{SCHEDULE_ID}-manual-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
+    return await client.execute_workflow(
+        WORKFLOW_TYPE, input or reconciliation_input(settings), id=workflow_id, task_queue=settings.task_queue,
+        execution_timeout=RUN_TIMEOUT, result_type=ReconciliationReport,
+    )
+
+
+async def latest_reconciliation(engine: "AsyncEngine") -> ReconciliationReport | None:
+    """The newest stored run (None before the first): `GET /reconciliation/latest`."""
+    from activities.reconciliation import latest_run
+
+    return await latest_run(engine)

@@ -1,0 +1,270 @@
+"""Reconciliation on a real dev server and PostgreSQL: clean runs clean; planted orphans, stale processes and
+journal drift are found, each opens ONE case (stable ID across runs) that clears when the discrepancy goes;
+the `reconciliation` schedule is created idempotently and its runs store what `latest_reconciliation` serves.
+
+The tests of this module share one database and run in order: each leaves the ledger clean behind it."""
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import (
+    Client,
+    ScheduleActionStartWorkflow,
+    ScheduleOverlapPolicy,
+    WorkflowExecutionStatus,
+)
+from temporalio.testing import WorkflowEnvironment
+
+from activities.adapters.stub_erp import PostgresErp
+from activities.checker import check
+from activities.db.engine import create_engine
+from domain.inventory import MovementKind
+from domain.reconciliation import (
+    CaseOutcome,
+    DiscrepancyKind,
+    ReconciliationInput,
+    ReconciliationReport,
+    case_id,
+)
+from starters.schedules import (
+    ensure_schedule,
+    latest_reconciliation,
+    reconciliation_input,
+    run_reconciliation,
+)
+from tests import support
+from tests.ledger_helpers import line, movement
+from tests.support import seeded, unique
+from worker.factory import build_worker
+from worker.settings import Settings
+
+CHECKS = {"no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
+          "keys_applied_once", "inventory_by_legal_entity", "orphan_holdings", "stale_processes"}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    await seeded(database_url)
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+def settings_for(database_url: str) -> Settings:
+    return support.test_settings(database_url=database_url)
+
+
+async def reconcile(client: Client, settings: Settings,
+                    input: ReconciliationInput | None = None) -> ReconciliationReport:
+    """One run now, on a worker the test runs (cases it opens need the worker too, to record and resolve)."""
+    return await asyncio.wait_for(run_reconciliation(client, settings, input=input), timeout=60)
+
+
+async def a_stocked_sku(engine: AsyncEngine, location_id: str = "DC-EAST") -> str:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(
+            "SELECT sku FROM balances WHERE location_id = :loc AND bucket = 'available' AND quantity > 5 "
+            "ORDER BY sku LIMIT 1"), {"loc": location_id})).scalar_one()
+
+
+async def case_status(client: Client, workflow_id: str) -> WorkflowExecutionStatus | None:
+    return (await client.get_workflow_handle(workflow_id).describe()).status
+
+
+async def test_a_clean_ledger_reconciles_clean(dev_env: WorkflowEnvironment, engine: AsyncEngine,
+                                               database_url: str) -> None:
+    settings = settings_for(database_url)
+    async with build_worker(dev_env.client, engine, settings):
+        report = await reconcile(dev_env.client, settings)
+
+        assert report.ok, report.discrepancies
+        assert {c.name for c in report.checks} == CHECKS and all(c.ok for c in report.checks)
+        assert not report.discrepancies and not report.orphans and not report.stale_processes
+        # every legal entity's figures are shown, not only drifting ones
+        entities = {e.legal_entity: e for e in report.entities}
+        assert {"RF-EAST", "RF-WEST"} <= set(entities)
+        for entity in entities.values():
+            assert entity.ok and entity.units > 0 and entity.units_at_cost == entity.journal_balance > 0
+        assert report.totals["movements"] > 0
+
+        latest = await latest_reconciliation(engine)
+        assert latest is not None and latest.run_id == report.run_id and latest.ok
+        assert latest.model_dump(exclude={"finished_at"}) == report.model_dump(exclude={"finished_at"})
+
+
+async def test_journal_drift_is_found_per_legal_entity(dev_env: WorkflowEnvironment, engine: AsyncEngine,
+                                                       database_url: str) -> None:
+    settings = settings_for(database_url)
+    async with build_worker(dev_env.client, engine, settings):
+        phantom = unique("phantom")
+        async with engine.begin() as conn:  # inventory posted without units, as tests/test_checker.py plants it
+            await conn.execute(text(
+                "INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo) "
+                "VALUES (:k, :k, 'manual', 'RF-WEST', 'USD', 'phantom stock')"), {"k": phantom})
+            await conn.execute(text("INSERT INTO journal_lines (entry_key, line, account, debit) "
+                                    "VALUES (:k, 0, 'inventory', 10)"), {"k": phantom})
+            await conn.execute(text("INSERT INTO journal_lines (entry_key, line, account, credit) "
+                                    "VALUES (:k, 1, 'shrink', 10)"), {"k": phantom})
+        try:
+            report = await reconcile(dev_env.client, settings)
+            assert not report.ok
+            checks = {c.name: c for c in report.checks}
+            assert not checks["inventory_matches_journal"].ok and not checks["inventory_by_legal_entity"].ok
+            west = next(e for e in report.entities if e.legal_entity == "RF-WEST")
+            assert not west.ok and west.journal_balance - west.units_at_cost == 10
+            assert next(e for e in report.entities if e.legal_entity == "RF-EAST").ok
+            [drift] = report.discrepancies  # one per drifting entity; the checker's own check is not doubled
+            assert drift.kind is DiscrepancyKind.INVENTORY_DRIFT and drift.key == "drift:RF-WEST"
+            assert drift.case is CaseOutcome.OPENED and drift.case_id == "exception:reconciliation:drift:RF-WEST"
+            assert await case_status(dev_env.client, drift.case_id) == WorkflowExecutionStatus.RUNNING
+        finally:  # reverse the phantom, so the ledger is clean again for the next tests
+            async with engine.begin() as conn:
+                await conn.execute(text(
+                    "INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo) "
+                    "VALUES (:k, :k, 'manual', 'RF-WEST', 'USD', 'reverse phantom')"), {"k": f"{phantom}:rev"})
+                await conn.execute(text("INSERT INTO journal_lines (entry_key, line, account, credit) "
+                                        "VALUES (:k, 0, 'inventory', 10)"), {"k": f"{phantom}:rev"})
+                await conn.execute(text("INSERT INTO journal_lines (entry_key, line, account, debit) "
+                                        "VALUES (:k, 1, 'shrink', 10)"), {"k": f"{phantom}:rev"})
+        assert (await check(database_url)).ok
+
+        # the drift is gone: the next run is clean and resolves the case it had opened
+        report = await reconcile(dev_env.client, settings)
+        assert report.ok and report.resolved_cases == [drift.case_id]
+        result = await dev_env.client.get_workflow_handle(drift.case_id).result()
+        assert result["status"] == "resolved" and result["resolution"]["resolved_by"] == "reconciliation"
+
+
+async def test_orphan_reservations_are_found_and_open_one_case_each(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str) -> None:
+    client = dev_env.client
+    settings = settings_for(database_url)
+    async with build_worker(dev_env.client, engine, settings):
+        erp = PostgresErp(engine)
+        sku = await a_stocked_sku(engine)
+        nobody = unique("no-worker")  # processes that exist but no worker runs: they stay open, or we close them
+        ghost = f"order:web:{unique('ghost')}"  # never existed
+        closed = f"transfer:{unique('closed')}"  # existed, terminated with its units still reserved
+        running = f"transfer:{unique('running')}"  # running: its reservation is not an orphan
+        await client.start_workflow("Transfer", id=closed, task_queue=nobody)
+        await client.get_workflow_handle(closed).terminate("test: closed with units held")
+        await client.start_workflow("Transfer", id=running, task_queue=nobody)
+        holders = {ghost: 2, closed: 1, running: 3}
+        for workflow_id, quantity in holders.items():
+            await erp.post_movement(movement(f"{workflow_id}:reserve", MovementKind.RESERVE,
+                                             line(sku, "DC-EAST", quantity), workflow_id=workflow_id))
+        try:
+            report = await reconcile(client, settings)
+            assert not report.ok
+            orphans = {o.workflow_id: o for o in report.orphans}
+            assert set(orphans) == {ghost, closed}
+            assert orphans[ghost].process_status == "not_found" and orphans[closed].process_status == "terminated"
+            assert [(h.sku, h.location_id, h.bucket, h.quantity) for h in orphans[ghost].holdings] == [
+                (sku, "DC-EAST", "reserved", 2)]
+            found = {d.key: d for d in report.discrepancies}
+            assert set(found) == {f"orphan:{ghost}", f"orphan:{closed}"}
+            for d in found.values():
+                assert d.kind is DiscrepancyKind.ORPHAN_HOLDING and d.case is CaseOutcome.OPENED
+                assert d.location_ids == ["DC-EAST"] and d.skus == [sku]
+                assert await case_status(client, d.case_id) == WorkflowExecutionStatus.RUNNING
+            state = await client.get_workflow_handle(case_id(f"orphan:{ghost}")).query("state")
+            assert state["kind"] == "reconciliation" and state["business_key"] == ghost
+            assert state["details"]["DC-EAST/" + sku + "/reserved"] == "2"
+
+            # found again by the next run: the same case, still open, no second one
+            again = await reconcile(client, settings)
+            assert {d.key: d.case for d in again.discrepancies} == {
+                f"orphan:{ghost}": CaseOutcome.ALREADY_OPEN, f"orphan:{closed}": CaseOutcome.ALREADY_OPEN}
+            for d in again.discrepancies:
+                assert len([e async for e in client.list_workflows(f"WorkflowId = '{d.case_id}'")]) == 1
+        finally:
+            for workflow_id, quantity in holders.items():
+                await erp.post_movement(movement(f"{workflow_id}:release", MovementKind.RELEASE,
+                                                 line(sku, "DC-EAST", quantity), workflow_id=workflow_id))
+            await client.get_workflow_handle(running).terminate("test done")
+        assert (await check(database_url)).ok
+
+        cleared = await reconcile(client, settings)
+        assert cleared.ok and sorted(cleared.resolved_cases) == sorted(d.case_id for d in found.values())
+
+
+async def test_a_process_waiting_past_every_deadline_is_found(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str) -> None:
+    client = dev_env.client
+    settings = settings_for(database_url)
+    async with build_worker(dev_env.client, engine, settings):
+        stuck = f"return:{unique('stuck')}"
+        await client.start_workflow("ReturnToRefund", id=stuck, task_queue=unique("no-worker"))
+        try:
+            visible = f"WorkflowId = '{stuck}' AND ExecutionStatus = 'Running'"
+            for _ in range(100):  # visibility is eventually consistent: wait until the list shows it
+                if [e async for e in client.list_workflows(visible)]:
+                    break
+                await asyncio.sleep(0.1)
+            # the defaults (38 days for a return) do not call it stale ...
+            report = await reconcile(client, settings)
+            assert report.ok and not report.stale_processes
+            # ... a policy whose deadlines have all passed does
+            input = reconciliation_input(settings).model_copy(update={"stale_after": {"ReturnToRefund": timedelta(0)}})
+            report = await reconcile(client, settings, input)
+            [stale] = report.stale_processes
+            assert stale.workflow_id == stuck and stale.workflow_type == "ReturnToRefund"
+            [d] = report.discrepancies
+            assert d.key == f"stale:{stuck}" and d.kind is DiscrepancyKind.STALE_PROCESS and d.case is CaseOutcome.OPENED
+        finally:
+            await client.get_workflow_handle(stuck).terminate("test done")
+
+
+def test_stale_thresholds_cover_every_chain_of_clocks() -> None:
+    settings = Settings(sla={"pick_overdue": "PT1H"}, sla_by_channel={"pos": {"return_not_received": "P60D"}})
+    stale = reconciliation_input(settings).stale_after
+    assert set(stale) == {"ReserveToFulfill", "ShipToSettle", "Transfer", "ReturnToRefund"}
+    assert stale["Transfer"] == timedelta(hours=24 + 48 + 1)
+    assert stale["ReturnToRefund"] == timedelta(days=60 + 3 + 5, hours=1)  # the longest channel wins
+    assert stale["ReserveToFulfill"] == timedelta(hours=1 + 24 + 72 + 1, days=6)
+
+
+async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str) -> None:
+    client = dev_env.client
+    settings = settings_for(database_url)
+    handle = await ensure_schedule(client, settings)
+    try:
+        await ensure_schedule(client, settings)  # again: no error, the same one schedule
+        ids = [s.id async for s in await client.list_schedules()]
+        assert ids.count("reconciliation") == 1
+        described = await handle.describe()
+        action = described.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert action.workflow == "Reconciliation" and action.id == "reconciliation"
+        assert action.task_queue == settings.task_queue
+        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(minutes=15)]
+        assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+
+        # settings change: the next ensure updates it; an ops pause survives it
+        await handle.pause(note="ops: maintenance")
+        await ensure_schedule(client, settings.model_copy(update={"reconciliation_every": timedelta(minutes=5)}))
+        described = await handle.describe()
+        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(minutes=5)]
+        assert described.schedule.state.paused and described.schedule.state.note == "ops: maintenance"
+        await handle.unpause()
+
+        # a run the schedule starts decodes its input, reconciles and is what latest_reconciliation serves
+        async with build_worker(client, engine, settings):
+            await handle.trigger()
+            for _ in range(200):
+                recent = (await handle.describe()).info.recent_actions
+                if recent:
+                    break
+                await asyncio.sleep(0.1)
+            workflow_id = recent[0].action.workflow_id
+            assert workflow_id.startswith("reconciliation-")
+            report = await client.get_workflow_handle(workflow_id, result_type=ReconciliationReport).result()
+        assert report.ok
+        latest = await latest_reconciliation(engine)
+        assert latest is not None and latest.workflow_id == workflow_id and latest.ok
+    finally:
+        await handle.delete()
