@@ -200,7 +200,7 @@ async def _status(s: Settings, key: str) -> dict[str, Any]:
         if description.status == WorkflowExecutionStatus.RUNNING:
             entry["running"] = True
         processes.append(entry)
-    return {"key": key, "found": True, "processes": processes}
+    return {"key": key, "found": any("error" not in p for p in processes), "processes": processes}
 
 
 @main.command()

@@ -83,3 +83,16 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+SERVER_FIXTURES = {"postgres_server_url", "database_url", "time_skipping_env", "dev_env"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`-m unit` selects the fast tests: those marked `unit`, and every test that needs no server (none of the
+    fixtures above, directly or through another fixture) unless it is marked `stack`, `faults` or `slow`."""
+    for item in items:
+        if item.get_closest_marker("unit") or any(item.get_closest_marker(m) for m in ("stack", "faults", "slow")):
+            continue
+        if not SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.unit)

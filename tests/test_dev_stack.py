@@ -24,6 +24,8 @@ from tests.support import temporal_cli
 from worker.settings import Settings
 from workflows.common import SEARCH_ATTRIBUTES
 
+pytestmark = pytest.mark.stack
+
 HAS_API = importlib.util.find_spec("starters.api") is not None
 STACK_PARTS = PARTS if HAS_API else tuple(p for p in PARTS if p != "api")
 
