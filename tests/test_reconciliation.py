@@ -39,6 +39,7 @@ from tests import support
 from tests.ledger_helpers import line, movement
 from tests.support import seeded, unique
 from worker.factory import build_worker
+from worker.main import _ensure_reconciliation_schedule
 from worker.settings import Settings
 
 CHECKS = {"no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
@@ -231,10 +232,15 @@ async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
         dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str) -> None:
     client = dev_env.client
     settings = settings_for(database_url)
-    handle = await ensure_schedule(client, settings)
+    await _ensure_reconciliation_schedule(client, settings)  # what `retailflow worker` does at start
+    handle = client.get_schedule_handle("reconciliation")
     try:
         await ensure_schedule(client, settings)  # again: no error, the same one schedule
-        ids = [s.id async for s in await client.list_schedules()]
+        for _ in range(100):  # the schedule list is eventually consistent
+            ids = [s.id async for s in await client.list_schedules()]
+            if ids:
+                break
+            await asyncio.sleep(0.1)
         assert ids.count("reconciliation") == 1
         described = await handle.describe()
         action = described.schedule.action

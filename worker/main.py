@@ -62,6 +62,19 @@ def _install_stop_handlers(stop: asyncio.Event) -> None:
             pass
 
 
+async def _ensure_reconciliation_schedule(client: Client, settings: Settings) -> None:
+    """Create or update the `reconciliation` schedule (starters/schedules.py); idempotent, so every replica may.
+    A failure (e.g. no permission on schedules) is logged and the worker runs on: processes come first."""
+    from starters.schedules import ensure_schedule
+
+    try:
+        await ensure_schedule(client, settings)
+    except Exception as err:  # noqa: BLE001
+        log.error("reconciliation schedule not ensured", error=str(err))
+    else:
+        log.info("reconciliation schedule ensured", every=str(settings.reconciliation_every))
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
     from activities.db.engine import create_engine
@@ -78,6 +91,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     runtime = build_runtime(settings)
     client = await connect_with_retry(settings, runtime, stop=stop)
     await upgrade(settings.database_url)
+    await _ensure_reconciliation_schedule(client, settings)
     engine = create_engine(settings.database_url, pool_size=min(20, settings.max_concurrent_activities),
                            max_overflow=20)
     try:
