@@ -149,6 +149,18 @@ def api() -> None:
 
 # ---- data ----------------------------------------------------------------------------------------------------
 @main.command()
+def migrate() -> None:
+    """Migrate the database to the newest schema (workers do it too; compose runs it once before them)."""
+    from activities.db.migrations import current, upgrade
+
+    s = with_running_stack(settings())
+    logging_for("migrate", s)
+    url = need_database(s)
+    asyncio.run(upgrade(url))
+    typer.echo(f"database at revision {asyncio.run(current(url))}")
+
+
+@main.command()
 def seed() -> None:
     """Load the demo master data and opening stock (idempotent; migrates the database first)."""
     from activities.seed import seed as do_seed

@@ -1,0 +1,22 @@
+# The retailflow image: `retailflow worker`, `retailflow api`, `retailflow migrate` (see docker-compose.yml).
+FROM python:3.11-slim
+
+COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
+ENV UV_PROJECT_ENVIRONMENT=/app/.venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy PYTHONUNBUFFERED=1
+WORKDIR /app
+
+# dependencies first (cached while only the code changes), exactly as locked, without the dev group
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+
+COPY domain ./domain
+COPY workflows ./workflows
+COPY activities ./activities
+COPY worker ./worker
+COPY starters ./starters
+RUN uv sync --frozen --no-dev --no-editable
+
+RUN useradd --system --uid 10001 retailflow
+USER retailflow
+ENV PATH=/app/.venv/bin:$PATH
+CMD ["retailflow", "worker"]
