@@ -230,8 +230,18 @@ def exceptions_list(
 ) -> None:
     """Exception cases with kind, severity, business key, deadline and escalations."""
     list_cases = optional("starters.exceptions", "list_cases", "retailflow exceptions list")
-    s = with_running_stack(settings())
-    echo_json(run(list_cases(s, status=None if status == "all" else status)))
+    url = need_database(with_running_stack(settings()))
+
+    async def go() -> Any:
+        from activities.db.engine import create_engine
+
+        engine = create_engine(url, pool_size=1, max_overflow=0)
+        try:
+            return await list_cases(engine, None if status == "all" else status)
+        finally:
+            await engine.dispose()
+
+    echo_json(asyncio.run(go()))
 
 
 @exceptions_app.command("resolve")
@@ -240,10 +250,22 @@ def exceptions_resolve(
     note: str = typer.Option(..., help="What was done."),
     resolved_by: str = typer.Option("ops", "--by", help="Who resolved it."),
 ) -> None:
-    """Resolve an exception case by hand."""
+    """Resolve an exception case by hand (through the case workflow, which checks it)."""
     resolve_case = optional("starters.exceptions", "resolve_case", "retailflow exceptions resolve")
-    s = with_running_stack(settings())
-    echo_json(run(resolve_case(s, exception_id, note=note, resolved_by=resolved_by)))
+    from domain.cases import ResolveRequest
+    from starters.exceptions import CaseError
+
+    async def go() -> Any:
+        from worker.client import connect
+
+        client = await connect(with_running_stack(settings()))
+        return await resolve_case(client, exception_id, ResolveRequest(note=note, resolved_by=resolved_by))
+
+    try:
+        echo_json(asyncio.run(go()))
+    except CaseError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 @main.command()
@@ -251,10 +273,25 @@ def send(
     event_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The event body as JSON."),
     source: str = typer.Option(..., "--source", help="The webhook source (web, pos, wms, ...)."),
 ) -> None:
-    """Sign one event with the source's secret and POST it to the webhook endpoint."""
+    """Sign one event with the source's secret and POST it to the webhook endpoint; prints the answer."""
     send_file = optional("starters.send", "send_file", "retailflow send")
     s = with_running_stack(settings())
-    echo_json(run(send_file(s, event_file, source=source)))
+    if not s.webhook_secrets and "webhook_secrets" not in s.model_fields_set:
+        from starters.dev import dev_settings, running_stack
+
+        if running_stack(s.data_dir):  # the dev stack's documented secrets
+            s = dev_settings(s)
+    try:
+        response = send_file(event_file, source, s)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    echo_json({"status": response.status_code, "body": body})
+    raise typer.Exit(0 if response.status_code < 400 else 1)
 
 
 @histories_app.command("export")
