@@ -53,6 +53,7 @@ class ReconciliationInput(BaseModel):
 
     stale_after: dict[str, timedelta] = Field(default_factory=lambda: stale_thresholds([SlaPolicy()]))
     max_cases: int = DEFAULT_MAX_CASES
+    escalate_every: timedelta = timedelta(hours=4)  # of the cases it opens (RETAILFLOW_EXCEPTION_ESCALATE_EVERY)
     open_cases: bool = True
     resolve_cleared: bool = True  # resolve open reconciliation cases whose discrepancy is gone
 

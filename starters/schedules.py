@@ -57,7 +57,8 @@ RUN_TIMEOUT = timedelta(hours=1)  # a run stuck longer (e.g. a database outage) 
 def reconciliation_input(settings: "Settings") -> ReconciliationInput:
     """The run input under these settings: stale thresholds over the default and every per-channel SLA policy."""
     policies = [settings.sla_policy(None), *(settings.sla_policy(c) for c in sorted(settings.sla_by_channel))]
-    return ReconciliationInput(stale_after=stale_thresholds(policies))
+    return ReconciliationInput(stale_after=stale_thresholds(policies),
+                               escalate_every=settings.exception_escalate_every)
 
 
 def reconciliation_schedule(settings: "Settings") -> Schedule:

@@ -173,6 +173,7 @@ async def test_orphan_reservations_are_found_and_open_one_case_each(
                 assert await case_status(client, d.case_id) == WorkflowExecutionStatus.RUNNING
             state = await client.get_workflow_handle(case_id(f"orphan:{ghost}")).query("state")
             assert state["kind"] == "reconciliation" and state["business_key"] == ghost
+            assert state["process_type"] == "Reconciliation" and state["severity"] == "high"
             assert state["details"]["DC-EAST/" + sku + "/reserved"] == "2"
 
             # found again by the next run: the same case, still open, no second one
@@ -220,7 +221,9 @@ async def test_a_process_waiting_past_every_deadline_is_found(
 
 
 def test_stale_thresholds_cover_every_chain_of_clocks() -> None:
-    settings = Settings(sla={"pick_overdue": "PT1H"}, sla_by_channel={"pos": {"return_not_received": "P60D"}})
+    settings = Settings(sla={"pick_overdue": "PT1H"}, sla_by_channel={"pos": {"return_not_received": "P60D"}},
+                        exception_escalate_every="PT2H")
+    assert reconciliation_input(settings).escalate_every == timedelta(hours=2)
     stale = reconciliation_input(settings).stale_after
     assert set(stale) == {"ReserveToFulfill", "ShipToSettle", "Transfer", "ReturnToRefund"}
     assert stale["Transfer"] == timedelta(hours=24 + 48 + 1)

@@ -114,7 +114,7 @@ class Reconciliation:
             details={"discrepancy": d.key, "discrepancy_kind": str(d.kind), **d.details},
             lineage=Lineage(process_workflow_id=report.workflow_id, process_run_id=report.run_id,
                             process_type=WORKFLOW_TYPE),
-            opened_at=now,
+            escalate_every=self.input.escalate_every, opened_at=now,
         )
         try:
             await workflow.start_child_workflow(
