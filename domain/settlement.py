@@ -41,6 +41,7 @@ class SettleStage(StrEnum):
     AWAITING_SETTLEMENT = "awaiting_settlement"  # something captured is not settled yet, or the order is open
     SETTLED = "settled"  # order closed, everything captured settled within tolerance
     MISMATCH = "mismatch"  # order closed, a settlement did not match what was captured (case open)
+    CAPTURE_REFUSED = "capture_refused"  # order closed, all captured money settled, a capture was refused (case)
     NOT_OPENED = "not_opened"  # no order.shipped within the open timeout (or the order closed unshipped)
 
 
@@ -96,6 +97,18 @@ class Totals(BaseModel):
     held: Amount  # settlements not matched yet
 
 
+class Mismatch(BaseModel):
+    expected: Amount  # captured and unsettled
+    settled: Amount  # held settlements
+    difference: Amount  # settled - expected
+    shipment_ids: list[str]
+    settlement_ids: list[str]
+
+    @property
+    def direction(self) -> str:
+        return "over" if self.difference > 0 else "under"
+
+
 class SettleState(BaseModel):
     """What the `state` query answers (the read API serves it as JSON)."""
 
@@ -112,6 +125,7 @@ class SettleState(BaseModel):
     shipments: list[ShipmentRecord] = Field(default_factory=list)
     settlements: list[SettlementRecord] = Field(default_factory=list)
     totals: Totals
+    mismatch: Mismatch | None = None  # the settlement_mismatch figures, once raised
     exceptions: list[dict[str, Any]] = Field(default_factory=list)  # ProcessCases.refs(), as JSON
 
 
@@ -199,18 +213,6 @@ def allocate(shipments: Sequence[ShipmentRecord], settlements: Sequence[Settleme
         if within(rest_total, open_total, tolerance):
             out.append(Allocation(settlement_ids=[s.event_id for s in rest], shipment_ids=open_ids))
     return out
-
-
-class Mismatch(BaseModel):
-    expected: Amount  # captured and unsettled
-    settled: Amount  # held settlements
-    difference: Amount  # settled - expected
-    shipment_ids: list[str]
-    settlement_ids: list[str]
-
-    @property
-    def direction(self) -> str:
-        return "over" if self.difference > 0 else "under"
 
 
 def mismatch_at_close(shipments: Sequence[ShipmentRecord], settlements: Sequence[SettlementRecord]) -> Mismatch | None:

@@ -1,0 +1,431 @@
+"""ShipToSettle on the time-skipping server, driven by events through `starters.dispatch.dispatch` exactly as the
+webhooks and ReserveToFulfill drive it (signal-with-start). ReserveToFulfill is not run: the tests hand over
+`order.shipped` themselves and post the SHIP movement (which carries COGS) the way it would.
+
+Every test asserts the journal of the order (revenue, COGS, receivable, cash clearing, per legal entity) and
+that the invariant checker passes.
+"""
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.adapters.stub_erp import PostgresErp
+from activities.checker import check
+from activities.db.engine import create_engine
+from domain import ids
+from domain.events import (
+    Event,
+    EventType,
+    OrderClosed,
+    OrderShipped,
+    Payment,
+    PaymentSettled,
+    PricedLine,
+    ShipmentDelivered,
+)
+from domain.inventory import MovementKind
+from domain.settlement import SettleOutcome, SettleStage, SettleState
+from starters.dispatch import dispatch
+from tests.ledger_helpers import World, line, movement
+from tests.support import register_search_attributes, temporal_test_server, unique
+from tests.support import test_settings as make_settings
+from worker.factory import build_worker
+from worker.settings import Settings
+from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
+
+D = Decimal
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def world(engine: AsyncEngine) -> World:
+    return await World().create(PostgresErp(engine))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of its own for the tests that skip days: cases left open by other tests (their
+    escalation timers due on task queues nobody polls any more) would otherwise hold the clock."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=temporal_test_server())
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+class Order:
+    """One order's events, built the way the webhooks and ReserveToFulfill build them."""
+
+    def __init__(self, world: World, authorized: str = "100.00", channel: str = "web") -> None:
+        self.world = world
+        self.channel = channel
+        self.order_id = unique("o")
+        self.payment = Payment(payment_id=unique("pay"), authorized_amount=D(authorized))
+        self.workflow_id = ids.settle_workflow_id(channel, self.order_id)
+        self.order_workflow_id = ids.order_workflow_id(channel, self.order_id)
+        self.shipment_ids: list[str] = []
+
+    def shipped(self, shipment_id: str, location_id: str, *lines: tuple[int, int]) -> Event:
+        """`lines`: (sku index, quantity), priced at the item's price."""
+        self.shipment_ids.append(shipment_id)
+        priced = [PricedLine(line_id=f"l{n}", sku=self.world.skus[n], quantity=q,
+                             unit_price=D(self.world.items[n].price)) for n, q in lines]
+        return Event(event_id=f"{self.order_workflow_id}:shipped:{shipment_id}", type=EventType.ORDER_SHIPPED,
+                     occurred_at=T0, source="retailflow",
+                     data=OrderShipped(order_id=self.order_id, channel=self.channel, shipment_id=shipment_id,
+                                       location_id=location_id, currency="USD", payment=self.payment,
+                                       lines=priced))
+
+    def settled(self, amount: str, event_id: str | None = None, at: datetime = T0) -> Event:
+        return Event(event_id=event_id or unique("wh"), type=EventType.PAYMENT_SETTLED, occurred_at=at,
+                     source="payments", data=PaymentSettled(payment_id=self.payment.payment_id,
+                                                            order_id=self.order_id, channel=self.channel,
+                                                            amount=D(amount), currency="USD"))
+
+    def delivered(self, shipment_id: str) -> Event:
+        return Event(event_id=unique("wh"), type=EventType.SHIPMENT_DELIVERED, occurred_at=T0, source="carrier",
+                     data=ShipmentDelivered(shipment_id=shipment_id, order_id=self.order_id, channel=self.channel))
+
+    def closed(self, outcome: str = "fulfilled") -> Event:
+        return Event(event_id=f"{self.order_workflow_id}:closed", type=EventType.ORDER_CLOSED, occurred_at=T0,
+                     source="retailflow", data=OrderClosed(order_id=self.order_id, channel=self.channel,
+                                                           outcome=outcome, shipment_ids=list(self.shipment_ids)))
+
+
+async def ship_stock(engine: AsyncEngine, order: Order, shipment_id: str, location_id: str,
+                     *lines: tuple[int, int]) -> None:
+    """What ReserveToFulfill does before it hands a shipment over: receive, reserve, pick and SHIP (COGS)."""
+    erp = PostgresErp(engine)
+    w = order.world
+    for kind in (MovementKind.RECEIPT, MovementKind.RESERVE, MovementKind.PICK, MovementKind.SHIP):
+        await erp.post_movement(movement(
+            f"{order.order_workflow_id}:{kind}:{shipment_id}", kind,
+            *[line(w.skus[n], location_id, q) for n, q in lines], workflow_id=order.order_workflow_id))
+
+
+async def journal(engine: AsyncEngine, order: Order) -> dict[tuple[str, str], Decimal]:
+    """Net balance (debit - credit) per (legal entity, account) of everything the order posted."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT e.legal_entity, l.account, sum(l.debit) - sum(l.credit) AS net FROM journal_lines l "
+            "JOIN journal_entries e ON e.key = l.entry_key WHERE e.workflow_id = ANY(:wfs) "
+            "GROUP BY e.legal_entity, l.account"), {"wfs": [order.workflow_id, order.order_workflow_id]})).all()
+    return {(r.legal_entity, r.account): D(r.net) for r in rows if r.net != 0}
+
+
+async def entry_keys(engine: AsyncEngine, order: Order, source_kind: str) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text(
+            "SELECT key FROM journal_entries WHERE workflow_id = :wf AND source_kind = :kind ORDER BY key"),
+            {"wf": order.workflow_id, "kind": source_kind})
+        return [r.key for r in rows]
+
+
+def cogs(world: World, *lines: tuple[int, int]) -> Decimal:
+    return sum((world.cost[world.skus[n]] * q for n, q in lines), D(0))
+
+
+def value(world: World, *lines: tuple[int, int]) -> Decimal:
+    return sum((D(world.items[n].price) * q for n, q in lines), D(0))
+
+
+async def send(client: Client, settings: Settings, *events: Event) -> None:
+    for event in events:
+        await dispatch(client, event, settings)
+
+
+def handle(client: Client, order: Order) -> WorkflowHandle[Any, Any]:
+    return client.get_workflow_handle(order.workflow_id, result_type=SettleOutcome)
+
+
+async def finish(client: Client, order: Order) -> tuple[SettleOutcome, SettleState]:
+    h = handle(client, order)
+    outcome = await h.result()
+    state = await h.query("state", result_type=SettleState)
+    await close_cases(client, state)
+    return outcome, state
+
+
+async def close_cases(client: Client, state: SettleState) -> None:
+    """End the cases a test left open (after its assertions' snapshot), so their escalation timers never hold
+    the shared time-skipping clock for other tests."""
+    for case in state.exceptions:
+        if case["status"] == "open":
+            try:
+                await client.get_workflow_handle(case["exception_id"]).terminate("test finished")
+            except RPCError:
+                pass  # already closed
+
+
+async def assert_checker_ok(database_url: str) -> None:
+    report = await check(database_url)
+    assert report.ok, [c for c in report.failed()]
+
+
+def case_kinds(state: SettleState, status: str | None = None) -> list[str]:
+    return sorted(c["kind"] for c in state.exceptions if status is None or c["status"] == status)
+
+
+# --- tests ---------------------------------------------------------------------------------------------------
+async def test_one_shipment_settled_exactly(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
+                                            world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    order = Order(world)
+    lines = ((0, 2), (1, 1))
+    amount = value(world, *lines)
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *lines)
+        first = await dispatch(client, order.shipped("s1", world.dc, *lines), settings)
+        assert first.workflow_id == order.workflow_id
+        await send(client, settings, order.delivered("s1"), order.settled(str(amount)), order.closed())
+        outcome, state = await finish(client, order)
+
+    assert outcome.stage is SettleStage.SETTLED and state.stage is SettleStage.SETTLED
+    assert (outcome.totals.shipped, outcome.totals.captured, outcome.totals.settled) == (amount, amount, amount)
+    assert outcome.totals.outstanding == 0 and outcome.cases == []
+    [shipment] = state.shipments
+    assert shipment.delivered_at is not None and shipment.settlement == "settled"
+    assert shipment.revenue_key == f"{order.workflow_id}:sale:s1"
+    assert shipment.capture_key == f"{order.workflow_id}:capture:s1"
+    assert await entry_keys(engine, order, "sale") == [f"{order.workflow_id}:sale:s1"]
+    assert await entry_keys(engine, order, "settlement") == [f"{order.workflow_id}:settlement:s1"]
+    a = world.entity_a
+    assert await journal(engine, order) == {
+        (a, "revenue"): -amount, (a, "cash_clearing"): amount,  # receivable cleared into cash clearing
+        (a, "cogs"): cogs(world, *lines), (a, "goods_received_not_invoiced"): -cogs(world, *lines),
+    }
+    sa = (await handle(client, order).describe()).typed_search_attributes
+    assert sa.get(STAGE) == "settled" and sa.get(BUSINESS_KEY) == f"web/{order.order_id}"
+    assert sa.get(LOCATION_IDS) == [world.dc] and sa.get(SKUS) == sorted(world.skus)
+    await assert_checker_ok(database_url)
+
+
+@pytest.mark.parametrize("per_shipment", [False, True], ids=["settled_once", "settled_per_shipment"])
+async def test_split_shipment(per_shipment: bool, time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
+                              world: World, database_url: str) -> None:
+    """Two shipments from two legal entities, settled once for both or once per shipment: each entity's
+    receivable is cleared by its own shipment's money. The order closed partially fulfilled: the line cancelled
+    after the first dispatch never shipped, so it is not expected."""
+    client, settings = time_skipping_env.client, make_settings()
+    order = Order(world)
+    one, two = ((0, 3),), ((1, 2),)
+    v1, v2 = value(world, *one), value(world, *two)
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *one)
+        await send(client, settings, order.shipped("s1", world.dc, *one))
+        if per_shipment:
+            await send(client, settings, order.settled(str(v1), at=T0 + timedelta(days=1)))
+        await ship_stock(engine, order, "s2", world.far, *two)
+        await send(client, settings, order.shipped("s2", world.far, *two))
+        if per_shipment:
+            await send(client, settings, order.settled(str(v2), at=T0 + timedelta(days=2)))
+        else:
+            await send(client, settings, order.settled(str(v1 + v2)))
+        await send(client, settings, order.closed("partially_fulfilled"))
+        outcome, state = await finish(client, order)
+
+    assert outcome.stage is SettleStage.SETTLED and outcome.settlements == (2 if per_shipment else 1)
+    assert outcome.totals.settled == outcome.totals.captured == v1 + v2 and outcome.cases == []
+    assert state.closed_outcome == "partially_fulfilled"
+    by_shipment = {s.shipment_id: s.settled_by for s in state.shipments}
+    if per_shipment:
+        assert by_shipment["s1"] != by_shipment["s2"]
+    else:
+        assert by_shipment["s1"] == by_shipment["s2"]
+    a, b = world.entity_a, world.entity_b
+    assert await journal(engine, order) == {
+        (a, "revenue"): -v1, (a, "cash_clearing"): v1, (b, "revenue"): -v2, (b, "cash_clearing"): v2,
+        (a, "cogs"): cogs(world, *one), (a, "goods_received_not_invoiced"): -cogs(world, *one),
+        (b, "cogs"): cogs(world, *two), (b, "goods_received_not_invoiced"): -cogs(world, *two),
+    }
+    assert await entry_keys(engine, order, "settlement") == [
+        f"{order.workflow_id}:settlement:s1", f"{order.workflow_id}:settlement:s2"]
+    await assert_checker_ok(database_url)
+
+
+@pytest.mark.parametrize(("settled", "tolerance", "stage"), [
+    ("-1.00", "0.00", SettleStage.MISMATCH),  # under-settlement
+    ("+1.50", "0.00", SettleStage.MISMATCH),  # over-settlement
+    ("-0.03", "0.05", SettleStage.SETTLED),  # within the tolerance: no case
+], ids=["under", "over", "within_tolerance"])
+async def test_under_and_over_settlement(settled: str, tolerance: str, stage: SettleStage,
+                                         time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World,
+                                         database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings(settlement_tolerance=D(tolerance))
+    order = Order(world)
+    lines = ((0, 4),)
+    expected = value(world, *lines)
+    paid = expected + D(settled)
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *lines)
+        await send(client, settings, order.shipped("s1", world.dc, *lines), order.closed(),
+                   order.settled(str(paid)))
+        outcome, state = await finish(client, order)
+
+    assert outcome.stage is stage and state.stage is stage
+    if stage is SettleStage.MISMATCH:
+        assert state.mismatch is not None
+        assert (state.mismatch.expected, state.mismatch.settled) == (expected, paid)
+        assert state.mismatch.difference == D(settled)
+        assert outcome.cases == ["settlement_mismatch"]
+        assert case_kinds(state, "open") == ["settlement_mismatch"]
+    else:
+        assert state.mismatch is None and outcome.cases == [] and case_kinds(state) == []
+    a = world.entity_a
+    got = await journal(engine, order)
+    # the settled money is posted as received; what it did not cover (or overpaid) stays on the receivable
+    assert got[(a, "revenue")] == -expected and got[(a, "cash_clearing")] == paid
+    assert got.get((a, "receivable"), D(0)) == expected - paid
+    assert got[(a, "cogs")] == cogs(world, *lines)
+    await assert_checker_ok(database_url)
+
+
+async def test_late_settlement_opens_then_resolves_settlement_overdue(
+        own_time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = own_time_skipping_env.client, make_settings()
+    order = Order(world)
+    lines = ((1, 1),)
+    amount = value(world, *lines)
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *lines)
+        await send(client, settings, order.shipped("s1", world.dc, *lines), order.closed())
+        h = handle(client, order)
+        await own_time_skipping_env.sleep(timedelta(days=3, hours=1))  # past the 3-day default
+        state = await h.query("state", result_type=SettleState)
+        assert state.stage is SettleStage.AWAITING_SETTLEMENT
+        assert case_kinds(state, "open") == ["settlement_overdue"]
+        sa = (await h.describe()).typed_search_attributes
+        assert sa.get(SLA_BREACHED) is True and sa.get(OPEN_EXCEPTIONS) == 1
+        await send(client, settings, order.settled(str(amount)))
+        outcome, state = await finish(client, order)
+
+    assert outcome.stage is SettleStage.SETTLED
+    assert case_kinds(state, "resolved") == ["settlement_overdue"] and case_kinds(state, "open") == []
+    a = world.entity_a
+    assert await journal(engine, order) == {
+        (a, "revenue"): -amount, (a, "cash_clearing"): amount,
+        (a, "cogs"): cogs(world, *lines), (a, "goods_received_not_invoiced"): -cogs(world, *lines),
+    }
+    await assert_checker_ok(database_url)
+
+
+async def test_settlement_before_dispatch_is_held_until_the_shipment(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    order = Order(world)
+    lines = ((0, 1), (1, 1))
+    amount = value(world, *lines)
+    async with build_worker(client, engine, settings):
+        early = await dispatch(client, order.settled(str(amount)), settings)
+        assert early.workflow_id == order.workflow_id  # the early event started the process
+        await send(client, settings, order.delivered("s1"))  # the carrier is early too
+        h = handle(client, order)
+        state = await h.query("state", result_type=SettleState)
+        assert state.stage is SettleStage.AWAITING_SHIPMENT and state.settlements == [] and state.shipments == []
+        assert await journal(engine, order) == {}
+        await ship_stock(engine, order, "s1", world.dc, *lines)
+        await send(client, settings, order.shipped("s1", world.dc, *lines))
+        await send(client, settings, order.closed())
+        outcome, state = await finish(client, order)
+
+    assert outcome.stage is SettleStage.SETTLED and outcome.totals.settled == amount
+    assert state.shipments[0].delivered_at is not None
+    a = world.entity_a
+    assert await journal(engine, order) == {
+        (a, "revenue"): -amount, (a, "cash_clearing"): amount,
+        (a, "cogs"): cogs(world, *lines), (a, "goods_received_not_invoiced"): -cogs(world, *lines),
+    }
+    await assert_checker_ok(database_url)
+
+
+async def test_early_settlement_without_shipment_ends_cleanly(
+        own_time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = own_time_skipping_env.client, make_settings()
+    order = Order(world)
+    async with build_worker(client, engine, settings):
+        await send(client, settings, order.settled("10.00"))
+        state = await handle(client, order).query("state", result_type=SettleState)
+        assert state.stage is SettleStage.AWAITING_SHIPMENT
+        await own_time_skipping_env.sleep(timedelta(days=7, hours=1))  # past the default open timeout
+        outcome, state = await finish(client, order)
+    assert outcome.stage is SettleStage.NOT_OPENED and state.stage is SettleStage.NOT_OPENED
+    assert outcome.shipments == 0 and outcome.totals.settled == 0
+    assert await journal(engine, order) == {}
+    await assert_checker_ok(database_url)
+
+
+async def test_duplicate_settlement_delivery_posts_once(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """The same webhook-id delivered twice, and the same settlement re-sent under a new webhook-id: one posting."""
+    client, settings = time_skipping_env.client, make_settings()
+    order = Order(world)
+    lines = ((0, 2),)
+    amount = value(world, *lines)
+    settled = order.settled(str(amount), event_id="wh-settle-1")
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *lines)
+        await send(client, settings, order.shipped("s1", world.dc, *lines), settled, settled,
+                   order.settled(str(amount), event_id="wh-settle-1-resent"),
+                   order.shipped("s1", world.dc, *lines), order.closed())
+        outcome, state = await finish(client, order)
+
+    assert outcome.stage is SettleStage.SETTLED
+    assert outcome.settlements == 1 and outcome.duplicates == 3  # 2 redeliveries by event_id + 1 by content
+    [first, resent] = state.settlements
+    assert first.event_id == "wh-settle-1" and resent.duplicate_of == "wh-settle-1" and resent.posting_keys == []
+    assert await entry_keys(engine, order, "settlement") == [f"{order.workflow_id}:settlement:s1"]
+    assert await entry_keys(engine, order, "sale") == [f"{order.workflow_id}:sale:s1"]
+    a = world.entity_a
+    assert await journal(engine, order) == {
+        (a, "revenue"): -amount, (a, "cash_clearing"): amount,
+        (a, "cogs"): cogs(world, *lines), (a, "goods_received_not_invoiced"): -cogs(world, *lines),
+    }
+    await assert_checker_ok(database_url)
+
+
+async def test_over_capture_opens_a_case_and_the_rest_settles(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    one, two = ((0, 1),), ((1, 3),)
+    v1, v2 = value(world, *one), value(world, *two)
+    order = Order(world, authorized=str(v1 + v2 - D("1.00")))  # authorized less than both shipments
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *one)
+        await ship_stock(engine, order, "s2", world.dc, *two)
+        await send(client, settings, order.shipped("s1", world.dc, *one), order.shipped("s2", world.dc, *two),
+                   order.settled(str(v1)), order.closed())
+        outcome, state = await finish(client, order)
+
+    assert outcome.stage is SettleStage.CAPTURE_REFUSED and outcome.cases == ["over_capture"]
+    assert case_kinds(state, "open") == ["over_capture"]
+    s1, s2 = state.shipments
+    assert s1.captured == v1 and s1.settlement == "settled"
+    assert s2.captured == 0 and s2.settlement == "not_captured" and s2.capture_refused
+    assert "exceed the authorization" in s2.capture_refused
+    assert (outcome.totals.shipped, outcome.totals.captured, outcome.totals.settled) == (v1 + v2, v1, v1)
+    a = world.entity_a
+    # revenue for both shipments; the refused capture leaves its value on the receivable for ops
+    assert await journal(engine, order) == {
+        (a, "revenue"): -(v1 + v2), (a, "receivable"): v2, (a, "cash_clearing"): v1,
+        (a, "cogs"): cogs(world, *one, *two), (a, "goods_received_not_invoiced"): -cogs(world, *one, *two),
+    }
+    await assert_checker_ok(database_url)
