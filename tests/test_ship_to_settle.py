@@ -36,6 +36,7 @@ from domain.events import (
 from domain.inventory import MovementKind
 from domain.settlement import SettleOutcome, SettleStage, SettleState
 from starters.dispatch import dispatch
+from starters.histories import replayer
 from tests.ledger_helpers import World, line, movement
 from tests.support import register_search_attributes, temporal_test_server, unique
 from tests.support import test_settings as make_settings
@@ -161,6 +162,7 @@ async def finish(client: Client, order: Order) -> tuple[SettleOutcome, SettleSta
     h = handle(client, order)
     outcome = await h.result()
     state = await h.query("state", result_type=SettleState)
+    await replayer().replay_workflow(await h.fetch_history())  # deterministic: replays against today's code
     await close_cases(client, state)
     return outcome, state
 

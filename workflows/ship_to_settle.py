@@ -140,7 +140,8 @@ class ShipToSettle:
     def _setup(self, input: ProcessInput) -> None:
         self.view = ProcessView(input.business_key, input.channel)
         self.cases = ProcessCases(process_type="ShipToSettle", business_key=input.business_key,
-                                  channel=input.channel, policy=input.policy.sla, view=self.view)
+                                  channel=input.channel, policy=input.policy.sla, view=self.view,
+                                  inbox=self.inbox, log=self.log)
         self._refresh()
 
     async def _wait_for_first_shipment(self) -> bool:
