@@ -42,7 +42,11 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
 DESCRIBE_CONCURRENCY = 20
-STALE_LIMIT = 1000  # per process type; more than this is reported as the first 1000 and `complete=False`
+# Listed at most (a report must stay well under Temporal's payload limit even when something goes badly wrong);
+# past the cap the result says `complete=False` and how many there were.
+STALE_LIMIT = 200  # per process type
+ORPHAN_LIMIT = 200
+HOLDINGS_PER_ORPHAN = 50
 
 
 class InventoryQuery(BaseModel):
@@ -56,6 +60,12 @@ class OrphanQuery(BaseModel):
 class StaleResult(BaseModel):
     processes: list[StaleProcess]
     complete: bool  # False when a type had more than STALE_LIMIT stale runs (only the first are listed)
+
+
+class OrphanResult(BaseModel):
+    orphans: list[OrphanHolding]
+    total: int  # orphaning processes found; more than listed when over ORPHAN_LIMIT
+    complete: bool
 
 
 class OpenCasesQuery(BaseModel):
@@ -157,7 +167,7 @@ class ReconciliationActivities:
         )
 
     @activity.defn(name="reconcile_find_orphans")
-    async def find_orphans(self, query: OrphanQuery) -> list[OrphanHolding]:
+    async def find_orphans(self, query: OrphanQuery) -> OrphanResult:
         """Holdings of processes that are not running, confirmed by a second read after the describe."""
         holdings = await read_holdings(self.engine, query.buckets)
         workflow_ids = sorted({h.workflow_id for h in holdings})
@@ -171,14 +181,17 @@ class ReconciliationActivities:
         activity.heartbeat(len(workflow_ids))
         candidates = [w for w, s in statuses.items() if s != "running"]
         if not candidates:
-            return []
+            return OrphanResult(orphans=[], total=0, complete=True)
         confirmed = await read_holdings(self.engine, query.buckets, candidates)
         out: dict[str, OrphanHolding] = {}
         for h in confirmed:
-            out.setdefault(h.workflow_id, OrphanHolding(workflow_id=h.workflow_id,
-                                                        process_status=statuses[h.workflow_id],
-                                                        holdings=[])).holdings.append(h)
-        return list(out.values())
+            orphan = out.setdefault(h.workflow_id, OrphanHolding(workflow_id=h.workflow_id,
+                                                                 process_status=statuses[h.workflow_id],
+                                                                 holdings=[]))
+            if len(orphan.holdings) < HOLDINGS_PER_ORPHAN:
+                orphan.holdings.append(h)
+        listed = list(out.values())[:ORPHAN_LIMIT]
+        return OrphanResult(orphans=listed, total=len(out), complete=len(out) <= ORPHAN_LIMIT)
 
     @activity.defn(name="reconcile_find_stale_processes")
     async def find_stale_processes(self, query: StaleQuery) -> StaleResult:

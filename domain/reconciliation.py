@@ -170,6 +170,7 @@ class ReconciliationReport(BaseModel):
     stale_processes: list[StaleProcess] = Field(default_factory=list)
     discrepancies: list[Discrepancy] = Field(default_factory=list)
     resolved_cases: list[str] = Field(default_factory=list)  # cases closed because their discrepancy is gone
+    truncated: list[str] = Field(default_factory=list)  # what was found but not all listed (too many)
     totals: dict[str, int] = Field(default_factory=dict)
     finished_at: datetime | None = None
 

@@ -277,3 +277,51 @@ async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
         assert latest is not None and latest.workflow_id == workflow_id and latest.ok
     finally:
         await handle.delete()
+
+
+def test_discrepancy_keys_are_stable_and_one_per_finding() -> None:
+    """Pure: the keys (hence case IDs) depend only on what was found, never on the run or the time."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from domain.reconciliation import (
+        AccountFigure,
+        CheckSummary,
+        EntityInventory,
+        Holding,
+        InventoryCheck,
+        OrphanHolding,
+        StaleProcess,
+        build_report,
+    )
+
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    inventory = InventoryCheck(checked_at=now, checks=[
+        CheckSummary(name="keys_applied_once", description="d", ok=False, violations=2),
+        CheckSummary(name="inventory_matches_journal", description="d", ok=False, violations=1),
+        CheckSummary(name="no_negative_bucket", description="d", ok=True, violations=0),
+    ], entities=[
+        EntityInventory(legal_entity="A", units=3, units_at_cost=Decimal(30), journal_balance=Decimal(31),
+                        accounts=[AccountFigure(account="inventory", units_at_cost=Decimal(30),
+                                                journal_balance=Decimal(31))]),
+        EntityInventory(legal_entity="B", units=1, units_at_cost=Decimal(5), journal_balance=Decimal(5),
+                        accounts=[AccountFigure(account="inventory", units_at_cost=Decimal(5),
+                                                journal_balance=Decimal(5))]),
+    ])
+    orphans = [OrphanHolding(workflow_id="order:web:1", process_status="completed", holdings=[
+        Holding(workflow_id="order:web:1", sku="S1", location_id="L1", bucket="reserved", quantity=2),
+        Holding(workflow_id="order:web:1", sku="S2", location_id="L1", bucket="picked", quantity=1)])]
+    stale = [StaleProcess(workflow_id="transfer:9", workflow_type="Transfer", started_at=now,
+                          age=timedelta(days=9), stale_after=timedelta(days=3))]
+    reports = [build_report(when=now + timedelta(minutes=15 * n), workflow_id=f"reconciliation-{n}", run_id=str(n),
+                            inventory=inventory, orphans=orphans, stale=stale) for n in range(2)]
+    keys = [[(d.key, d.case_id) for d in r.discrepancies] for r in reports]
+    assert keys[0] == keys[1] == [
+        ("check:keys_applied_once", "exception:reconciliation:check:keys_applied_once"),
+        ("drift:A", "exception:reconciliation:drift:A"),
+        ("orphan:order:web:1", "exception:reconciliation:orphan:order:web:1"),
+        ("stale:transfer:9", "exception:reconciliation:stale:transfer:9"),
+    ]
+    orphan = reports[0].discrepancies[2]
+    assert orphan.skus == ["S1", "S2"] and orphan.location_ids == ["L1"] and "3 unit(s)" in orphan.summary
+    assert not reports[0].ok and {c.name: c.ok for c in reports[0].checks}["inventory_by_legal_entity"] is False

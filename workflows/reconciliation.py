@@ -22,6 +22,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.reconciliation import (
+        STALE_LIMIT,
         InventoryQuery,
         OpenCasesQuery,
         OrphanQuery,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ReconciliationReport,
         StaleQuery,
         build_report,
+        case_id,
     )
     from domain.sla import CaseKind, Severity
     from workflows.calls import call
@@ -94,9 +96,14 @@ class Reconciliation:
             call(ReconciliationActivities.find_stale_processes, StaleQuery(now=now, stale_after=input.stale_after),
                  summary="processes open past every deadline"),
         )
-        self.stale_complete = stale.complete
-        return build_report(when=now, workflow_id=info.workflow_id, run_id=info.run_id, inventory=inventory,
-                            orphans=orphans, stale=stale.processes)
+        self.complete = {"orphan": orphans.complete, "stale": stale.complete}
+        report = build_report(when=now, workflow_id=info.workflow_id, run_id=info.run_id, inventory=inventory,
+                              orphans=orphans.orphans, stale=stale.processes)
+        if not orphans.complete:
+            report.truncated.append(f"orphans: {len(orphans.orphans)} of {orphans.total} listed")
+        if not stale.complete:
+            report.truncated.append(f"stale processes: at most {len(input.stale_after)} x {STALE_LIMIT} listed")
+        return report
 
     async def _open_cases(self, report: ReconciliationReport, input: ReconciliationInput) -> None:
         allowed = report.discrepancies[:input.max_cases] if input.open_cases else []
@@ -135,7 +142,7 @@ class Reconciliation:
         found = {d.case_id for d in report.discrepancies}
         cleared = [
             c for c in open_ids
-            if c not in found and (self.stale_complete or not c.startswith("exception:reconciliation:stale:"))
+            if c not in found and all(ok or not c.startswith(case_id(f"{kind}:")) for kind, ok in self.complete.items())
         ]
 
         async def resolve(case_id: str) -> str | None:
