@@ -241,8 +241,13 @@ class DevStack:
         self._lock()
         try:
             self._check_ports()
-            for name in self.parts:
-                await self.start_part(name)
+            # PostgreSQL and Temporal do not need each other; the worker and the API need both
+            for group in (("postgres", "temporal"), ("worker", "api")):
+                names = [name for name in group if name in self.parts]
+                results = await asyncio.gather(*(self.start_part(n) for n in names), return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
             self.started = True
             self._write_state()
         except BaseException:
