@@ -137,6 +137,7 @@ class SettleOutcome(BaseModel):
     settlements: int
     duplicates: int
     cases: list[str] = Field(default_factory=list)  # case kinds opened
+    unapplied: list[str] = Field(default_factory=list)  # "type:event_id" held but never applied (logged)
 
 
 # --- pure rules -------------------------------------------------------------------------------------------------

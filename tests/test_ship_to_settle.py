@@ -23,6 +23,7 @@ from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
 from activities.db.engine import create_engine
 from domain import ids
+from domain.cases import CaseSnapshot
 from domain.events import (
     Event,
     EventType,
@@ -158,13 +159,16 @@ def handle(client: Client, order: Order) -> WorkflowHandle[Any, Any]:
     return client.get_workflow_handle(order.workflow_id, result_type=SettleOutcome)
 
 
-async def finish(client: Client, order: Order) -> tuple[SettleOutcome, SettleState]:
+async def finish(client: Client, order: Order) -> tuple[SettleOutcome, SettleState, dict[str, CaseSnapshot]]:
+    """The outcome, the final `state`, and each case as ops sees it (its own `state` query)."""
     h = handle(client, order)
     outcome = await h.result()
     state = await h.query("state", result_type=SettleState)
     await replayer().replay_workflow(await h.fetch_history())  # deterministic: replays against today's code
+    cases = {c["kind"]: await client.get_workflow_handle(c["exception_id"]).query("state", result_type=CaseSnapshot)
+             for c in state.exceptions}
     await close_cases(client, state)
-    return outcome, state
+    return outcome, state, cases
 
 
 async def close_cases(client: Client, state: SettleState) -> None:
@@ -199,7 +203,7 @@ async def test_one_shipment_settled_exactly(time_skipping_env: WorkflowEnvironme
         first = await dispatch(client, order.shipped("s1", world.dc, *lines), settings)
         assert first.workflow_id == order.workflow_id
         await send(client, settings, order.delivered("s1"), order.settled(str(amount)), order.closed())
-        outcome, state = await finish(client, order)
+        outcome, state, cases = await finish(client, order)
 
     assert outcome.stage is SettleStage.SETTLED and state.stage is SettleStage.SETTLED
     assert (outcome.totals.shipped, outcome.totals.captured, outcome.totals.settled) == (amount, amount, amount)
@@ -243,7 +247,7 @@ async def test_split_shipment(per_shipment: bool, time_skipping_env: WorkflowEnv
         else:
             await send(client, settings, order.settled(str(v1 + v2)))
         await send(client, settings, order.closed("partially_fulfilled"))
-        outcome, state = await finish(client, order)
+        outcome, state, cases = await finish(client, order)
 
     assert outcome.stage is SettleStage.SETTLED and outcome.settlements == (2 if per_shipment else 1)
     assert outcome.totals.settled == outcome.totals.captured == v1 + v2 and outcome.cases == []
@@ -281,7 +285,7 @@ async def test_under_and_over_settlement(settled: str, tolerance: str, stage: Se
         await ship_stock(engine, order, "s1", world.dc, *lines)
         await send(client, settings, order.shipped("s1", world.dc, *lines), order.closed(),
                    order.settled(str(paid)))
-        outcome, state = await finish(client, order)
+        outcome, state, cases = await finish(client, order)
 
     assert outcome.stage is stage and state.stage is stage
     if stage is SettleStage.MISMATCH:
@@ -290,6 +294,10 @@ async def test_under_and_over_settlement(settled: str, tolerance: str, stage: Se
         assert state.mismatch.difference == D(settled)
         assert outcome.cases == ["settlement_mismatch"]
         assert case_kinds(state, "open") == ["settlement_mismatch"]
+        case = cases["settlement_mismatch"]  # ops sees both figures on the case itself
+        assert (D(case.details["expected"]), D(case.details["settled"])) == (expected, paid)
+        assert case.details["shipment_ids"] == "s1" and case.business_key == f"web/{order.order_id}"
+        assert case.skus == [world.skus[0]] and case.location_ids == [world.dc]
     else:
         assert state.mismatch is None and outcome.cases == [] and case_kinds(state) == []
     a = world.entity_a
@@ -318,7 +326,7 @@ async def test_late_settlement_opens_then_resolves_settlement_overdue(
         sa = (await h.describe()).typed_search_attributes
         assert sa.get(SLA_BREACHED) is True and sa.get(OPEN_EXCEPTIONS) == 1
         await send(client, settings, order.settled(str(amount)))
-        outcome, state = await finish(client, order)
+        outcome, state, cases = await finish(client, order)
 
     assert outcome.stage is SettleStage.SETTLED
     assert case_kinds(state, "resolved") == ["settlement_overdue"] and case_kinds(state, "open") == []
@@ -347,7 +355,7 @@ async def test_settlement_before_dispatch_is_held_until_the_shipment(
         await ship_stock(engine, order, "s1", world.dc, *lines)
         await send(client, settings, order.shipped("s1", world.dc, *lines))
         await send(client, settings, order.closed())
-        outcome, state = await finish(client, order)
+        outcome, state, cases = await finish(client, order)
 
     assert outcome.stage is SettleStage.SETTLED and outcome.totals.settled == amount
     assert state.shipments[0].delivered_at is not None
@@ -368,9 +376,10 @@ async def test_early_settlement_without_shipment_ends_cleanly(
         state = await handle(client, order).query("state", result_type=SettleState)
         assert state.stage is SettleStage.AWAITING_SHIPMENT
         await own_time_skipping_env.sleep(timedelta(days=7, hours=1))  # past the default open timeout
-        outcome, state = await finish(client, order)
+        outcome, state, cases = await finish(client, order)
     assert outcome.stage is SettleStage.NOT_OPENED and state.stage is SettleStage.NOT_OPENED
     assert outcome.shipments == 0 and outcome.totals.settled == 0
+    assert len(outcome.unapplied) == 1 and outcome.unapplied[0].startswith("payment.settled:")
     assert await journal(engine, order) == {}
     await assert_checker_ok(database_url)
 
@@ -388,7 +397,7 @@ async def test_duplicate_settlement_delivery_posts_once(
         await send(client, settings, order.shipped("s1", world.dc, *lines), settled, settled,
                    order.settled(str(amount), event_id="wh-settle-1-resent"),
                    order.shipped("s1", world.dc, *lines), order.closed())
-        outcome, state = await finish(client, order)
+        outcome, state, cases = await finish(client, order)
 
     assert outcome.stage is SettleStage.SETTLED
     assert outcome.settlements == 1 and outcome.duplicates == 3  # 2 redeliveries by event_id + 1 by content
@@ -415,7 +424,7 @@ async def test_over_capture_opens_a_case_and_the_rest_settles(
         await ship_stock(engine, order, "s2", world.dc, *two)
         await send(client, settings, order.shipped("s1", world.dc, *one), order.shipped("s2", world.dc, *two),
                    order.settled(str(v1)), order.closed())
-        outcome, state = await finish(client, order)
+        outcome, state, cases = await finish(client, order)
 
     assert outcome.stage is SettleStage.CAPTURE_REFUSED and outcome.cases == ["over_capture"]
     assert case_kinds(state, "open") == ["over_capture"]
@@ -423,6 +432,9 @@ async def test_over_capture_opens_a_case_and_the_rest_settles(
     assert s1.captured == v1 and s1.settlement == "settled"
     assert s2.captured == 0 and s2.settlement == "not_captured" and s2.capture_refused
     assert "exceed the authorization" in s2.capture_refused
+    case = cases["over_capture"]
+    assert case.details["shipment_id"] == "s2" and D(case.details["requested"]) == v2
+    assert D(case.details["authorized"]) == v1 + v2 - D("1.00") and D(case.details["captured_before"]) == v1
     assert (outcome.totals.shipped, outcome.totals.captured, outcome.totals.settled) == (v1 + v2, v1, v1)
     a = world.entity_a
     # revenue for both shipments; the refused capture leaves its value on the receivable for ops

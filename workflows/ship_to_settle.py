@@ -130,12 +130,16 @@ class ShipToSettle:
             await self._settle()
         else:
             self.stage = SettleStage.NOT_OPENED
-            held = [f"{e.type}:{e.event_id}" for e in self.inbox.pending]
-            self.log.warning("settle.never_opened", held=held)
+            self.log.warning("settle.never_opened", held=self._unapplied())
             self._refresh()
         assert self.cases is not None
         await self.cases.drain()
+        if self.inbox.pending and self.opened:  # e.g. a settlement that came in while the process completed
+            self.log.warning("settle.events_not_applied", events=self._unapplied())
         return self._outcome()
+
+    def _unapplied(self) -> list[str]:
+        return [f"{e.type}:{e.event_id}" for e in self.inbox.pending]
 
     def _setup(self, input: ProcessInput) -> None:
         self.view = ProcessView(input.business_key, input.channel)
@@ -416,7 +420,7 @@ class ShipToSettle:
             workflow_id=self.workflow_id, stage=self.stage, totals=totals(self.shipments, self.settlements),
             shipments=len(self.shipments), settlements=sum(1 for s in self.settlements if s.duplicate_of is None),
             duplicates=sum(1 for s in self.settlements if s.duplicate_of is not None) + self.redeliveries,
-            cases=list(self.cases_opened),
+            cases=list(self.cases_opened), unapplied=self._unapplied(),
         )
 
 
