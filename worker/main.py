@@ -95,7 +95,11 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     engine = create_engine(settings.database_url, pool_size=min(20, settings.max_concurrent_activities),
                            max_overflow=20)
     try:
-        worker = build_worker(client, engine, settings, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN)
+        from worker.metrics import BusinessMetrics
+
+        # business counters (processes started/completed, cases opened) beside the SDK's on /metrics
+        worker = build_worker(client, engine, settings, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                              interceptors=[BusinessMetrics()])
         async with worker:
             log.info("worker started", task_queue=settings.task_queue, namespace=settings.temporal_namespace,
                      address=settings.temporal_address, identity=worker.config().get("identity") or client.identity,
