@@ -1,0 +1,190 @@
+"""Webhooks into the real processes (build_worker, PostgreSQL stubs, a dev server for update-with-start):
+every event type of the contract through HTTP, and the same order.placed delivered 20 times at once making one
+process and one set of ledger movements."""
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from temporalio.client import Client
+
+from activities.checker import check
+from activities.db.engine import create_engine
+from domain.catalog import ITEMS, LOCATIONS, opening_quantity
+from starters.api import create_app
+from starters.signatures import sign_headers
+from tests.support import seeded
+from tests.support import test_settings as make_settings
+from worker.factory import build_worker
+from worker.interceptors import CorrelationInterceptor
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SECRET = "whsec_" + "ZTJlLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm"
+TOKEN = "e2e-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str):
+    return make_settings(
+        database_url=database_url,
+        webhook_secrets={s: SECRET for s in ("web", "marketplace", "pos", "wms", "carrier", "payments")},
+        api_tokens=[TOKEN], order_decision_timeout=timedelta(seconds=20),
+    )
+
+
+@pytest.fixture
+async def http(dev_env, settings, database_url):
+    await seeded(database_url)
+    engine = create_engine(database_url, pool_size=10, max_overflow=30)
+    cfg = dev_env.client.config()
+    cfg["interceptors"] = [CorrelationInterceptor()]
+    client = Client(**cfg)
+    worker = build_worker(client, engine, settings)
+    app = create_app(settings, engine=engine, client=client)
+    async with worker:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rf",
+                                     timeout=60) as http:
+            http.engine = engine  # type: ignore[attr-defined]
+            yield http
+    await engine.dispose()
+
+
+def body(type_: str, **data: object) -> dict:
+    b = json.loads((EXAMPLES / f"{type_.replace('.', '_')}.json").read_text())
+    b["data"].update(data)
+    return b
+
+
+async def send(http: httpx.AsyncClient, source: str, b: dict, webhook_id: str | None = None) -> httpx.Response:
+    raw = json.dumps(b).encode()
+    headers = {"content-type": "application/json",
+               **sign_headers(SECRET, webhook_id or f"msg_{uuid.uuid4().hex}", raw)}
+    return await http.post(f"/webhooks/{source}", content=raw, headers=headers)
+
+
+async def read(http: httpx.AsyncClient, path: str, until: Callable[[dict], bool], within: float = 60) -> dict:
+    """The read API's answer once `until` holds (the processes work asynchronously after a 202)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        response = await http.get(path, headers=AUTH)
+        state = response.json() if response.status_code == 200 else {}
+        if (state and until(state)) or asyncio.get_running_loop().time() > deadline:
+            assert response.status_code == 200, response.text
+            assert until(state), f"{path}: {state.get('stage')}"
+            return state
+        await asyncio.sleep(0.2)
+
+
+def stage(*stages: str) -> Callable[[dict], bool]:
+    return lambda state: state.get("stage") in stages
+
+
+def in_stock_at(location_id: str, units: int) -> str:
+    location = next(loc for loc in LOCATIONS if loc.location_id == location_id)
+    return next(item.sku for index, item in enumerate(ITEMS) if opening_quantity(item, location, index) >= units)
+
+
+async def test_every_event_type_through_http_into_its_process(http, database_url) -> None:
+    tag = uuid.uuid4().hex[:8]
+    order, pickup, cancelled = f"EX-{tag}", f"PU-{tag}", f"CX-{tag}"
+    transfer, ret = f"TR-{tag}", f"RT-{tag}"
+
+    # ship order: placed (decision), picked, dispatched, delivered, settled
+    placed = await send(http, "web", body("order.placed", order_id=order))
+    assert placed.status_code == 200, placed.text
+    assert placed.json()["decision"] == "reserved" and placed.json()["workflow_id"] == f"order:web:{order}"
+    lines = {line["line_id"]: line for line in placed.json()["lines"]}
+    location = lines["1"]["location_id"]
+    picked = await send(http, "wms", body("fulfillment.picked", order_id=order, location_id=location,
+                                          lines=[{"line_id": k, "quantity": v["reserved_quantity"]}
+                                                 for k, v in lines.items()]))
+    assert picked.status_code == 202 and picked.json() == {"status": "signalled", "workflow_id": f"order:web:{order}"}
+    await read(http, f"/orders/web/{order}", stage("awaiting_dispatch"))
+    shipment = f"SH-{tag}"
+    dispatched = await send(http, "wms", body("shipment.dispatched", order_id=order, shipment_id=shipment,
+                                              location_id=location,
+                                              lines=[{"line_id": k, "quantity": v["reserved_quantity"]}
+                                                     for k, v in lines.items()]))
+    assert dispatched.status_code == 202 and dispatched.json()["status"] == "signalled"
+    state = await read(http, f"/orders/web/{order}", stage("fulfilled"))
+    assert [s["shipment_id"] for s in state["shipments"]] == [shipment]
+    delivered = await send(http, "carrier", body("shipment.delivered", order_id=order, shipment_id=shipment))
+    assert delivered.status_code == 202 and delivered.json()["workflow_id"] == f"settle:web:{order}"
+    settled = await send(http, "payments", body("payment.settled", order_id=order, payment_id="pay_EX-1001"))
+    assert settled.status_code == 202 and settled.json()["workflow_id"] == f"settle:web:{order}"
+    await read(http, f"/orders/web/{order}/settlement", stage("settled"))
+
+    # a cancelled order
+    assert (await send(http, "web", body("order.placed", order_id=cancelled))).status_code == 200
+    cancel = await send(http, "web", body("order.cancelled", order_id=cancelled))
+    assert cancel.status_code == 202 and cancel.json() == {"status": "signalled",
+                                                          "workflow_id": f"order:web:{cancelled}"}
+    await read(http, f"/orders/web/{cancelled}", stage("cancelled"))
+
+    # a pickup order collected in the store
+    sku = in_stock_at("ST-NYC", 1)
+    pickup_body = body("order.placed", order_id=pickup, channel="pos",
+                       lines=[{"line_id": "1", "sku": sku, "quantity": 1, "uom": "EA", "unit_price": "10.00"}],
+                       fulfillment={"mode": "pickup", "location_id": "ST-NYC"},
+                       payment={"payment_id": f"pay-{pickup}", "authorized_amount": "10.00"})
+    decided = await send(http, "pos", pickup_body)
+    assert decided.status_code == 200 and decided.json()["decision"] == "reserved", decided.text
+    assert (await send(http, "pos", body("fulfillment.picked", order_id=pickup, channel="pos", location_id="ST-NYC",
+                                         lines=[{"line_id": "1", "quantity": 1}]))).status_code == 202
+    await read(http, f"/orders/pos/{pickup}", stage("awaiting_collection"))
+    collected = await send(http, "pos", body("order.collected", order_id=pickup, channel="pos"))
+    assert collected.status_code == 202 and collected.json()["workflow_id"] == f"order:pos:{pickup}"
+    await read(http, f"/orders/pos/{pickup}", stage("fulfilled"))
+
+    # a transfer
+    requested = await send(http, "wms", body("transfer.requested", transfer_id=transfer))
+    assert requested.status_code == 202 and requested.json() == {"status": "started",
+                                                                 "workflow_id": f"transfer:{transfer}"}
+    for type_ in ("transfer.shipped", "transfer.received"):
+        answer = await send(http, "wms", body(type_, transfer_id=transfer))
+        assert answer.status_code == 202 and answer.json()["workflow_id"] == f"transfer:{transfer}", answer.text
+    await read(http, f"/transfers/{transfer}", stage("received"))
+
+    # a return of the shipped order
+    authorized = await send(http, "web", body("return.authorized", return_id=ret, order_id=order))
+    assert authorized.status_code == 202 and authorized.json() == {"status": "started",
+                                                                   "workflow_id": f"return:{ret}"}
+    for source, type_ in (("wms", "return.received"), ("wms", "return.inspected"), ("payments", "refund.settled")):
+        answer = await send(http, source, body(type_, return_id=ret))
+        assert answer.status_code == 202 and answer.json()["workflow_id"] == f"return:{ret}", answer.text
+    await read(http, f"/returns/{ret}", stage("refunded"))
+
+    report = await check(database_url)
+    assert report.ok, report.failed()
+
+
+async def test_the_same_order_delivered_20_times_at_once_is_one_process(http, database_url) -> None:
+    order = f"EX-{uuid.uuid4().hex[:8]}"
+    raw = json.dumps(body("order.placed", order_id=order)).encode()
+    headers = {"content-type": "application/json", **sign_headers(SECRET, f"msg_{uuid.uuid4().hex}", raw)}
+    answers = await asyncio.gather(*[http.post("/webhooks/web", content=raw, headers=headers) for _ in range(20)])
+    assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+    assert all(a.json() == answers[0].json() for a in answers)
+    decision = answers[0].json()
+    assert decision["decision"] == "reserved"
+    workflow_id = f"order:web:{order}"
+    async with http.engine.connect() as conn:  # type: ignore[attr-defined]
+        runs = (await conn.execute(text(
+            "SELECT DISTINCT run_id FROM movements WHERE workflow_id = :wf"), {"wf": workflow_id})).all()
+        reserved = (await conn.execute(text(
+            "SELECT sku, location_id, sum(delta) FROM movements WHERE workflow_id = :wf AND bucket = 'reserved' "
+            "GROUP BY sku, location_id ORDER BY sku"), {"wf": workflow_id})).all()
+        deliveries = await conn.scalar(text(
+            "SELECT count(*) FROM webhook_deliveries WHERE workflow_id = :wf"), {"wf": workflow_id})
+    assert len(runs) == 1  # one process run moved stock
+    ordered = {line["sku"]: line["quantity"] for line in body("order.placed")["data"]["lines"]}
+    assert {sku: qty for sku, _, qty in reserved} == ordered  # reserved once, not 20 times
+    assert deliveries == 1
+    report = await check(database_url)
+    assert report.ok, report.failed()
