@@ -126,7 +126,7 @@ class SettleState(BaseModel):
     settlements: list[SettlementRecord] = Field(default_factory=list)
     totals: Totals
     mismatch: Mismatch | None = None  # the settlement_mismatch figures, once raised
-    exceptions: list[dict[str, Any]] = Field(default_factory=list)  # ProcessCases.refs(), as JSON
+    exception_cases: list[dict[str, Any]] = Field(default_factory=list)  # ProcessCases.refs(), as JSON
 
 
 class SettleOutcome(BaseModel):

@@ -166,7 +166,7 @@ async def finish(client: Client, order: Order) -> tuple[SettleOutcome, SettleSta
     state = await h.query("state", result_type=SettleState)
     await replayer().replay_workflow(await h.fetch_history())  # deterministic: replays against today's code
     cases = {c["kind"]: await client.get_workflow_handle(c["exception_id"]).query("state", result_type=CaseSnapshot)
-             for c in state.exceptions}
+             for c in state.exception_cases}
     await close_cases(client, state)
     return outcome, state, cases
 
@@ -174,7 +174,7 @@ async def finish(client: Client, order: Order) -> tuple[SettleOutcome, SettleSta
 async def close_cases(client: Client, state: SettleState) -> None:
     """End the cases a test left open (after its assertions' snapshot), so their escalation timers never hold
     the shared time-skipping clock for other tests."""
-    for case in state.exceptions:
+    for case in state.exception_cases:
         if case["status"] == "open":
             try:
                 await client.get_workflow_handle(case["exception_id"]).terminate("test finished")
@@ -188,7 +188,7 @@ async def assert_checker_ok(database_url: str) -> None:
 
 
 def case_kinds(state: SettleState, status: str | None = None) -> list[str]:
-    return sorted(c["kind"] for c in state.exceptions if status is None or c["status"] == status)
+    return sorted(c["kind"] for c in state.exception_cases if status is None or c["status"] == status)
 
 
 # --- tests ---------------------------------------------------------------------------------------------------
@@ -442,4 +442,52 @@ async def test_over_capture_opens_a_case_and_the_rest_settles(
         (a, "revenue"): -(v1 + v2), (a, "receivable"): v2, (a, "cash_clearing"): v1,
         (a, "cogs"): cogs(world, *one, *two), (a, "goods_received_not_invoiced"): -cogs(world, *one, *two),
     }
+    await assert_checker_ok(database_url)
+
+
+async def test_end_to_end_from_order_placed_with_a_line_never_shipped(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """The real hand-over: ReserveToFulfill reserves both lines, the pick finds only line 1 (short pick: line 2 is
+    released and cancelled), ships it (SHIP movement: COGS) and hands the shipment over as order.shipped, then
+    order.closed. Settled for what shipped: the cancelled line is not expected, and the journal shows the
+    receivable cleared into cash clearing."""
+    client, settings = dev_env.client, make_settings()
+    erp = PostgresErp(engine)
+    for n in (0, 1):
+        await erp.post_movement(movement(world.key(f"open:{n}"), MovementKind.RECEIPT, line(world.skus[n], world.dc, 10)))
+    order = Order(world)
+    price0, price1 = D(world.items[0].price), D(world.items[1].price)
+    authorized = 2 * price0 + 3 * price1
+    shipped_value = 2 * price0
+
+    def ev(type: EventType, data: dict[str, Any], source: str) -> Event:
+        return Event.parse(unique("wh"), type, T0, source, data)
+
+    base = {"order_id": order.order_id, "channel": "web"}
+    async with build_worker(client, engine, settings):
+        decision = await dispatch(client, ev(EventType.ORDER_PLACED, {
+            **base, "currency": "USD", "fulfillment": {"mode": "ship", "location_id": world.dc},
+            "payment": {"payment_id": order.payment.payment_id, "authorized_amount": str(authorized)},
+            "lines": [{"line_id": "1", "sku": world.skus[0], "quantity": 2, "unit_price": str(price0)},
+                      {"line_id": "2", "sku": world.skus[1], "quantity": 3, "unit_price": str(price1)}],
+        }, "web"), settings)
+        assert decision.decision is not None and decision.decision.decision == "reserved"
+        await send(client, settings,
+                   ev(EventType.FULFILLMENT_PICKED, {**base, "location_id": world.dc,
+                                                     "lines": [{"line_id": "1", "quantity": 2}]}, "wms"),
+                   ev(EventType.SHIPMENT_DISPATCHED, {**base, "shipment_id": "S1", "location_id": world.dc,
+                                                      "carrier": "UPS", "tracking_number": "1Z1",
+                                                      "lines": [{"line_id": "1", "quantity": 2}]}, "wms"),
+                   ev(EventType.PAYMENT_SETTLED, {**base, "payment_id": order.payment.payment_id,
+                                                  "amount": str(shipped_value), "currency": "USD"}, "payments"))
+        outcome, state, _ = await finish(client, order)
+
+    assert outcome.stage is SettleStage.SETTLED and state.closed_outcome == "partially_fulfilled"
+    assert state.authorized_amount == authorized
+    assert (outcome.totals.shipped, outcome.totals.captured, outcome.totals.settled) == (shipped_value,) * 3
+    a = world.entity_a
+    got = await journal(engine, order)
+    assert got[(a, "revenue")] == -shipped_value and got[(a, "cash_clearing")] == shipped_value
+    assert (a, "receivable") not in got  # cleared
+    assert got[(a, "cogs")] == 2 * world.cost[world.skus[0]]
     await assert_checker_ok(database_url)

@@ -119,7 +119,7 @@ class ShipToSettle:
             settlements=self.settlements,
             totals=totals(self.shipments, self.settlements),
             mismatch=self.mismatch,
-            exceptions=[ref.model_dump(mode="json") for ref in self.cases.refs()] if self.cases else [],
+            exception_cases=[ref.model_dump(mode="json") for ref in self.cases.refs()] if self.cases else [],
         )
 
     # --- run ----------------------------------------------------------------------------------------------
