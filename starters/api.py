@@ -146,9 +146,13 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.engine is None:
             from activities.db.engine import create_engine
+            from activities.db.migrations import upgrade
 
             if not settings.database_url:
                 raise RuntimeError("RETAILFLOW_DATABASE_URL is not set")
+            # the schema this service reads and writes (webhook_deliveries); idempotent, serialised with the
+            # worker's own upgrade by an advisory lock, so whichever starts first migrates
+            await upgrade(settings.database_url)
             app.state.engine = create_engine(settings.database_url)
             app.state.ingress.engine = app.state.engine
         try:

@@ -90,3 +90,23 @@ def test_the_openapi_document_publishes_every_event_schema_with_an_example(servi
     for ref in body["schema"]["oneOf"]:
         assert ref["$ref"].split("/")[-1] in doc["components"]["schemas"]
     assert "ProblemBody" in doc["components"]["schemas"]
+
+
+def test_send_file_signs_and_posts_an_example(service) -> None:
+    """`retailflow send EVENT.json --source NAME` (starters.send.send_file) against the running service."""
+    from pathlib import Path
+
+    from starters.send import send_file
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cfg = make_settings(webhook_secrets={"wms": SECRET})
+    answer = send_file(examples / "transfer_requested.json", "wms", cfg, url=service)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["workflow_id"] == "transfer:TR-2001"
+    again = send_file(examples / "transfer_requested.json", "wms", cfg, url=service,
+                      webhook_id=answer.request.headers["webhook-id"])
+    assert again.json() == answer.json()
+    refused = send_file(examples / "order_placed.json", "wms", cfg, url=service)  # wms may not place orders
+    assert refused.status_code == 403
+    with pytest.raises(ValueError, match="no webhook secret"):
+        send_file(examples / "order_placed.json", "web", make_settings(), url=service)

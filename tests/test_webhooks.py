@@ -528,3 +528,42 @@ async def test_health_and_readiness(stack) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     ready = await http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"temporal": True, "database": True}
+
+
+# --- serving ----------------------------------------------------------------------------------------------------
+async def test_serve_answers_then_exits_cleanly_on_sigterm(database_url) -> None:
+    """`retailflow api` (starters.api.serve) in its own process: up without Temporal (readyz says so), and a
+    SIGTERM ends it with exit code 0."""
+    import os
+    import signal
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RETAILFLOW_DATABASE_URL": database_url, "RETAILFLOW_HTTP_PORT": str(port),
+           "RETAILFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from starters.api import serve; from worker.settings import Settings; "
+                              "sys.exit(serve(Settings()))",
+        env=env, cwd=str(EXAMPLES.parent), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                try:
+                    health = await http.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert proc.returncode is None and asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.2)
+            assert health.json() == {"status": "ok"}
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"] == {"temporal": False, "database": True}
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
