@@ -173,6 +173,9 @@ class ShipToSettle:
                 event = await self.inbox.next(*SETTLE_EVENTS)
             await self._apply(event)
             self._refresh()
+        while (late := self.inbox.take(EventType.SHIPMENT_DELIVERED)) is not None:  # already here: record them
+            assert isinstance(late.data, ShipmentDelivered)
+            self._delivered(late, late.data)
         if self.mismatch is not None:
             self.stage = SettleStage.MISMATCH
         elif any(s.settlement is ShipmentSettlement.NOT_CAPTURED for s in self.shipments):
