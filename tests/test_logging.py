@@ -95,3 +95,16 @@ def test_replay_safe_workflow_logger_does_not_append_info_to_the_message(stream)
     from temporalio import workflow
 
     assert workflow.logger.workflow_info_on_message is False
+
+
+def test_a_bound_correlation_id_is_on_every_line(stream):
+    from worker.interceptors import correlation_id
+
+    token = correlation_id.set("msg_123")
+    try:
+        logging.getLogger("temporalio.activity").info("inside")
+    finally:
+        correlation_id.reset(token)
+    logging.getLogger("temporalio.activity").info("outside")
+    inside, outside = lines(stream)
+    assert inside["correlation_id"] == "msg_123" and "correlation_id" not in outside

@@ -167,6 +167,12 @@ def configure_logging(settings: Settings | None = None, *, service: str | None =
     handler = logging.StreamHandler(stream)
     handler.setFormatter(build_formatter(json))
     handler.set_name("retailflow")
+    try:  # the correlation ID (webhook-id) bound for this task, on every record made while it is bound
+        from worker.interceptors import CorrelationFilter
+
+        handler.addFilter(CorrelationFilter())
+    except ImportError:  # pragma: no cover - interceptors are optional for logging
+        pass
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
