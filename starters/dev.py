@@ -219,6 +219,12 @@ class DevStack:
     def api_token(self) -> str:
         return self.settings.api_tokens[0].get_secret_value()
 
+    async def client(self):  # noqa: ANN201 - temporalio.client.Client
+        """A Temporal client on the stack (pydantic converter), as the worker and the API connect."""
+        from worker.client import connect
+
+        return await connect(self.settings)
+
     def env(self) -> dict[str, str]:
         """The environment every child gets: ours plus the resolved settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RETAILFLOW_")}
