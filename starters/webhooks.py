@@ -118,6 +118,7 @@ def parse_event(body: bytes, source: str, webhook_id: str, settings: Settings) -
 
 # --- the deliveries table ---------------------------------------------------------------------------------
 class Delivery(BaseModel):
+    body_sha256: str
     status: str
     http_status: int | None
     response: dict[str, Any] | None
@@ -141,7 +142,7 @@ async def claim(engine: AsyncEngine, source: str, webhook_id: str, event: Event,
 async def existing(engine: AsyncEngine, source: str, webhook_id: str) -> Delivery | None:
     async with engine.connect() as conn:
         row = (await conn.execute(text(
-            "SELECT status, http_status, response, workflow_id FROM webhook_deliveries "
+            "SELECT body_sha256, status, http_status, response, workflow_id FROM webhook_deliveries "
             "WHERE source = :source AND webhook_id = :id"), {"source": source, "id": webhook_id})).mappings().first()
     return Delivery(**row) if row else None
 
@@ -200,6 +201,9 @@ class Ingress:
             prior = await claim(self.engine, source, webhook_id, event, workflow_id, body)
             if prior is None:
                 return await self._first(client, source, webhook_id, event, workflow_id)
+            if prior.body_sha256 != hashlib.sha256(body).hexdigest():
+                raise Problem(409, f"webhook-id {webhook_id} was already delivered with a different body; a new "
+                                   "event needs a new webhook-id", slug="webhook-id-reused")
             if prior.status == "done":
                 return await self._again(client, source, webhook_id, event, prior)
             if time.monotonic() > deadline:  # the first delivery is still at work

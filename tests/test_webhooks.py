@@ -334,6 +334,34 @@ async def test_a_redelivery_answers_as_the_first(stack) -> None:
     assert one.json() == two.json() == {"status": "started", "workflow_id": one.json()["workflow_id"]}
 
 
+async def test_a_webhook_id_reused_for_another_body_is_refused(stack) -> None:
+    http, _, engine = stack
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    first = await post(http, "wms", example("transfer.requested", **unique_keys("transfer.requested")),
+                       webhook_id=webhook_id)
+    assert first.status_code == 202
+    other = await post(http, "wms", example("transfer.requested", **unique_keys("transfer.requested")),
+                       webhook_id=webhook_id)
+    assert _problem(other, 409)["type"].endswith("/webhook-id-reused")
+    assert await delivery_rows(engine, webhook_id) == 1
+
+
+async def test_the_correlation_id_is_in_the_workflow_log(stack, caplog) -> None:
+    import logging
+
+    http, client, _ = stack
+    caplog.set_level(logging.INFO, logger="temporalio.workflow")
+    keys = unique_keys("return.authorized")
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    answer = await post(http, "web", example("return.authorized", **keys), webhook_id=webhook_id)
+    await state_of(client, answer.json()["workflow_id"], until=lambda st: st["correlations"])
+    lines = [r for r in caplog.records if getattr(r, "correlation_id", None) == webhook_id]
+    assert lines, "no workflow log line carries the webhook-id"
+    assert any(answer.json()["workflow_id"] in r.getMessage() or
+               getattr(r, "temporal_workflow", {}).get("workflow_id") == answer.json()["workflow_id"]
+               for r in lines)
+
+
 async def test_twenty_concurrent_deliveries_make_one_process(stack) -> None:
     http, client, engine = stack
     body = example("order.placed", **unique_keys("order.placed"))

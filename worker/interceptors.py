@@ -31,10 +31,14 @@ _converter = temporalio.converter.default().payload_converter
 
 @contextmanager
 def bind(value: str | None) -> Iterator[None]:
-    """Make `value` the correlation ID of everything done with Temporal inside the block."""
+    """Make `value` the correlation ID of everything done with Temporal inside the block (and of the structlog
+    lines written inside it)."""
+    import structlog.contextvars as scv
+
     token = correlation_id.set(value)
     try:
-        yield
+        with scv.bound_contextvars(correlation_id=value):
+            yield
     finally:
         correlation_id.reset(token)
 
@@ -145,20 +149,9 @@ class _ActivityInbound(temporalio.worker.ActivityInboundInterceptor):
         value = _read(input.headers)
         if not value:
             return await super().execute_activity(input)
-        try:
-            import structlog.contextvars as scv
-        except ImportError:  # pragma: no cover
-            scv = None
         with bind(value):
-            bound = scv.bound_contextvars(correlation_id=value) if scv else None
-            if bound:
-                bound.__enter__()
-            try:
-                activity.logger.debug("activity correlation_id=%s", value, extra={"correlation_id": value})
-                return await super().execute_activity(input)
-            finally:
-                if bound:
-                    bound.__exit__(None, None, None)
+            activity.logger.debug("activity correlation_id=%s", value, extra={"correlation_id": value})
+            return await super().execute_activity(input)
 
 
 class CorrelationInterceptor(temporalio.client.Interceptor, temporalio.worker.Interceptor):
