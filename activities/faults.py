@@ -47,7 +47,8 @@ class Faults:
         if spec is None:
             return
         if spec.latency_ms:
-            await self.sleep(spec.latency_ms / 1000)
+            ms = self.random.uniform(0, spec.latency_ms) if spec.random_latency else spec.latency_ms
+            await self.sleep(ms / 1000)
         if spec.failure_rate and self.random.random() < spec.failure_rate:
             self.injected[operation] = self.injected.get(operation, 0) + 1
             raise ApplicationError(

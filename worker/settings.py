@@ -20,6 +20,7 @@ class FaultSpec(BaseModel):
 
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     latency_ms: int = Field(default=0, ge=0)
+    random_latency: bool = False  # when true, each call waits a uniform 0..latency_ms instead of latency_ms
 
 
 class Settings(BaseSettings):
