@@ -17,6 +17,8 @@ Answers: order.placed `200` with the decision, or `202` `{status, workflow_id}` 
 than `order_decision_timeout` (a redelivery of that order then asks again and answers the decision once it is
 made). Other events `202` `{status: started|signalled|duplicate, workflow_id}`. An event for a process that has
 already ended answers `202` `duplicate` (it changes nothing: the process is closed; the sender must not retry).
+`409` when the process refuses the event (ReserveToFulfill's `place` validator: only for a process that already
+exists, e.g. one that ended without an order) or when a `webhook-id` comes again with a different body.
 """
 import asyncio
 import hashlib
