@@ -118,8 +118,8 @@ def dev(
 
 @main.command()
 def demo(
-    exit_after: bool = typer.Option(False, "--exit-after/--keep-running",
-                                    help="Stop the stack after the summary (default: keep it running)."),
+    exit_after: bool = typer.Option(False, "--exit",
+                                    help="Stop the stack after the summary (default: keep it up for the UI)."),
 ) -> None:
     """The dev stack plus realistic traffic through the webhooks, then a summary."""
     run_demo = optional("starters.demo", "run_demo", "retailflow demo")
