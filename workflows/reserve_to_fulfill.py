@@ -70,7 +70,8 @@ class ReserveToFulfill:
         self.view = ProcessView(input.business_key, input.channel)
         self.log = ProcessLog(input.business_key)
         self.cases = ProcessCases(process_type="ReserveToFulfill", business_key=input.business_key,
-                                  channel=input.channel, policy=input.policy.sla, view=self.view)
+                                  channel=input.channel, policy=input.policy.sla, view=self.view,
+                                  inbox=self.inbox, log=self.log)
         self.workflow_id = workflow.info().workflow_id
         self.stage = OrderStage.AWAITING_ORDER
         self.order: OrderPlaced | None = None
@@ -91,10 +92,10 @@ class ReserveToFulfill:
     async def run(self, input: ProcessInput) -> OrderOutcome:
         if not await self._wait_for_order():
             return await self._finish("never_opened", OrderStage.NEVER_OPENED)
-        if self.decision is None:  # order.placed came as a signal, not through the update
+        if self.decision is None and not self.placing:  # order.placed came as a signal, not the update
             placed = self.inbox.take(EventType.ORDER_PLACED)
-            assert placed is not None
-            await self._place(placed)
+            if placed is not None:
+                await self._place(placed)
         await workflow.wait_condition(lambda: self.decision is not None and not self.placing)
         if self.stage is OrderStage.REJECTED:
             await self._void("order rejected")

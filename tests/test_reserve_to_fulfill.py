@@ -1,0 +1,607 @@
+"""ReserveToFulfill end to end: a real worker, the PostgreSQL stubs, and a Temporal server.
+
+Time-skipping server for the process paths and the SLA clocks (start_workflow + execute_update("place")); the
+dev server for what needs update-with-start (the ship path and the race for the last unit, through
+starters.dispatch). Every test works on its own SKUs and locations (tests.ledger_helpers.World), and asserts
+the ledger buckets, the journal postings of its own workflow and that the invariant checker passes.
+"""
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.adapters.stub_erp import PostgresErp
+from activities.checker import check
+from activities.db.engine import create_engine
+from domain import ids
+from domain.events import Event, EventType
+from domain.inventory import MovementKind
+from domain.order import (
+    CancelRequest,
+    CancelResult,
+    Decision,
+    OrderDecision,
+    OrderOutcome,
+    OrderStage,
+    OrderState,
+)
+from domain.process import PartialPolicy, ProcessInput, ProcessPolicy
+from domain.sla import SlaKind, SlaPolicy
+from starters.dispatch import dispatch
+from tests.ledger_helpers import World, buckets, line, movement
+from tests.support import test_settings
+from worker.factory import build_worker
+from worker.settings import Settings
+from workflows.common import STAGE
+
+T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+# --- fixtures and helpers -----------------------------------------------------------------------------------
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def erp(engine: AsyncEngine) -> PostgresErp:
+    return PostgresErp(engine)
+
+
+async def world_with(erp: PostgresErp, stock: dict[tuple[int, str], int]) -> World:
+    """A fresh World with opening stock: (sku index, "dc" | "store" | "far") -> EA."""
+    w = await World().create(erp)
+    where = {"dc": w.dc, "store": w.store, "far": w.far}
+    for (n, loc), qty in stock.items():
+        await erp.post_movement(movement(w.key(f"open:{n}:{loc}"), MovementKind.RECEIPT,
+                                         line(w.skus[n], where[loc], qty)))
+    return w
+
+
+async def stock(erp: PostgresErp, w: World, n: int, location: str) -> dict[str, int]:
+    """The non-zero buckets of SKU n at a location, as plain names."""
+    return {str(b): q for b, q in (await buckets(erp, w.skus[n], location)).items() if q}
+
+
+async def journal(engine: AsyncEngine, workflow_id: str) -> dict[str, Decimal]:
+    """account -> net debit (debit - credit) over the journal entries this workflow's movements posted."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT l.account, sum(l.debit - l.credit) FROM journal_lines l JOIN journal_entries e "
+            "ON e.key = l.entry_key WHERE e.workflow_id = :wf GROUP BY l.account"
+        ), {"wf": workflow_id})).all()
+    return {account: Decimal(total) for account, total in rows if total}
+
+
+async def movements(engine: AsyncEngine, workflow_id: str) -> list[tuple[str, str]]:
+    """(kind, key suffix) of every movement batch this workflow posted."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT DISTINCT kind, key FROM movements WHERE workflow_id = :wf ORDER BY key"), {"wf": workflow_id})).all()
+    return sorted((kind, key.removeprefix(workflow_id + ":")) for kind, key in rows)
+
+
+async def checker_ok(database_url: str) -> None:
+    report = await check(database_url)
+    assert report.ok, report.failed()
+
+
+def ev(type: EventType, data: dict, *, event_id: str | None = None, source: str = "web") -> Event:
+    return Event.parse(event_id or f"evt-{uuid.uuid4().hex[:10]}", type, T0, source, data)
+
+
+def placed(order_id: str, lines: list[tuple[str, int, str, str]], *, mode: str = "ship",
+           location: str | None = None, channel: str = "web", event_id: str | None = None) -> Event:
+    """lines: (sku, quantity, uom, unit price)."""
+    amount = sum(Decimal(p) * q for _, q, _, p in lines)
+    return ev(EventType.ORDER_PLACED, {
+        "order_id": order_id, "channel": channel, "currency": "USD",
+        "lines": [{"line_id": str(i + 1), "sku": s, "quantity": q, "uom": u, "unit_price": p}
+                  for i, (s, q, u, p) in enumerate(lines)],
+        "fulfillment": {"mode": mode, "location_id": location},
+        "payment": {"payment_id": f"pay-{order_id}", "authorized_amount": str(amount)},
+    }, event_id=event_id)
+
+
+def picked(order_id: str, location: str, quantities: dict[str, int], *, event_id: str | None = None) -> Event:
+    return ev(EventType.FULFILLMENT_PICKED, {
+        "order_id": order_id, "channel": "web", "location_id": location,
+        "lines": [{"line_id": k, "quantity": v} for k, v in quantities.items()]}, source="wms", event_id=event_id)
+
+
+def dispatched(order_id: str, shipment_id: str, location: str, quantities: dict[str, int]) -> Event:
+    return ev(EventType.SHIPMENT_DISPATCHED, {
+        "shipment_id": shipment_id, "order_id": order_id, "channel": "web", "location_id": location,
+        "carrier": "UPS", "tracking_number": f"1Z{shipment_id}",
+        "lines": [{"line_id": k, "quantity": v} for k, v in quantities.items()]}, source="wms")
+
+
+def collected(order_id: str, location: str) -> Event:
+    return ev(EventType.ORDER_COLLECTED, {"order_id": order_id, "channel": "web", "location_id": location},
+              source="pos")
+
+
+def cancelled(order_id: str, reason: str = "customer changed their mind") -> Event:
+    return ev(EventType.ORDER_CANCELLED, {"order_id": order_id, "channel": "web", "reason": reason})
+
+
+def new_order() -> str:
+    return f"o{uuid.uuid4().hex[:10]}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def ts(time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine) -> AsyncIterator[Settings]:
+    """One worker on the time-skipping server for the whole module: when time skips, the timers of earlier
+    tests' processes (ShipToSettle, exception cases) fire too, and need a worker on their task queue."""
+    async with worker_for(time_skipping_env, database_url, engine) as settings:
+        yield settings
+
+
+@asynccontextmanager
+async def worker_for(env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                     **overrides: object) -> AsyncIterator[Settings]:
+    settings = test_settings(database_url=database_url, **overrides)
+    async with build_worker(env.client, engine, settings):
+        yield settings
+
+
+async def start(client: Client, settings: Settings, order_id: str, *, partial: PartialPolicy = PartialPolicy.ACCEPT,
+                sla: dict | None = None, open_timeout: timedelta = timedelta(days=7),
+                first: Event | None = None) -> WorkflowHandle:
+    policy = ProcessPolicy(partial=partial, open_timeout=open_timeout,
+                           sla=SlaPolicy(deadlines={**SlaPolicy().deadlines, **(sla or {})}))
+    return await client.start_workflow(
+        "ReserveToFulfill", ProcessInput(business_key=f"web/{order_id}", channel="web", policy=policy),
+        id=ids.order_workflow_id("web", order_id), task_queue=settings.task_queue,
+        start_signal="event" if first else None, start_signal_args=[first] if first else [],
+    )
+
+
+async def place(handle: WorkflowHandle, event: Event) -> OrderDecision:
+    return await handle.execute_update("place", event, result_type=OrderDecision)
+
+
+async def state(handle: WorkflowHandle) -> OrderState:
+    return await handle.query("state", result_type=OrderState)
+
+
+async def until(handle: WorkflowHandle, predicate: Callable[[OrderState], bool], what: str,
+                seconds: float = 30.0) -> OrderState:
+    """Query until the process reaches `predicate` (signals are applied asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        s = await state(handle)
+        if predicate(s):
+            return s
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; state: {s.model_dump_json(indent=1)}")
+        await asyncio.sleep(0.1)
+
+
+async def outcome(handle: WorkflowHandle) -> OrderOutcome:
+    result = await handle.result()
+    return result if isinstance(result, OrderOutcome) else OrderOutcome.model_validate(result)
+
+
+def line_q(s: OrderState, line_id: str) -> dict[str, int]:
+    ln = next(x for x in s.lines if x.line_id == line_id)
+    return {"ordered": ln.ordered, "reserved": ln.reserved, "picked": ln.picked, "shipped": ln.shipped,
+            "released": ln.released}
+
+
+def case_kinds(s: OrderState, status: str | None = None) -> set[str]:
+    return {c["kind"] for c in s.exception_cases if status is None or c["status"] == status}
+
+
+def cost(w: World, n: int, units: int) -> Decimal:
+    return w.cost[w.skus[n]] * units
+
+
+# --- dev server: update-with-start through dispatch -----------------------------------------------------------
+async def test_ship_path_through_dispatch(dev_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                                          erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10, (1, "dc"): 30, (1, "store"): 1})
+    order = new_order()
+    wf = ids.order_workflow_id("web", order)
+    async with worker_for(dev_env, database_url, engine) as settings:
+        client = dev_env.client
+        event = placed(order, [(w.skus[0], 2, "EA", "9.99"), (w.skus[1], 1, "CASE", "120.00")], location=w.store)
+        result = await dispatch(client, event, settings)
+        assert result.status == "started" and result.decision is not None
+        d = result.decision
+        assert d.decision is Decision.RESERVED and d.workflow_id == wf
+        # the store cannot fill the order: the DC that can fill everything is chosen
+        assert [(ln.line_id, ln.reserved_quantity, ln.location_id) for ln in d.lines] == [
+            ("1", 2, w.dc), ("2", 12, w.dc)]
+        # a redelivery (same webhook-id) and a second delivery (new id) answer the same decision
+        again = await dispatch(client, event, settings)
+        other = await dispatch(client, event.model_copy(update={"event_id": "another-delivery"}), settings)
+        assert again.decision == d and other.decision == d and again.status == "signalled"
+        assert await stock(erp, w, 0, w.dc) == {"available": 8, "reserved": 2}
+        assert await stock(erp, w, 1, w.dc) == {"available": 18, "reserved": 12}
+
+        await dispatch(client, picked(order, w.dc, {"1": 2, "2": 12}), settings)
+        await dispatch(client, dispatched(order, "S1", w.dc, {"1": 2, "2": 12}), settings)
+        handle = client.get_workflow_handle(wf)
+        done = await outcome(handle)
+        assert done.outcome == "fulfilled" and done.shipment_ids == ["S1"] and done.shipped_units == 14
+        s = await state(handle)
+        assert s.stage is OrderStage.FULFILLED and line_q(s, "2") == {
+            "ordered": 12, "reserved": 0, "picked": 0, "shipped": 12, "released": 0}
+        assert s.shipments[0].amount == Decimal("2") * Decimal("9.99") + Decimal("120.00")
+        assert not s.payment_voided
+        desc = await handle.describe()
+        summary = await desc.static_summary()
+        assert summary and f"web/{order}" in summary
+        assert desc.typed_search_attributes.get(STAGE) == "fulfilled"
+    assert await stock(erp, w, 0, w.dc) == {"available": 8}
+    assert await stock(erp, w, 1, w.dc) == {"available": 18}
+    assert await stock(erp, w, 1, w.store) == {"available": 1}
+    assert [k for k, _ in await movements(engine, wf)] == ["pick", "reserve", "ship"]
+    j = await journal(engine, wf)
+    assert j["cogs"] == cost(w, 0, 2) + cost(w, 1, 12) and j["inventory"] == -j["cogs"]
+    await checker_ok(database_url)
+
+
+async def test_two_orders_race_for_the_last_unit(dev_env: WorkflowEnvironment, database_url: str,
+                                                 engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 1})
+    a, b = new_order(), new_order()
+    async with worker_for(dev_env, database_url, engine) as settings:
+        results = await asyncio.gather(*(
+            dispatch(dev_env.client, placed(o, [(w.skus[0], 1, "EA", "9.99")]), settings) for o in (a, b)))
+        decisions = sorted(r.decision.decision for r in results)  # type: ignore[union-attr]
+        assert decisions == [Decision.REJECTED, Decision.RESERVED]
+        loser = next(r for r in results if r.decision.decision is Decision.REJECTED)  # type: ignore[union-attr]
+        assert loser.decision.lines[0].reason == "insufficient stock"  # type: ignore[union-attr]
+        assert await stock(erp, w, 0, w.dc) == {"reserved": 1}
+        lost = await outcome(dev_env.client.get_workflow_handle(loser.workflow_id))
+        assert lost.outcome == "rejected"
+        s = await state(dev_env.client.get_workflow_handle(loser.workflow_id))
+        assert s.payment_voided and s.stage is OrderStage.REJECTED
+        winner = next(r for r in results if r is not loser)
+        await dispatch(dev_env.client, cancelled(winner.workflow_id.split(":")[-1]), settings)
+        assert (await outcome(dev_env.client.get_workflow_handle(winner.workflow_id))).outcome == "cancelled"
+    assert await stock(erp, w, 0, w.dc) == {"available": 1}
+    await checker_ok(database_url)
+
+
+# --- time-skipping server -----------------------------------------------------------------------------------
+async def test_pickup_path(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                           erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "store"): 5, (0, "dc"): 50})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order)
+    d = await place(h, placed(order, [(w.skus[0], 3, "EA", "9.99")], mode="pickup", location=w.store))
+    assert d.decision is Decision.RESERVED and d.lines[0].location_id == w.store
+    assert await stock(erp, w, 0, w.store) == {"available": 2, "reserved": 3}
+    await h.signal("event", picked(order, w.store, {"1": 3}))
+    s = await until(h, lambda s: s.stage is OrderStage.AWAITING_COLLECTION, "picked")
+    assert await stock(erp, w, 0, w.store) == {"available": 2, "picked": 3}
+    await h.signal("event", collected(order, w.store))
+    done = await outcome(h)
+    assert done.outcome == "fulfilled" and done.shipment_ids == [f"pickup-{order}"]
+    s = await state(h)
+    assert s.shipments[0].carrier is None and line_q(s, "1")["shipped"] == 3
+    assert await stock(erp, w, 0, w.store) == {"available": 2}
+    assert await stock(erp, w, 0, w.dc) == {"available": 50}
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 3)
+    await checker_ok(database_url)
+
+
+async def test_split_shipment(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                              erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10, (1, "dc"): 10})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order)
+    d = await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99"), (w.skus[1], 2, "EA", "10.99")]))
+    assert d.decision is Decision.RESERVED
+    await h.signal("event", picked(order, w.dc, {"1": 4, "2": 2}))
+    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 3}))
+    s = await until(h, lambda s: len(s.shipments) == 1, "first shipment")
+    assert s.stage is OrderStage.PARTIALLY_SHIPPED
+    assert line_q(s, "1") == {"ordered": 4, "reserved": 0, "picked": 1, "shipped": 3, "released": 0}
+    assert await stock(erp, w, 0, w.dc) == {"available": 6, "picked": 1}
+    await h.signal("event", dispatched(order, "S2", w.dc, {"1": 1, "2": 2}))
+    done = await outcome(h)
+    assert done.outcome == "fulfilled" and done.shipment_ids == ["S1", "S2"]
+    s = await state(h)
+    assert [sh.lines for sh in s.shipments] == [{"1": 3}, {"1": 1, "2": 2}]
+    assert [sh.amount for sh in s.shipments] == [Decimal("29.97"), Decimal("31.97")]
+    assert await stock(erp, w, 0, w.dc) == {"available": 6}
+    assert await stock(erp, w, 1, w.dc) == {"available": 8}
+    assert [m for m in await movements(engine, h.id) if m[0] == "ship"] == [("ship", "ship:S1"), ("ship", "ship:S2")]
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 4) + cost(w, 1, 2)
+    await checker_ok(database_url)
+
+
+async def test_short_pick_releases_and_opens_a_case(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+                                                    engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order)
+    await place(h, placed(order, [(w.skus[0], 5, "EA", "9.99")]))
+    await h.signal("event", picked(order, w.dc, {"1": 3}))
+    s = await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "short pick applied")
+    assert line_q(s, "1") == {"ordered": 5, "reserved": 0, "picked": 3, "shipped": 0, "released": 2}
+    assert "short_pick" in case_kinds(s, "open")
+    assert await stock(erp, w, 0, w.dc) == {"available": 7, "picked": 3}
+    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 3}))
+    done = await outcome(h)
+    assert done.outcome == "partially_fulfilled" and done.shipped_units == 3 and done.released_units == 2
+    assert await stock(erp, w, 0, w.dc) == {"available": 7}
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 3)
+    await checker_ok(database_url)
+
+
+@pytest.mark.parametrize("policy", [PartialPolicy.ACCEPT, PartialPolicy.REJECT])
+async def test_partial_availability(policy: PartialPolicy, ts: Settings, time_skipping_env: WorkflowEnvironment,
+                                    database_url: str, engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10, (1, "dc"): 2})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order, partial=policy)
+    d = await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99"), (w.skus[1], 5, "EA", "10.99")]))
+    if policy is PartialPolicy.ACCEPT:
+        assert d.decision is Decision.PARTIALLY_RESERVED
+        assert [(ln.reserved_quantity, ln.reason) for ln in d.lines] == [(4, None), (2, "only 2 of 5 EA available")]
+        assert await stock(erp, w, 0, w.dc) == {"available": 6, "reserved": 4}
+        assert await stock(erp, w, 1, w.dc) == {"reserved": 2}
+        await h.signal("event", cancelled(order))
+        assert (await outcome(h)).outcome == "cancelled"
+    else:
+        assert d.decision is Decision.REJECTED
+        assert all(ln.reserved_quantity == 0 for ln in d.lines)
+        assert "partial" in (d.lines[0].reason or "")
+        assert (await outcome(h)).outcome == "rejected"
+        assert (await state(h)).payment_voided
+        # reserved, then released whole
+        assert [k for k, _ in await movements(engine, h.id)] == ["release", "reserve"]
+    assert await stock(erp, w, 0, w.dc) == {"available": 10}
+    assert await stock(erp, w, 1, w.dc) == {"available": 2}
+    assert "cogs" not in await journal(engine, h.id)
+    await checker_ok(database_url)
+
+
+async def test_unknown_sku_and_unknown_unit(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+                                            engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 30})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order)
+    d = await place(h, placed(order, [(w.skus[0], 1, "CASE", "100.00"), ("NO-SUCH-SKU", 1, "EA", "1.00"),
+                                      (w.skus[0], 1, "PALLET", "1.00")]))
+    assert d.decision is Decision.PARTIALLY_RESERVED
+    assert [(ln.line_id, ln.reserved_quantity) for ln in d.lines] == [("1", 12), ("2", 0), ("3", 0)]
+    assert d.lines[1].reason == "unknown SKU 'NO-SUCH-SKU'"
+    assert "unit 'PALLET' is not defined" in (d.lines[2].reason or "")
+    assert await stock(erp, w, 0, w.dc) == {"available": 18, "reserved": 12}
+    await h.signal("event", cancelled(order))
+    assert (await outcome(h)).outcome == "cancelled"
+    # all lines unknown: rejected, nothing moved
+    order2 = new_order()
+    h2 = await start(time_skipping_env.client, settings, order2)
+    d2 = await place(h2, placed(order2, [("NOPE", 1, "EA", "1.00")]))
+    assert d2.decision is Decision.REJECTED and (await outcome(h2)).outcome == "rejected"
+    assert await movements(engine, h2.id) == []
+    assert await stock(erp, w, 0, w.dc) == {"available": 30}
+    await checker_ok(database_url)
+
+
+async def test_cancel_before_pick(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                                  erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order)
+    await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
+    result = await h.execute_update("cancel", CancelRequest(reason="fraud suspected"), result_type=CancelResult)
+    assert [(r.line_id, r.released, r.unpicked) for r in result.released] == [("1", 4, 0)]
+    assert result.payment_voided and result.shipped_units == 0
+    done = await outcome(h)
+    assert done.outcome == "cancelled" and done.released_units == 4
+    assert (await state(h)).cancel_reason == "fraud suspected"
+    assert await stock(erp, w, 0, w.dc) == {"available": 10}
+    assert "cogs" not in await journal(engine, h.id)
+    await checker_ok(database_url)
+
+
+async def test_cancel_after_pick(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                                 erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order)
+    await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
+    await h.signal("event", picked(order, w.dc, {"1": 4}))
+    await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
+    assert await stock(erp, w, 0, w.dc) == {"available": 6, "picked": 4}
+    await h.signal("event", cancelled(order))
+    done = await outcome(h)
+    assert done.outcome == "cancelled"
+    s = await state(h)
+    assert s.payment_voided and line_q(s, "1")["released"] == 4
+    assert await stock(erp, w, 0, w.dc) == {"available": 10}
+    assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "reserve", "unpick"]
+    await checker_ok(database_url)
+
+
+async def test_cancel_after_partial_dispatch(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+                                             engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10, (1, "dc"): 10})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order)
+    await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99"), (w.skus[1], 2, "EA", "10.99")]))
+    await h.signal("event", picked(order, w.dc, {"1": 4, "2": 2}))
+    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 4}))
+    await until(h, lambda s: len(s.shipments) == 1, "first shipment")
+    result = await h.execute_update("cancel", CancelRequest(reason="rest out of date"), result_type=CancelResult)
+    assert [(r.line_id, r.released, r.unpicked) for r in result.released] == [("2", 0, 2)]
+    assert not result.payment_voided and result.shipped_units == 4
+    done = await outcome(h)
+    assert done.outcome == "partially_fulfilled" and done.shipment_ids == ["S1"]
+    assert not (await state(h)).payment_voided
+    assert await stock(erp, w, 0, w.dc) == {"available": 6}
+    assert await stock(erp, w, 1, w.dc) == {"available": 10}
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 4)
+    await checker_ok(database_url)
+
+
+async def test_duplicate_events(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                                erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order)
+    event = placed(order, [(w.skus[0], 2, "EA", "9.99")])
+    first = await place(h, event)
+    assert await place(h, event) == first
+    assert await place(h, event.model_copy(update={"event_id": "redelivered"})) == first
+    with pytest.raises(WorkflowUpdateFailedError):  # the validator refuses another order's event
+        await place(h, placed(new_order(), [(w.skus[0], 1, "EA", "9.99")]))
+    pick = picked(order, w.dc, {"1": 2}, event_id="pick-1")
+    await h.signal("event", pick)
+    await h.signal("event", pick)
+    await h.signal("event", picked(order, w.dc, {"1": 1}, event_id="pick-2"))  # same pick, new id
+    ship = dispatched(order, "S1", w.dc, {"1": 2})
+    await h.signal("event", ship)
+    await h.signal("event", ship.model_copy(update={"event_id": "ship-again"}))
+    done = await outcome(h)
+    assert done.outcome == "fulfilled" and done.shipped_units == 2 and done.shipment_ids == ["S1"]
+    assert await stock(erp, w, 0, w.dc) == {"available": 8}
+    assert [k for k, _ in await movements(engine, h.id)] == ["pick", "reserve", "ship"]
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2)
+    await checker_ok(database_url)
+
+
+async def test_out_of_order_events_are_held(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+                                            engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    settings = ts
+    # the dispatch comes first and opens the process; the pick next; the order last
+    h = await start(time_skipping_env.client, settings, order, first=dispatched(order, "S1", w.dc, {"1": 2}))
+    await h.signal("event", picked(order, w.dc, {"1": 2}))
+    s = await until(h, lambda s: len(s.held_events) == 2, "events held")
+    assert s.stage is OrderStage.AWAITING_ORDER and s.held_events == ["shipment.dispatched", "fulfillment.picked"]
+    assert await stock(erp, w, 0, w.dc) == {"available": 10}
+    d = await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99")]))
+    assert d.decision is Decision.RESERVED
+    done = await outcome(h)
+    assert done.outcome == "fulfilled" and done.shipment_ids == ["S1"]
+    assert await stock(erp, w, 0, w.dc) == {"available": 8}
+    await checker_ok(database_url)
+
+
+async def test_never_opened_ends_cleanly(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+                                         engine: AsyncEngine, erp: PostgresErp) -> None:
+    order = new_order()
+    settings = ts
+    h = await start(time_skipping_env.client, settings, order, open_timeout=timedelta(hours=1),
+                    first=cancelled(order))
+    done = await outcome(h)  # time skips past the open timeout
+    assert done.outcome == "never_opened" and done.stage is OrderStage.NEVER_OPENED
+    assert await movements(engine, h.id) == []
+
+
+# --- SLA clocks (time-skipping) -----------------------------------------------------------------------------
+async def test_sla_pick_overdue(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                                erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    env = time_skipping_env
+    settings = ts
+    h = await start(env.client, settings, order)
+    await place(h, placed(order, [(w.skus[0], 1, "EA", "9.99")]))
+    await env.sleep(timedelta(hours=4, minutes=1))
+    s = await until(h, lambda s: "pick_overdue" in case_kinds(s, "open"), "pick_overdue case")
+    assert case_kinds(s, "open") == {"pick_overdue"}  # ship/authorization clocks still running
+    assert s.stage is OrderStage.AWAITING_PICK  # a breach never fails the process
+    await h.signal("event", picked(order, w.dc, {"1": 1}))
+    s = await until(h, lambda s: "pick_overdue" in case_kinds(s, "resolved"), "pick_overdue resolved")
+    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 1}))
+    assert (await outcome(h)).outcome == "fulfilled"
+    assert await stock(erp, w, 0, w.dc) == {"available": 9}
+    await checker_ok(database_url)
+
+
+async def test_sla_ship_overdue(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+                                erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    env = time_skipping_env
+    settings = ts
+    h = await start(env.client, settings, order)
+    await place(h, placed(order, [(w.skus[0], 1, "EA", "9.99")]))
+    await h.signal("event", picked(order, w.dc, {"1": 1}))
+    await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
+    await env.sleep(timedelta(hours=24, minutes=1))
+    s = await until(h, lambda s: "ship_overdue" in case_kinds(s), "ship_overdue case")
+    assert case_kinds(s, "open") == {"ship_overdue"}
+    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 1}))
+    assert (await outcome(h)).outcome == "fulfilled"
+    assert "ship_overdue" in case_kinds(await state(h), "resolved")
+    assert await stock(erp, w, 0, w.dc) == {"available": 9}
+    await checker_ok(database_url)
+
+
+async def test_sla_authorization_expiring(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+                                          engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    env = time_skipping_env
+    settings = ts
+    # a short deadline (per-channel SLA settings reach the process through its policy): skipping six days
+    # would also fire every timer the earlier tests' processes left running on this shared server
+    h = await start(env.client, settings, order, sla={SlaKind.AUTHORIZATION_EXPIRING: timedelta(hours=2)})
+    await place(h, placed(order, [(w.skus[0], 1, "EA", "9.99")]))
+    await h.signal("event", picked(order, w.dc, {"1": 1}))
+    await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
+    await env.sleep(timedelta(hours=2, minutes=1))
+    s = await until(h, lambda s: "authorization_expiring" in case_kinds(s), "authorization case")
+    assert case_kinds(s, "open") == {"authorization_expiring"}
+    await h.signal("event", cancelled(order, "payment about to lapse"))
+    assert (await outcome(h)).outcome == "cancelled"
+    s = await state(h)
+    assert s.payment_voided and not case_kinds(s, "open")
+    assert await stock(erp, w, 0, w.dc) == {"available": 10}
+    await checker_ok(database_url)
+
+
+async def test_sla_pickup_expired_releases_cancels_and_voids(ts: Settings, time_skipping_env: WorkflowEnvironment,
+                                                             database_url: str, engine: AsyncEngine,
+                                                             erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "store"): 5})
+    order = new_order()
+    env = time_skipping_env
+    settings = ts
+    h = await start(env.client, settings, order, sla={SlaKind.PICKUP_EXPIRED: timedelta(hours=3)})
+    await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99")], mode="pickup", location=w.store))
+    await h.signal("event", picked(order, w.store, {"1": 2}))
+    await until(h, lambda s: s.stage is OrderStage.AWAITING_COLLECTION, "picked")
+    await env.sleep(timedelta(hours=3, minutes=1))
+    done = await outcome(h)
+    assert done.outcome == "expired" and done.released_units == 2
+    s = await state(h)
+    assert s.payment_voided and s.stage is OrderStage.CANCELLED
+    assert "pickup_expired" in case_kinds(s)
+    assert await stock(erp, w, 0, w.store) == {"available": 5}
+    assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "reserve", "unpick"]
+    assert "cogs" not in await journal(engine, h.id)
+    await checker_ok(database_url)
+
