@@ -227,7 +227,7 @@ async def test_ship_path_through_dispatch(dev_env: WorkflowEnvironment, database
         # a redelivery (same webhook-id) and a second delivery (new id) answer the same decision
         again = await dispatch(client, event, settings)
         other = await dispatch(client, event.model_copy(update={"event_id": "another-delivery"}), settings)
-        assert again.decision == d and other.decision == d and again.status == "signalled"
+        assert again.decision == d and other.decision == d
         assert await stock(erp, w, 0, w.dc) == {"available": 8, "reserved": 2}
         assert await stock(erp, w, 1, w.dc) == {"available": 18, "reserved": 12}
 
