@@ -1,0 +1,1 @@
+"""retailflow benchmarks: `python -m bench` / `retailflow bench`. See bench/RESULTS.md."""

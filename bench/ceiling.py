@@ -1,0 +1,212 @@
+"""The ceiling: what the same Temporal server and the same kind of worker do with an order lifecycle of trivial bodies.
+
+`Skeleton` is one workflow type that takes the *shape* of a real process, read from a real history
+(`bench.cost.count(...).segments`): after the start and after each incoming message (the `place` update or an
+`event` signal) it runs as many activities (a no-op), starts as many SLA-like timers (cancelled at the end) and
+upserts search attributes as often as the real process did after that message. A skeleton lifecycle is two of them
+(the ReserveToFulfill shape and the ShipToSettle shape) driven with the same client calls as the real one:
+update-with-start for order.placed, signal-with-start for every other event. No database, no HTTP, no business code:
+what is left is the price of Temporal itself plus the SDK on this machine.
+
+`BareOrder` is the latency baseline: update-with-start whose update runs one no-op activity.
+
+The skeleton worker runs in its own process (`python -m bench.ceiling worker ...`) with the same tuning settings and
+sandbox as the retailflow worker, on its own task queue.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.common import STAGE
+
+SKELETON_QUEUE = "bench-skeleton"
+NOOP_TIMEOUT = timedelta(seconds=30)
+
+
+class SegmentSpec(BaseModel):
+    message: str | None = None  # "update" / "signal" / None (after the start)
+    activities: int = 0
+    timers: int = 0
+    upserts: int = 0
+
+
+class Shape(BaseModel):
+    segments: list[SegmentSpec]
+
+    @property
+    def messages(self) -> list[str]:
+        return [s.message for s in self.segments[1:] if s.message]
+
+    def totals(self) -> dict[str, object]:
+        """What must match between a real process and its skeleton, whatever the order the work fell in."""
+        return {"messages": self.messages, "activities": sum(s.activities for s in self.segments),
+                "timers": sum(s.timers for s in self.segments), "upserts": sum(s.upserts for s in self.segments)}
+
+
+# A typical shape (used by the smoke test and when no real history is at hand); the bench reads the real one.
+DEFAULT_ORDER = Shape(segments=[SegmentSpec(upserts=1), SegmentSpec(message="update", activities=2, timers=3,
+                                                                     upserts=1),
+                                SegmentSpec(message="signal", activities=2, upserts=1),
+                                SegmentSpec(message="signal", activities=3, upserts=1)])
+DEFAULT_SETTLE = Shape(segments=[SegmentSpec(), SegmentSpec(message="signal", activities=2, timers=1, upserts=1),
+                                 SegmentSpec(message="signal"), SegmentSpec(message="signal", activities=1, upserts=1),
+                                 SegmentSpec(message="signal", upserts=1)])
+
+
+@activity.defn(name="bench_noop")
+async def noop(n: int) -> int:
+    return n
+
+
+@workflow.defn(name="BenchSkeleton")
+class Skeleton:
+    @workflow.init
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.signals = 0
+        self.updates_done = 0
+        self.timers: list[asyncio.Task] = []
+
+    async def _work(self, segment: SegmentSpec) -> None:
+        for _ in range(segment.timers):
+            self.timers.append(asyncio.create_task(workflow.sleep(timedelta(days=30))))
+        for i in range(segment.activities):
+            await workflow.execute_activity(noop, i, start_to_close_timeout=NOOP_TIMEOUT)
+        for i in range(segment.upserts):
+            workflow.upsert_search_attributes([STAGE.value_set(f"step{len(self.timers)}-{i}")])
+
+    @workflow.run
+    async def run(self, shape: Shape) -> int:
+        await self._work(shape.segments[0])
+        signals_seen = updates_seen = 0
+        for segment in shape.segments[1:]:
+            if segment.message == "update":
+                updates_seen += 1
+                await workflow.wait_condition(lambda n=updates_seen: self.updates_done >= n)
+            else:
+                signals_seen += 1
+                await workflow.wait_condition(lambda n=signals_seen: self.signals >= n)
+                await self._work(segment)
+        for timer in self.timers:
+            timer.cancel()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return len(shape.segments)
+
+    @workflow.signal(name="event")
+    def event(self, n: int) -> None:
+        self.signals += 1
+
+    @workflow.update(name="place")
+    async def place(self, n: int) -> int:
+        index = [i for i, s in enumerate(self.shape.segments) if s.message == "update"][self.updates_done]
+        await self._work(self.shape.segments[index])
+        self.updates_done += 1
+        return n
+
+
+@workflow.defn(name="BenchBare")
+class BareOrder:
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: self.done)
+
+    @workflow.update(name="place")
+    async def place(self, n: int) -> int:
+        result = await workflow.execute_activity(noop, n, start_to_close_timeout=NOOP_TIMEOUT)
+        self.done = True
+        return result
+
+
+# ---- driving ---------------------------------------------------------------------------------------------------
+
+async def _drive(client: Client, workflow_id: str, shape: Shape, task_queue: str) -> None:
+    first = True
+    for message in shape.messages:
+        if message == "update":
+            if first:
+                start = WithStartWorkflowOperation(Skeleton.run, shape, id=workflow_id, task_queue=task_queue,
+                                                   id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+                await client.execute_update_with_start_workflow(Skeleton.place, 0, start_workflow_operation=start)
+            else:
+                await client.get_workflow_handle(workflow_id).execute_update(Skeleton.place, 0)
+        else:
+            await client.start_workflow(Skeleton.run, shape, id=workflow_id, task_queue=task_queue,
+                                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                                        start_signal="event", start_signal_args=[0])
+        first = False
+
+
+async def skeleton_lifecycle(client: Client, run: str, n: int, order: Shape, settle: Shape,
+                             task_queue: str = SKELETON_QUEUE) -> None:
+    """One skeleton order lifecycle: the order-shaped and the settle-shaped workflow, both to completion."""
+    order_id, settle_id = f"bench-order-{run}-{n}", f"bench-settle-{run}-{n}"
+    await _drive(client, order_id, order, task_queue)
+    await _drive(client, settle_id, settle, task_queue)
+    await asyncio.gather(client.get_workflow_handle(order_id).result(),
+                         client.get_workflow_handle(settle_id).result())
+
+
+async def bare_place(client: Client, workflow_id: str, task_queue: str = SKELETON_QUEUE) -> float:
+    """Seconds one bare update-with-start (one activity in the update) takes, as a sender sees it."""
+    begun = time.perf_counter()
+    start = WithStartWorkflowOperation(BareOrder.run, id=workflow_id, task_queue=task_queue,
+                                       id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    await client.execute_update_with_start_workflow(BareOrder.place, 1, start_workflow_operation=start)
+    return time.perf_counter() - begun
+
+
+# ---- the skeleton worker process -------------------------------------------------------------------------------
+
+def build_skeleton_worker(client: Client, settings, task_queue: str = SKELETON_QUEUE):  # noqa: ANN001, ANN201
+    from temporalio.worker import Worker
+
+    from worker.factory import workflow_runner
+
+    return Worker(client, task_queue=task_queue, workflows=[Skeleton, BareOrder], activities=[noop],
+                  workflow_runner=workflow_runner(),
+                  max_concurrent_activities=settings.max_concurrent_activities,
+                  max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+                  max_cached_workflows=settings.max_cached_workflows,
+                  max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
+                  max_concurrent_activity_task_polls=settings.activity_task_pollers)
+
+
+async def _serve(task_queue: str) -> None:
+    import signal
+
+    from worker.client import connect
+    from worker.settings import Settings
+
+    settings = Settings()
+    client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with build_skeleton_worker(client, settings, task_queue):
+        print("skeleton worker polling", task_queue, flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The bench's skeleton worker (settings from RETAILFLOW_ variables).")
+    parser.add_argument("command", choices=["worker"])
+    parser.add_argument("--task-queue", default=SKELETON_QUEUE)
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.task_queue))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""What every bench part shares: repetitions and their min/median/max, fixed-concurrency runs, the machine."""
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Spread:
+    """min / median / max of the repetitions of one figure."""
+
+    values: list[float]
+
+    @property
+    def min(self) -> float:
+        return min(self.values)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def max(self) -> float:
+        return max(self.values)
+
+    def text(self, fmt: str = "{:.2f}") -> str:
+        if not self.values:
+            return "n/a"
+        return f"{fmt.format(self.min)} / **{fmt.format(self.median)}** / {fmt.format(self.max)}"
+
+    def as_dict(self) -> dict:
+        return {"values": self.values, "min": self.min, "median": self.median, "max": self.max} if self.values \
+            else {"values": []}
+
+
+async def at_concurrency(total: int, concurrency: int, one: Callable[[int], Awaitable[object]],
+                         *, offset: int = 0) -> float:
+    """Run `one(n)` for n in range(total), `concurrency` at a time; returns completions per second."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def slot(n: int) -> None:
+        async with semaphore:
+            await one(offset + n)
+
+    begun = time.perf_counter()
+    await asyncio.gather(*(slot(n) for n in range(total)))
+    return total / (time.perf_counter() - begun)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def rss_mib(pid: int | None) -> float:
+    """Resident memory of a process and its children, MiB."""
+    import psutil
+
+    if pid is None:
+        return float("nan")
+    try:
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+    except psutil.Error:
+        return float("nan")
+    return total / 2**20
+
+
+def load() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+@dataclass
+class Machine:
+    cpu: str
+    cores: int
+    memory_gib: float
+    os: str
+    python: str
+    temporalio: str
+    temporal_cli: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine() -> Machine:
+    import psutil
+    import temporalio
+
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):  # noqa: SIM115
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from starters.dev import temporal_cli
+
+    return Machine(cpu=cpu, cores=os.cpu_count() or 0, memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
+                   os=f"{platform.system()} {platform.release()}", python=sys.version.split()[0],
+                   temporalio=temporalio.__version__ if hasattr(temporalio, "__version__") else _pkg("temporalio"),
+                   temporal_cli=_version([temporal_cli(), "--version"]))
+
+
+def _pkg(name: str) -> str:
+    from importlib.metadata import version
+
+    try:
+        return version(name)
+    except Exception:  # noqa: BLE001
+        return "unknown"
