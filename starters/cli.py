@@ -330,5 +330,14 @@ def replay(path: Path = typer.Argument(None, help="A history file or folder (def
     raise typer.Exit(1 if failed else 0)
 
 
+@main.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+              add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Benchmarks on a stack of their own: ceiling, lifecycles, latency, cost, scale (`retailflow bench --help`)."""
+    from bench.__main__ import main as bench_main
+
+    raise typer.Exit(bench_main(list(ctx.args)))
+
+
 if __name__ == "__main__":
     sys.exit(main())
