@@ -120,6 +120,7 @@ async def _place(client: Client, event: Event, r: Route, settings: Settings, opt
             done, _ = await asyncio.wait({call}, timeout=timeout)
         if call not in done:
             call.cancel()  # the update stays admitted on the server; only our wait for it ends
+            call.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
             if await _exists(client, r.workflow_id):
                 return DispatchResult(workflow_id=r.workflow_id, status="started", decision=None)
             raise TimeoutError(f"{r.workflow_id}: Temporal did not start the process in time")

@@ -1,6 +1,7 @@
 """schemathesis against /openapi.json of the running service (uvicorn on a real port, a dev server, a migrated
 PostgreSQL): whatever it sends, never a 5xx. Webhook cases are also sent signed, so generated bodies get past
 the signature and into validation and dispatch."""
+import asyncio
 import json
 import socket
 import threading
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from starters.api import server
 from starters.signatures import sign_headers
+from tests.support import seeded
 from tests.support import test_settings as make_settings
 
 SECRET = "whsec_" + "ZnV6ei1zZWNyZXQtMDEyMzQ1Njc4OQ=="
@@ -31,21 +33,36 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def service(dev_env, database_url):
-    """The HTTP service in a thread (its own event loop, engine and Temporal client, as `retailflow api`)."""
+    """The HTTP service and a worker in a thread (their own event loop, engine and Temporal client, as
+    `retailflow api` and `retailflow worker` run), on a dev server and a migrated, seeded PostgreSQL."""
     target = dev_env.client.service_client.config.target_host
     cfg = make_settings(database_url=database_url, temporal_address=target, http_port=_free_port(),
                         webhook_secrets={"web": SECRET, "wms": SECRET, "payments": SECRET},
-                        api_tokens=[TOKEN], order_decision_timeout=timedelta(milliseconds=300))
+                        api_tokens=[TOKEN], order_decision_timeout=timedelta(seconds=2))
     srv = server(cfg)
-    thread = threading.Thread(target=srv.run, daemon=True)
+
+    async def stack() -> None:
+        from activities.db.engine import create_engine
+        from worker.client import connect
+        from worker.factory import build_worker
+
+        await seeded(database_url)
+        engine = create_engine(database_url, pool_size=5, max_overflow=10)
+        try:
+            async with build_worker(await connect(cfg), engine, cfg):
+                await srv.serve()
+        finally:
+            await engine.dispose()
+
+    thread = threading.Thread(target=asyncio.run, args=(stack(),), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
         time.sleep(0.05)
     yield f"http://127.0.0.1:{cfg.http_port}"
     srv.should_exit = True
-    thread.join(timeout=20)
+    thread.join(timeout=30)
 
 
 def _check(case, service: str) -> None:
