@@ -1,0 +1,110 @@
+"""The worker's Prometheus endpoint (`RETAILFLOW_METRICS_PORT`): the SDK runtime's own metrics and the business
+counters of `worker.metrics.BusinessMetrics` (processes started / completed by type and outcome, exception cases
+opened by kind), after real processes ran on a dev server: a transfer received in full, and an order whose
+pick_overdue SLA breached."""
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from activities.adapters.stub_erp import PostgresErp
+from activities.db.embedded import free_port
+from activities.db.engine import create_engine
+from domain import ids
+from domain.events import Event, EventType
+from domain.inventory import MovementKind
+from domain.sla import SlaKind
+from starters.dispatch import dispatch
+from tests.ledger_helpers import World, line, movement
+from tests.support import test_settings as make_settings
+from worker.client import connect
+from worker.factory import build_worker
+from worker.main import build_runtime
+from worker.metrics import CASES_OPENED, PROCESSES_COMPLETED, PROCESSES_STARTED, BusinessMetrics
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url)
+    yield eng
+    await eng.dispose()
+
+
+def event(type: EventType, source: str, data: dict) -> Event:
+    return Event.parse(uuid.uuid4().hex, type, datetime.now(UTC), source, data)
+
+
+def sample(metrics: str, name: str, **labels: str) -> float:
+    """The value of one sample of `name` (a counter may carry the `_total` suffix) with at least `labels`."""
+    total = 0.0
+    for match in re.finditer(rf"^{name}(?:_total)?\{{([^}}]*)\}} ([0-9.e+-]+)$", metrics, re.MULTILINE):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+async def scrape(port: int, ready, within: float = 30.0) -> str:  # noqa: ANN001
+    deadline = asyncio.get_running_loop().time() + within
+    async with httpx.AsyncClient() as http:
+        while True:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            if ready(text) or asyncio.get_running_loop().time() > deadline:
+                return text
+            await asyncio.sleep(0.5)
+
+
+async def test_metrics_endpoint_has_sdk_metrics_and_business_counters(dev_env: WorkflowEnvironment,
+                                                                      engine: AsyncEngine, database_url: str) -> None:
+    w = await World().create(PostgresErp(engine))
+    await PostgresErp(engine).post_movement(movement(w.key("stock"), MovementKind.RECEIPT,
+                                                     line(w.skus[0], w.dc, 20), line(w.skus[1], w.dc, 20)))
+    port = free_port()
+    settings = make_settings(database_url=database_url, metrics_port=port,
+                             temporal_address=dev_env.client.service_client.config.target_host,
+                             sla={SlaKind.PICK_OVERDUE: timedelta(seconds=2)})
+    client = await connect(settings, runtime=build_runtime(settings))
+    transfer_id, order_id = f"T-{w.prefix}", f"M-{w.prefix}"
+    lines = [{"sku": w.skus[0], "quantity": 2}]
+
+    async with build_worker(client, engine, settings, interceptors=[BusinessMetrics()]):
+        await dispatch(client, event(EventType.TRANSFER_REQUESTED, "wms", {
+            "transfer_id": transfer_id, "from_location_id": w.dc, "to_location_id": w.store,
+            "lines": [{**lines[0], "uom": "EA"}]}), settings)
+        await dispatch(client, event(EventType.TRANSFER_SHIPPED, "wms", {"transfer_id": transfer_id, "lines": lines}),
+                       settings)
+        await dispatch(client, event(EventType.TRANSFER_RECEIVED, "pos", {"transfer_id": transfer_id,
+                                                                           "lines": lines}), settings)
+        await dispatch(client, event(EventType.ORDER_PLACED, "web", {
+            "order_id": order_id, "channel": "web", "currency": "USD",
+            "lines": [{"line_id": "1", "sku": w.skus[1], "quantity": 1, "uom": "EA", "unit_price": "10.00"}],
+            "fulfillment": {"mode": "ship", "location_id": w.dc},
+            "payment": {"payment_id": f"pay-{order_id}", "authorized_amount": "10.00"}}), settings)
+        result = await client.get_workflow_handle(ids.transfer_workflow_id(transfer_id)).result()
+        assert result["stage"] == "received"
+
+        def ready(text: str) -> bool:
+            return (sample(text, PROCESSES_COMPLETED, workflow_type="Transfer", outcome="received") >= 1
+                    and sample(text, CASES_OPENED, kind="pick_overdue") >= 1)
+
+        metrics = await scrape(port, ready)
+
+    # the SDK runtime's own metrics
+    for name in ("temporal_request", "temporal_workflow_completed", "temporal_activity_execution_latency",
+                 "temporal_workflow_task_execution_latency"):
+        assert re.search(rf"^{name}", metrics, re.MULTILINE), f"{name} missing from /metrics"
+    # the business counters
+    assert sample(metrics, PROCESSES_STARTED, workflow_type="Transfer") >= 1
+    assert sample(metrics, PROCESSES_STARTED, workflow_type="ReserveToFulfill") >= 1
+    assert sample(metrics, PROCESSES_STARTED, workflow_type="ExceptionCase") >= 1
+    assert sample(metrics, PROCESSES_COMPLETED, workflow_type="Transfer", outcome="received") >= 1
+    assert sample(metrics, CASES_OPENED, kind="pick_overdue") >= 1
