@@ -24,7 +24,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.events import Event, EventType
+from domain.events import Event, EventType, OrderPlaced, OrderShipped, ReturnAuthorized, TransferRequested
 from domain.order import OrderDecision
 from domain.process import ProcessInput
 from domain.routing import Route, route
@@ -51,7 +51,29 @@ def process_input(r: Route, settings: Settings) -> ProcessInput:
                         policy=settings.process_policy(r.process, r.channel))
 
 
-def _start_options(r: Route, settings: Settings) -> dict:
+def start_summary(event: Event, r: Route) -> str:
+    """What the Temporal UI shows for the run (its static summary), from the event that starts it:
+    "Order web/1042, 3 lines, ship from DC-EAST"; a process opened by an early event names the event."""
+    d = event.data
+    if isinstance(d, OrderPlaced):
+        where = d.fulfillment.location_id
+        how = (f"pickup at {where}" if d.fulfillment.mode == "pickup"
+               else f"ship from {where}" if where else "ship")
+        return f"Order {r.business_key}, {_lines(d.lines)}, {how}"
+    if isinstance(d, TransferRequested):
+        return f"Transfer {r.business_key}, {_lines(d.lines)}, {d.from_location_id} -> {d.to_location_id}"
+    if isinstance(d, ReturnAuthorized):
+        return f"Return {r.business_key} of order {d.channel}/{d.order_id}, {_lines(d.lines)}, to {d.return_location_id}"
+    if isinstance(d, OrderShipped):
+        return f"Settlement of order {r.business_key}, from shipment {d.shipment_id}"
+    return f"{r.workflow_type} {r.business_key} (opened by an early {event.type})"
+
+
+def _lines(lines: list) -> str:
+    return f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
+
+
+def _start_options(r: Route, settings: Settings, event: Event | None = None) -> dict:
     attrs: list[SearchAttributePair] = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
     if r.channel:
         attrs.append(SearchAttributePair(CHANNEL, r.channel))
@@ -62,7 +84,7 @@ def _start_options(r: Route, settings: Settings) -> dict:
         # a finished process is never started again by a late or repeated event
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=TypedSearchAttributes(attrs),
-        static_summary=f"{r.workflow_type} {r.business_key}",
+        static_summary=start_summary(event, r) if event is not None else f"{r.workflow_type} {r.business_key}",
     )
 
 
@@ -84,7 +106,7 @@ async def dispatch(client: Client, event: Event, settings: Settings,
     `WorkflowUpdateFailedError` when the process refuses the order (its update validator or handler failed).
     """
     r = route(event)
-    options = _start_options(r, settings)
+    options = _start_options(r, settings, event)
     if event.type is EventType.ORDER_PLACED:
         return await _place(client, event, r, settings, options, decision_timeout)
     try:
