@@ -1,0 +1,539 @@
+"""ReturnToRefund on the time-skipping server, driven by events through `starters.dispatch.dispatch` (signal-with-
+start) as the webhooks drive it. ReserveToFulfill is not run: each test ships the original order itself the way
+it would (RECEIPT of opening stock, RESERVE, PICK, SHIP through the ledger, and the shipment record in the WMS,
+which the return reads back with `get_shipped_lines`).
+
+Every test asserts the buckets, the return's journal (per legal entity and account) and that the invariant checker
+passes.
+"""
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.adapters.stub_erp import PostgresErp
+from activities.adapters.stub_wms import PostgresWms
+from activities.checker import check
+from activities.db.engine import create_engine
+from activities.wms import ShipmentRecord, ShippedLine
+from domain import ids
+from domain.cases import CaseSnapshot
+from domain.events import (
+    Disposition,
+    Event,
+    EventType,
+    InspectedLine,
+    RefundSettled,
+    ReturnAuthorized,
+    ReturnInspected,
+    ReturnLine,
+    ReturnReceived,
+    SkuQuantity,
+)
+from domain.inventory import MovementKind
+from domain.returns import ReturnOutcome, ReturnStage, ReturnState
+from starters.dispatch import ProcessClosed, dispatch
+from tests.ledger_helpers import World, buckets, line, movement
+from tests.support import test_settings as make_settings
+from tests.support import unique
+from worker.factory import build_worker
+from worker.settings import Settings
+from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
+
+D = Decimal
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+RESTOCK, DAMAGED, VENDOR = Disposition.RESTOCK, Disposition.DAMAGED, Disposition.VENDOR_RETURN
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def world(engine: AsyncEngine) -> World:
+    return await World().create(PostgresErp(engine))
+
+
+class Sale:
+    """The original online order, shipped the way ReserveToFulfill ships it. `lines`: line_id -> (sku index, EA)."""
+
+    def __init__(self, world: World, lines: dict[str, tuple[int, int]], channel: str = "web") -> None:
+        self.world, self.lines, self.channel = world, lines, channel
+        self.order_id = unique("o")
+        self.workflow_id = ids.order_workflow_id(channel, self.order_id)
+
+    def price(self, line_id: str) -> Decimal:
+        return D(self.world.items[self.lines[line_id][0]].price)
+
+    async def ship(self, engine: AsyncEngine, location_id: str) -> None:
+        erp, w = PostgresErp(engine), self.world
+        per_sku: dict[str, int] = {}
+        for n, q in self.lines.values():
+            per_sku[w.skus[n]] = per_sku.get(w.skus[n], 0) + q
+        for kind in (MovementKind.RECEIPT, MovementKind.RESERVE, MovementKind.PICK, MovementKind.SHIP):
+            await erp.post_movement(movement(
+                f"{self.workflow_id}:{kind}", kind, *[line(sku, location_id, q) for sku, q in sorted(per_sku.items())],
+                workflow_id=self.workflow_id, reference=self.order_id))
+        await PostgresWms(engine).record_shipment(ShipmentRecord(
+            key=f"{self.workflow_id}:shipment:s1", shipment_id="s1", channel=self.channel, order_id=self.order_id,
+            location_id=location_id, carrier="ups", tracking_number="1Z",
+            lines=[ShippedLine(line_id=lid, sku=w.skus[n], quantity=q, unit_price=self.price(lid), currency="USD")
+                   for lid, (n, q) in self.lines.items()],
+        ))
+
+
+class Return:
+    """One return's events, as the webhooks deliver them."""
+
+    def __init__(self, sale: Sale) -> None:
+        self.sale, self.world = sale, sale.world
+        self.return_id = unique("r")
+        self.workflow_id = ids.return_workflow_id(self.return_id)
+
+    def _event(self, type: EventType, source: str, data: Any, event_id: str | None) -> Event:
+        return Event(event_id=event_id or unique("wh"), type=type, occurred_at=T0, source=source, data=data)
+
+    def authorized(self, location_id: str, *lines: tuple[str, int], event_id: str | None = None) -> Event:
+        """`lines`: (line_id, EA); the SKU is the one the sale shipped on that line (or SKU 0 for an unknown line)."""
+        return self._event(EventType.RETURN_AUTHORIZED, "web", ReturnAuthorized(
+            return_id=self.return_id, order_id=self.sale.order_id, channel=self.sale.channel,
+            return_location_id=location_id,
+            lines=[ReturnLine(line_id=lid, sku=self.world.skus[self.sale.lines.get(lid, (0, 0))[0]], quantity=q,
+                              reason="changed mind") for lid, q in lines]), event_id)
+
+    def received(self, location_id: str, *lines: tuple[int, int], event_id: str | None = None) -> Event:
+        return self._event(EventType.RETURN_RECEIVED, "wms", ReturnReceived(
+            return_id=self.return_id, location_id=location_id,
+            lines=[SkuQuantity(sku=self.world.skus[n], quantity=q) for n, q in lines]), event_id)
+
+    def inspected(self, *lines: tuple[int, int, Disposition], event_id: str | None = None) -> Event:
+        return self._event(EventType.RETURN_INSPECTED, "wms", ReturnInspected(
+            return_id=self.return_id,
+            lines=[InspectedLine(sku=self.world.skus[n], quantity=q, disposition=d) for n, q, d in lines]), event_id)
+
+    def settled(self, amount: Decimal, event_id: str | None = None) -> Event:
+        return self._event(EventType.REFUND_SETTLED, "payments", RefundSettled(
+            refund_id=unique("rf"), return_id=self.return_id, amount=amount, currency="USD"), event_id)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+async def send(client: Client, settings: Settings, *events: Event) -> None:
+    for event in events:
+        await dispatch(client, event, settings)
+
+
+def handle(client: Client, ret: Return) -> WorkflowHandle[Any, Any]:
+    return client.get_workflow_handle(ret.workflow_id)
+
+
+async def state_of(client: Client, ret: Return) -> ReturnState:
+    return await handle(client, ret).query("state", result_type=ReturnState)
+
+
+async def finish(client: Client, ret: Return) -> tuple[ReturnOutcome, ReturnState]:
+    outcome = await client.get_workflow_handle(ret.workflow_id, result_type=ReturnOutcome).result()
+    return outcome, await state_of(client, ret)
+
+
+async def until(probe: Callable[[], Awaitable[bool]], what: str, seconds: float = 30) -> None:
+    """Poll `probe` until it holds (the workflow reacts asynchronously to a skipped-over deadline)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def journal(engine: AsyncEngine, ret: Return) -> dict[tuple[str, str], Decimal]:
+    """Net balance (debit - credit) per (legal entity, account) of everything the return posted."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT e.legal_entity, l.account, sum(l.debit) - sum(l.credit) AS net FROM journal_lines l "
+            "JOIN journal_entries e ON e.key = l.entry_key WHERE e.workflow_id = :wf "
+            "GROUP BY e.legal_entity, l.account"), {"wf": ret.workflow_id})).all()
+    return {(r.legal_entity, r.account): D(r.net) for r in rows if r.net != 0}
+
+
+async def entry_kinds(engine: AsyncEngine, ret: Return) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT source_kind FROM journal_entries WHERE workflow_id = :wf ORDER BY 1"),
+                                  {"wf": ret.workflow_id})
+        return [r.source_kind for r in rows]
+
+
+async def refunds(engine: AsyncEngine, ret: Return) -> list[Decimal]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT amount FROM refunds WHERE return_id = :r"), {"r": ret.return_id})
+        return [D(r.amount) for r in rows]
+
+
+async def stock(engine: AsyncEngine, world: World, n: int, location_id: str) -> dict[str, int]:
+    """The non-zero buckets of SKU `n` at a location."""
+    got = await buckets(PostgresErp(engine), world.skus[n], location_id)
+    return {str(b): q for b, q in got.items() if q}
+
+
+async def assert_checker_ok(database_url: str) -> None:
+    report = await check(database_url)
+    assert report.ok, [c for c in report.failed()]
+
+
+def cost(world: World, n: int, q: int = 1) -> Decimal:
+    return world.cost[world.skus[n]] * q
+
+
+def cases(state: ReturnState, status: str | None = None) -> list[str]:
+    return sorted(c["kind"] for c in state.exception_cases if status is None or c["status"] == status)
+
+
+def lines_by_id(state: ReturnState) -> dict[str, dict[str, Any]]:
+    return {ln["line_id"]: ln for ln in state.lines}
+
+
+# --- tests ---------------------------------------------------------------------------------------------------
+async def test_full_return(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World,
+                           database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 2), "l2": (1, 1)})
+    ret = Return(sale)
+    refund = sale.price("l1") * 2 + sale.price("l2")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        first = await dispatch(client, ret.authorized(world.dc, ("l1", 2), ("l2", 1)), settings)
+        assert first.workflow_id == f"return:{ret.return_id}"  # (the test server answers signal-with-start
+        # without the run ID that tells "started" from "signalled")
+        await send(client, settings, ret.received(world.dc, (0, 2), (1, 1)),
+                   ret.inspected((0, 2, RESTOCK), (1, 1, RESTOCK)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_REFUND_SETTLEMENT), "refund issued")
+        assert await refunds(engine, ret) == [refund]
+        await send(client, settings, ret.settled(refund))
+        outcome, state = await finish(client, ret)
+
+    assert (outcome.outcome, outcome.stage) == ("refunded", ReturnStage.REFUNDED)
+    assert (outcome.received_units, outcome.accepted_units, outcome.refund_amount) == (3, 3, refund)
+    assert state.refund is not None and state.refund.settled_amount == refund and state.refund.refund_reference
+    assert [ln["restocked"] for ln in state.lines] == [2, 1] and state.exception_cases == []
+    # the returned units are sellable again at the DC, nothing left anywhere else
+    assert await stock(engine, world, 0, world.dc) == {"available": 2}
+    assert await stock(engine, world, 1, world.dc) == {"available": 1}
+    a, value = world.entity_a, cost(world, 0, 2) + cost(world, 1)
+    assert await journal(engine, ret) == {
+        (a, "inventory"): value, (a, "cogs"): -value,  # received at cost into inspection, then restocked
+        (a, "sales_returns"): refund, (a, "cash_clearing"): -refund,  # refunds payable raised and paid
+    }
+    assert await entry_kinds(engine, ret) == ["disposition", "refund_paid", "return_receipt", "sales_return"]
+    sa = (await handle(client, ret).describe()).typed_search_attributes
+    assert sa.get(STAGE) == "refunded" and sa.get(BUSINESS_KEY) == ret.return_id
+    assert sa.get(SKUS) == sorted(world.skus) and sa.get(LOCATION_IDS) == [world.dc]
+    assert sa.get(SLA_BREACHED) is False and sa.get(OPEN_EXCEPTIONS) == 0
+    await assert_checker_ok(database_url)
+
+
+async def _stage_is(client: Client, ret: Return, stage: ReturnStage) -> bool:
+    return (await state_of(client, ret)).stage is stage
+
+
+async def test_partial_return(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World,
+                              database_url: str) -> None:
+    """One of three units of line 1 is asked back, two of line 2 are authorized but only one comes back: the
+    refund covers the two units received and inspected."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 3), "l2": (1, 2)})
+    ret = Return(sale)
+    refund = sale.price("l1") + sale.price("l2")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 1), ("l2", 2)),
+                   ret.received(world.dc, (0, 1), (1, 1)), ret.inspected((0, 1, RESTOCK), (1, 1, RESTOCK)),
+                   ret.settled(refund))
+        outcome, state = await finish(client, ret)
+
+    assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
+    by_id = lines_by_id(state)
+    assert (by_id["l1"]["authorized"], by_id["l1"]["received"], by_id["l1"]["shipped"]) == (1, 1, 3)
+    assert (by_id["l2"]["authorized"], by_id["l2"]["received"], by_id["l2"]["accepted"]) == (2, 1, 1)
+    assert await refunds(engine, ret) == [refund]
+    assert await stock(engine, world, 0, world.dc) == {"available": 1}
+    assert await stock(engine, world, 1, world.dc) == {"available": 1}
+    a, value = world.entity_a, cost(world, 0) + cost(world, 1)
+    assert await journal(engine, ret) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
+    await assert_checker_ok(database_url)
+
+
+async def test_mixed_dispositions_in_one_return(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
+                                                world: World, database_url: str) -> None:
+    """Four units of one SKU: one restocked, one damaged (written off), one to the vendor, one never inspected
+    (stays in pending_inspection, out of stock and not refunded)."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 4), "l2": (1, 1)})
+    ret = Return(sale)
+    refund = sale.price("l1") * 3 + sale.price("l2")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 4), ("l2", 1)),
+                   ret.received(world.dc, (0, 4), (1, 1)),
+                   ret.inspected((0, 1, RESTOCK), (0, 1, DAMAGED), (0, 1, VENDOR), (1, 1, RESTOCK)),
+                   ret.settled(refund))
+        outcome, state = await finish(client, ret)
+
+    assert outcome.stage is ReturnStage.REFUNDED
+    assert (outcome.received_units, outcome.accepted_units, outcome.refund_amount) == (5, 4, refund)
+    l1 = lines_by_id(state)["l1"]
+    assert (l1["restocked"], l1["damaged"], l1["vendor_return"], l1["pending_inspection"]) == (1, 1, 1, 1)
+    assert await stock(engine, world, 0, world.dc) == {"available": 1, "vendor_return": 1, "pending_inspection": 1}
+    assert await stock(engine, world, 1, world.dc) == {"available": 1}
+    a = world.entity_a
+    assert await journal(engine, ret) == {
+        (a, "returns_pending_inspection"): cost(world, 0),  # the unit nobody inspected
+        (a, "inventory"): cost(world, 0, 2) + cost(world, 1),  # restocked + awaiting the vendor
+        (a, "shrink"): cost(world, 0),  # the damaged unit written off
+        (a, "cogs"): -(cost(world, 0, 4) + cost(world, 1)),
+        (a, "sales_returns"): refund, (a, "cash_clearing"): -refund,
+    }
+    assert "write_off" in await entry_kinds(engine, ret)
+    await assert_checker_ok(database_url)
+
+
+async def test_return_to_a_store_of_an_order_shipped_from_the_dc(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """Shipped from the DC, brought back to a store: the units come into inspection at the store and are restocked
+    there. A receipt reported at an unknown location is refused and the return keeps waiting."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 2)})
+    ret = Return(sale)
+    refund = sale.price("l1") * 2
+    nowhere = f"NOWHERE-{world.prefix}"
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.store, ("l1", 2)), ret.received(nowhere, (0, 2)))
+        await until(lambda: _has_note(client, ret, "unknown location"), "the unknown location refused")
+        assert (await state_of(client, ret)).stage is ReturnStage.AWAITING_RECEIPT
+        await send(client, settings, ret.received(world.store, (0, 2)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received at the store")
+        assert await stock(engine, world, 0, world.store) == {"pending_inspection": 2}  # never straight to available
+        await send(client, settings, ret.inspected((0, 2, RESTOCK)), ret.settled(refund))
+        outcome, state = await finish(client, ret)
+
+    assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
+    assert [(r.location_id, r.units) for r in state.receipts] == [(world.store, {world.skus[0]: 2})]
+    assert await stock(engine, world, 0, world.store) == {"available": 2}
+    assert await stock(engine, world, 0, world.dc) == {}
+    a, value = world.entity_a, cost(world, 0, 2)
+    assert await journal(engine, ret) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
+    sa = (await handle(client, ret).describe()).typed_search_attributes
+    assert sa.get(LOCATION_IDS) == [world.store]
+    await assert_checker_ok(database_url)
+
+
+async def _has_note(client: Client, ret: Return, text_: str) -> bool:
+    return any(text_ in n for n in (await state_of(client, ret)).notes)
+
+
+async def test_return_of_more_than_shipped(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
+                                           world: World, database_url: str) -> None:
+    """Line 1 asks back more than shipped and line 9 never shipped: both refused with their reasons, line 2 goes
+    on. Units of the refused line that arrive anyway are not taken into stock (noted as excess)."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 2), "l2": (1, 1)})
+    ret = Return(sale)
+    refund = sale.price("l2")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 3), ("l2", 1), ("l9", 1)),
+                   ret.received(world.dc, (0, 3), (1, 2)), ret.inspected((1, 1, RESTOCK)), ret.settled(refund))
+        outcome, state = await finish(client, ret)
+
+    assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
+    by_id = lines_by_id(state)
+    assert by_id["l1"]["authorized"] == 0 and "only 2 of 2 EA" in by_id["l1"]["refused_reason"]
+    assert by_id["l9"]["authorized"] == 0 and "never shipped" in by_id["l9"]["refused_reason"]
+    assert by_id["l2"]["authorized"] == 1 and by_id["l2"]["refused_reason"] is None
+    [receipt] = state.receipts
+    assert receipt.units == {world.skus[1]: 1} and receipt.excess == {world.skus[0]: 3, world.skus[1]: 1}
+    assert await stock(engine, world, 0, world.dc) == {}
+    assert await stock(engine, world, 1, world.dc) == {"available": 1}
+    a, value = world.entity_a, cost(world, 1)
+    assert await journal(engine, ret) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
+    await assert_checker_ok(database_url)
+
+
+async def test_every_line_refused_rejects_the_return(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
+                                                     world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 1)})
+    ret = Return(sale)
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 2)))
+        outcome, state = await finish(client, ret)
+        with pytest.raises(ProcessClosed):  # a late receipt finds the process ended
+            await dispatch(client, ret.received(world.dc, (0, 2)), settings)
+
+    assert (outcome.outcome, outcome.stage) == ("rejected", ReturnStage.REJECTED)
+    assert "only 1 of 1 EA" in state.lines[0]["refused_reason"]
+    assert await stock(engine, world, 0, world.dc) == {}
+    assert await journal(engine, ret) == {} and await refunds(engine, ret) == []
+    await assert_checker_ok(database_url)
+
+
+async def test_return_not_received_expires(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
+                                           world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 1)})
+    ret = Return(sale)
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 1)))
+        # skip the 30 days explicitly (a result() long poll over a skip that long returns without the close event)
+        await time_skipping_env.sleep(timedelta(days=30, hours=1))
+        outcome, state = await finish(client, ret)
+        case = client.get_workflow_handle(ids.exception_workflow_id(ret.workflow_id, "return_not_received"))
+        assert (await case.describe()).workflow_type == "ExceptionCase"
+        with pytest.raises(ProcessClosed):
+            await dispatch(client, ret.received(world.dc, (0, 1)), settings)
+        # Clean up the open case: its escalation timers would hold the shared test server's clock once this
+        # worker is gone. (Resolving it as ops would, by update or signal, leaves the time-skipping server unable
+        # to skip time afterwards, likely through the case's signal to its closed process; terminate instead.)
+        await case.terminate("test cleanup")
+
+    assert (outcome.outcome, outcome.stage) == ("expired", ReturnStage.EXPIRED)
+    assert cases(state, "open") == ["return_not_received"]
+    sa = (await handle(client, ret).describe()).typed_search_attributes
+    assert sa.get(STAGE) == "expired" and sa.get(SLA_BREACHED) is True and sa.get(OPEN_EXCEPTIONS) == 1
+    assert await stock(engine, world, 0, world.dc) == {}
+    assert await journal(engine, ret) == {} and await refunds(engine, ret) == []
+    await assert_checker_ok(database_url)
+
+
+async def test_inspection_overdue_opens_a_case_the_inspection_resolves(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 1)})
+    ret = Return(sale)
+    refund = sale.price("l1")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 1)), ret.received(world.dc, (0, 1)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received")
+        await time_skipping_env.sleep(timedelta(hours=73))
+        await until(lambda: _case_is(client, ret, "inspection_overdue", "open"), "inspection_overdue case")
+        assert await stock(engine, world, 0, world.dc) == {"pending_inspection": 1}
+        await send(client, settings, ret.inspected((0, 1, RESTOCK)), ret.settled(refund))
+        outcome, state = await finish(client, ret)
+        await case_resolved(client, ret, "inspection_overdue")
+
+    assert outcome.stage is ReturnStage.REFUNDED
+    assert cases(state) == ["inspection_overdue"] and cases(state, "resolved") == ["inspection_overdue"]
+    sa = (await handle(client, ret).describe()).typed_search_attributes
+    assert sa.get(SLA_BREACHED) is True and sa.get(OPEN_EXCEPTIONS) == 0
+    assert await stock(engine, world, 0, world.dc) == {"available": 1}
+    a, value = world.entity_a, cost(world, 0)
+    assert await journal(engine, ret) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
+    await assert_checker_ok(database_url)
+
+
+async def case_resolved(client: Client, ret: Return, kind: str) -> None:
+    """The case the late event resolved has completed, resolved by the process."""
+    snapshot = await client.get_workflow_handle(ids.exception_workflow_id(ret.workflow_id, kind),
+                                                result_type=CaseSnapshot).result()
+    assert snapshot.status == "resolved" and snapshot.resolution is not None
+    assert snapshot.resolution.resolved_by == "process"
+
+
+async def _case_is(client: Client, ret: Return, kind: str, status: str) -> bool:
+    return kind in cases(await state_of(client, ret), status)
+
+
+async def test_refund_overdue_opens_a_case_the_settlement_resolves(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """On the dev server with a short refund_overdue (real time): on the time-skipping test server, a skip over
+    this breach left the server unable to skip time for every later test of the session (cause not found), so
+    this one test stays off it."""
+    client, settings = dev_env.client, make_settings(sla={"refund_overdue": timedelta(seconds=2)})
+    sale = Sale(world, {"l1": (0, 1)})
+    ret = Return(sale)
+    refund = sale.price("l1")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 1)), ret.received(world.dc, (0, 1)),
+                   ret.inspected((0, 1, DAMAGED)))
+        await until(lambda: _case_is(client, ret, "refund_overdue", "open"), "refund_overdue case")
+        assert (await state_of(client, ret)).stage is ReturnStage.AWAITING_REFUND_SETTLEMENT
+        a, value = world.entity_a, cost(world, 0)
+        # refund owed, not yet paid
+        assert await journal(engine, ret) == {(a, "shrink"): value, (a, "cogs"): -value,
+                                              (a, "sales_returns"): refund, (a, "refunds_payable"): -refund}
+        sa = (await handle(client, ret).describe()).typed_search_attributes
+        assert sa.get(SLA_BREACHED) is True and sa.get(OPEN_EXCEPTIONS) == 1
+        await send(client, settings, ret.settled(refund))
+        outcome, state = await finish(client, ret)
+        await case_resolved(client, ret, "refund_overdue")
+
+    assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
+    assert cases(state, "resolved") == ["refund_overdue"]
+    assert await stock(engine, world, 0, world.dc) == {}  # damaged, then written off
+    assert await journal(engine, ret) == {(a, "shrink"): value, (a, "cogs"): -value,
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
+    await assert_checker_ok(database_url)
+
+
+async def test_early_and_duplicate_events_apply_once(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
+                                                     world: World, database_url: str) -> None:
+    """Receipt, inspection and settlement arrive before the authorization (the first starts the process, which
+    holds them); every event is delivered twice; a second authorization under another ID is ignored."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 2)})
+    ret = Return(sale)
+    refund = sale.price("l1") * 2
+    early = [ret.received(world.dc, (0, 2)), ret.inspected((0, 2, RESTOCK)), ret.settled(refund)]
+    auth = ret.authorized(world.dc, ("l1", 2))
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, *early, *early)
+        held = await state_of(client, ret)
+        assert held.stage is ReturnStage.AWAITING_AUTHORIZATION
+        assert held.held_events == ["return.received", "return.inspected", "refund.settled"]
+        assert await stock(engine, world, 0, world.dc) == {}
+        await send(client, settings, auth, auth, ret.authorized(world.dc, ("l1", 2)))
+        outcome, state = await finish(client, ret)
+
+    assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
+    assert (outcome.received_units, outcome.accepted_units) == (2, 2)
+    assert state.held_events == [] and len(state.receipts) == 1
+    assert await refunds(engine, ret) == [refund]
+    assert await stock(engine, world, 0, world.dc) == {"available": 2}
+    a, value = world.entity_a, cost(world, 0, 2)
+    assert await journal(engine, ret) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
+    assert await entry_kinds(engine, ret) == ["disposition", "refund_paid", "return_receipt", "sales_return"]
+    await assert_checker_ok(database_url)
+
+
+async def test_never_authorized_ends_cleanly(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
+                                             world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    ret = Return(Sale(world, {"l1": (0, 1)}))
+    async with build_worker(client, engine, settings):
+        await send(client, settings, ret.received(world.dc, (0, 1)))
+        await time_skipping_env.sleep(timedelta(days=7, hours=1))  # past the open timeout
+        outcome, state = await finish(client, ret)
+
+    assert (outcome.outcome, outcome.stage) == ("never_opened", ReturnStage.NEVER_OPENED)
+    assert state.held_events == ["return.received"]
+    assert await stock(engine, world, 0, world.dc) == {} and await journal(engine, ret) == {}
+    await assert_checker_ok(database_url)
