@@ -39,7 +39,7 @@ async def resolve_case(client: Client, exception_id: str, request: ResolveReques
     """Resolve a case through its workflow; raises CaseNotFound or CaseRefused with the workflow's reason."""
     if not request.note or not request.note.strip():  # say it without a round trip; the workflow checks too
         raise CaseRefused(f"a note is required to resolve case {exception_id}: say what was done")
-    handle = client.get_workflow_handle(exception_id)
+    handle = client.get_workflow_handle(exception_id, result_type=CaseSnapshot)
     try:
         return await handle.execute_update(RESOLVE_UPDATE, request, result_type=CaseSnapshot)
     except WorkflowUpdateFailedError as err:
@@ -51,7 +51,7 @@ async def resolve_case(client: Client, exception_id: str, request: ResolveReques
             raise
         # Not found, or completed: a case completes when resolved, so a closed case is a resolved one.
         try:
-            closed = await handle.result(result_type=CaseSnapshot)
+            closed = await handle.result()
         except Exception:
             raise CaseNotFound(f"no exception case {exception_id}") from err
         r = closed.resolution

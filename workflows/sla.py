@@ -27,8 +27,10 @@ Why it looks like this:
   adopts the existing case instead of opening a second one.
 - Ops resolve a case on the case itself (update `resolve`); the case then signals `case_resolved` to its
   process, which this class listens to, so the process's OpenExceptions and `state` stay true.
-- Child starts and signals are fire-and-forget tasks so a breach never blocks the process; `drain()` waits for
-  them so a process that completes right after a breach never loses the case start or the resolve signal.
+- Child starts and signals are background tasks so a breach never blocks the process; `drain()` waits for
+  them (and for cases this run resolved to close) so a process that completes right after a breach never loses
+  the case start or the resolve signal, and never completes before a case it resolved. (Also: the
+  time-skipping test server stops skipping time once an abandoned child completes after its parent closed.)
 
 State lives in the process run: a process that continues-as-new starts its clocks afresh (`since=` keeps the
 original deadline) and re-adopts breached cases by ID on breach.
@@ -83,6 +85,7 @@ class _Case:
         self.ref = ref
         self.settled = False  # the child start has been answered (started, adopted or failed)
         self.exists = False  # a case workflow with this ID exists (started now or earlier)
+        self.handle: workflow.ChildWorkflowHandle[Any, Any] | None = None  # when this run started it
 
 
 class ProcessCases:
@@ -214,7 +217,8 @@ class ProcessCases:
         return [c.ref.model_copy() for c in self._cases.values()]
 
     async def drain(self) -> None:
-        """Wait until every case start and resolve signal this process issued has been sent."""
+        """Wait until every case start and resolve signal this process issued has been sent, and every case this
+        run started and then resolved has closed."""
         await workflow.wait_condition(lambda: self._in_flight == 0)
 
     # ---- internals --------------------------------------------------------------------------------------
@@ -256,7 +260,7 @@ class ProcessCases:
 
     async def _start_case(self, case: _Case, case_input: ExceptionCaseInput) -> None:
         try:
-            await workflow.start_child_workflow(
+            case.handle = await workflow.start_child_workflow(
                 ExceptionCase.run,
                 case_input,
                 id=case_input.exception_id,
@@ -290,7 +294,13 @@ class ProcessCases:
         if not case.exists:
             return
         try:
-            await workflow.get_external_workflow_handle(case.ref.exception_id).signal("resolve", request)
+            if case.handle is not None:
+                await case.handle.signal("resolve", request)
+                # Wait for the case to close (resolution recorded): the process never completes before a case
+                # it resolved, so `drain()` means the register is current too.
+                await case.handle
+            else:
+                await workflow.get_external_workflow_handle(case.ref.exception_id).signal("resolve", request)
         except Exception as err:  # the case completed already (ops resolved it first)
             self.log.info("exception case not signalled", exception_id=case.ref.exception_id, error=str(err))
 
