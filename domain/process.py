@@ -24,6 +24,8 @@ class ProcessPolicy(BaseModel):
     settlement_tolerance: Decimal = Decimal("0.00")
     # A process opened by an early event waits this long for the event that really opens it.
     open_timeout: timedelta = timedelta(days=7)
+    # Transfer: a shortage becomes final this long after the last receipt with no further receipt.
+    receipt_grace: timedelta = timedelta(hours=24)
 
 
 class ProcessInput(BaseModel):

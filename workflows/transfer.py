@@ -1,9 +1,403 @@
-"""PLACEHOLDER: being written by its issue; replaced wholesale."""
+"""Transfer: stock from one location to another, through in_transit, with variances handled.
+
+Workflow ID `transfer:{transfer_id}`, business key the transfer_id. Events arrive on the `event` signal
+(signal-with-start, so an early `transfer.shipped` or `transfer.received` starts the process and is held
+until `transfer.requested` opens it; a redelivered event_id is applied once).
+
+1. `transfer.requested`: lines converted to EA with the item master (unknown SKU or unit: that line is
+   refused, with its reason); both locations must be known and differ. What the source has free is reserved
+   (RESERVE); what it cannot spare is reported per line, and the transfer goes ahead with the rest or is
+   refused whole (`input.policy.partial`). The WMS transfer shipment is created for what was reserved. The
+   `transfer_ship_overdue` clock starts.
+2. `transfer.shipped`: PICK then TRANSFER_SHIP of at most what is reserved per SKU (picked at the source ->
+   in_transit held on the destination; the ledger's journal moves the value from inventory to inventory in
+   transit, and across legal entities posts intercompany receivable at the source and payable at the
+   destination). Reserved units not shipped are RELEASEd. The ship clock stops; `transfer_overdue` starts.
+3. `transfer.received` (one or several; they add up): TRANSFER_RECEIPT in_transit -> available at the
+   destination for what was still in transit, the WMS receipt is recorded, and units beyond what was in
+   transit are an overage, taken into available at once (ADJUST available +n, reason `receipt_overage`).
+   The first receipt stops `transfer_overdue`.
+   When is a shortage final? As soon as every shipped unit has arrived there is none and receiving is final
+   at once. Otherwise receiving becomes final `input.policy.receipt_grace` (default 24 h) after the last
+   receipt with no further receipt (state: `receipt_grace_until`); what is then still in transit is written
+   off as shrink in transit (ADJUST in_transit -n at the destination, reason `shrink_in_transit`: Dr shrink,
+   Cr inventory in transit, booked by the destination's legal entity, which owned the units since shipment).
+   Any short or over opens one `receipt_variance` case with the per-SKU figures, and the process ends.
+   A receipt after the process has ended finds it closed (dispatch answers it as a duplicate); ops settles
+   such late units through the variance case.
+
+Ops update `cancel` (with a validator): before shipment it releases the reservation and ends the process;
+once shipped (or with a shipment notice already held) it is refused with the reason.
+If `transfer.requested` never comes within `input.policy.open_timeout`, the process ends as `expired`.
+"""
+from collections.abc import Mapping
+
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.erp import (
+        AvailabilityInput,
+        ErpActivities,
+        LookupItemsInput,
+        LookupLocationsInput,
+    )
+    from activities.wms import ReceiptRecord, TaskLine, TransferShipmentInput, WmsActivities
+    from domain.errors import ErrorType
+    from domain.events import Event, EventType, TransferReceived, TransferRequested, TransferShipped
+    from domain.inventory import Bucket, MovementKind, MovementLine, MovementRequest
+    from domain.process import ProcessInput
+    from domain.sla import CaseKind, SlaKind
+    from domain.transfer import (
+        RECEIPT_OVERAGE,
+        SHRINK_IN_TRANSIT,
+        CancelRequest,
+        ReceiptNote,
+        RefusedLine,
+        TransferLine,
+        TransferOutcome,
+        TransferStage,
+        TransferState,
+        cancel_refusal,
+        describe_variance,
+        details_markdown,
+        outstanding,
+        plan_receipt,
+        plan_request,
+        plan_reservation,
+        plan_shipment,
+        sum_by_sku,
+        variance,
+    )
+    from workflows.calls import call, refusal_type
+    from workflows.process import Inbox, ProcessLog, ProcessView
+    from workflows.sla import ProcessCases
+
+RESERVE_ATTEMPTS = 3  # re-read availability after a lost race for stock, then give up on what is gone
 
 
 @workflow.defn(name="Transfer")
 class Transfer:
+    @workflow.init
+    def __init__(self, input: ProcessInput) -> None:
+        self.input = input
+        self.inbox = Inbox(input.pending)
+        self.state = TransferState(workflow_id=workflow.info().workflow_id, transfer_id=input.business_key,
+                                   partial_policy=input.policy.partial)
+        self.log = ProcessLog(input.business_key)
+        self.view: ProcessView | None = None
+        self.cases: ProcessCases | None = None
+        self.cancel_request: CancelRequest | None = None
+
+    # --- handlers -------------------------------------------------------------------------------------------
+    @workflow.signal(name="event", description="A transfer event (transfer.requested / shipped / received); held "
+                                                "until the transfer is ready for it, each event_id applied once.")
+    def event(self, event: Event) -> None:
+        if not self.inbox.offer(event):
+            self.state.duplicate_events += 1
+            self.log.info("transfer.duplicate_event", event_id=event.event_id, type=str(event.type))
+
+    @workflow.update(name="cancel", description="Cancel the transfer before it ships: releases the reservation. "
+                                                "Refused once shipped.")
+    async def cancel(self, request: CancelRequest) -> TransferState:
+        self.cancel_request = request
+        await workflow.wait_condition(lambda: self.state.stage.final)
+        return self.query_state()
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        why = cancel_refusal(self.state.stage, self.inbox.has(EventType.TRANSFER_SHIPPED), self.state.to_location_id)
+        if why is None and self.cancel_request is not None:
+            why = "a cancellation is already under way"
+        if why is not None:
+            raise ValueError(f"transfer {self.state.transfer_id} cannot be cancelled: {why}")
+
+    @workflow.query(name="state", description="The transfer: stage, lines by state (requested, reserved, shipped, "
+                                              "received, in transit, short, over), receipts, cases.")
+    def query_state(self) -> TransferState:
+        cases = [ref.model_dump(mode="json") for ref in self.cases.refs()] if self.cases else []
+        return self.state.model_copy(update={"exceptions": cases})
+
+    # --- the process ----------------------------------------------------------------------------------------
     @workflow.run
-    async def run(self, input: dict) -> None:
-        raise NotImplementedError
+    async def run(self, input: ProcessInput) -> TransferOutcome:
+        self._setup(input)
+        if not await self._opened(input):
+            return await self._finish()
+        request = self.inbox.take(EventType.TRANSFER_REQUESTED)
+        assert request is not None and isinstance(request.data, TransferRequested)
+        if not await self._request(request.data):
+            return await self._finish()
+        assert self.cases is not None
+        self.cases.start_clock(SlaKind.TRANSFER_SHIP_OVERDUE)
+        await workflow.wait_condition(
+            lambda: self.inbox.has(EventType.TRANSFER_SHIPPED) or self.cancel_request is not None)
+        if self.cancel_request is not None:  # accepted while no shipment notice was held: it wins
+            await self._cancel()
+            return await self._finish()
+        shipped = self.inbox.take(EventType.TRANSFER_SHIPPED)
+        assert shipped is not None and isinstance(shipped.data, TransferShipped)
+        self.cases.stop_clock(SlaKind.TRANSFER_SHIP_OVERDUE, by=str(shipped.type))
+        if not await self._ship(shipped.data):
+            return await self._finish()
+        self.cases.start_clock(SlaKind.TRANSFER_OVERDUE)
+        await self._receive_all()
+        return await self._finish()
+
+    def _setup(self, input: ProcessInput) -> None:
+        self.view = ProcessView(input.business_key, input.channel)
+        self.cases = ProcessCases(process_type="Transfer", business_key=input.business_key, channel=input.channel,
+                                  policy=input.policy.sla, view=self.view, inbox=self.inbox, log=self.log)
+        self._publish()
+
+    async def _opened(self, input: ProcessInput) -> bool:
+        try:
+            await workflow.wait_condition(lambda: self.inbox.has(EventType.TRANSFER_REQUESTED),
+                                          timeout=input.policy.open_timeout,
+                                          timeout_summary="waiting for transfer.requested")
+        except TimeoutError:
+            self.state.stage = TransferStage.EXPIRED
+            self.state.refusal_reason = f"transfer.requested did not arrive within {input.policy.open_timeout}"
+            self.log.warning("transfer.never_requested", held=[e.event_id for e in self.inbox.pending])
+            return False
+        return True
+
+    async def _request(self, data: TransferRequested) -> bool:
+        """Validate, convert, reserve and create the WMS shipment. False when the transfer is refused whole."""
+        s = self.state
+        s.from_location_id, s.to_location_id = data.from_location_id, data.to_location_id
+        s.requested_at = workflow.now()
+        s.stage = TransferStage.REQUESTED
+        found = await call(ErpActivities.lookup_items, LookupItemsInput(skus=[line.sku for line in data.lines]),
+                           summary=f"look up {len(data.lines)} SKUs")
+        s.lines, s.refused_lines = plan_request(data.lines, found.items)
+        locations = await call(ErpActivities.lookup_locations,
+                               LookupLocationsInput(location_ids=[data.from_location_id, data.to_location_id]),
+                               summary=f"look up {data.from_location_id} and {data.to_location_id}")
+        source, target = (locations.locations.get(loc) for loc in (data.from_location_id, data.to_location_id))
+        if source and target:
+            s.from_legal_entity, s.to_legal_entity = source.legal_entity, target.legal_entity
+            s.intercompany = source.legal_entity != target.legal_entity
+        self.cases.scope(location_ids=s.location_ids, skus=s.skus)
+        if locations.unknown:
+            return self._refuse(f"unknown location {', '.join(locations.unknown)}")
+        if data.from_location_id == data.to_location_id:
+            return self._refuse("a transfer ships to another location")
+        if not await self._reserve():
+            return False
+        await call(WmsActivities.create_transfer_shipment, TransferShipmentInput(
+            key=f"{s.workflow_id}:shipment", transfer_id=s.transfer_id, from_location_id=data.from_location_id,
+            to_location_id=data.to_location_id,
+            lines=[TaskLine(line_id=line.sku, sku=line.sku, quantity=line.reserved) for line in s.lines if line.reserved],
+        ), summary=f"WMS transfer shipment {data.from_location_id} -> {data.to_location_id}")
+        self.log.info("transfer.requested", reserved=sum(line.reserved for line in s.lines),
+                      refused=[r.sku for r in s.refused_lines])
+        self._publish()
+        return True
+
+    async def _reserve(self) -> bool:
+        s = self.state
+        assert s.from_location_id is not None
+        for attempt in range(RESERVE_ATTEMPTS):
+            rows = await call(ErpActivities.get_availability,
+                              AvailabilityInput(skus=[line.sku for line in s.lines], location_ids=[s.from_location_id]),
+                              summary=f"availability at {s.from_location_id}")
+            plan = plan_reservation(s.lines, {r.sku: r.available for r in rows.rows}, self.input.policy.partial,
+                                    s.from_location_id)
+            for line in s.lines:
+                line.shortfall_reason = plan.shortfalls.get(line.sku)
+            if plan.refuse_whole:
+                return self._refuse(plan.refuse_whole)
+            suffix = f":{attempt}" if attempt else ""
+            try:
+                await self._move(MovementKind.RESERVE, f"reserve:{s.from_location_id}{suffix}",
+                                 self._lines(plan.reserve, s.from_location_id), reason="reserve for transfer")
+            except ActivityError as err:
+                if refusal_type(err) == ErrorType.INSUFFICIENT_STOCK and attempt + 1 < RESERVE_ATTEMPTS:
+                    self.log.info("transfer.reserve_race", attempt=attempt)
+                    continue
+                if refusal_type(err) == ErrorType.INSUFFICIENT_STOCK:
+                    return self._refuse(f"stock at {s.from_location_id} kept being taken by others while reserving")
+                raise
+            for line in s.lines:
+                line.reserved = plan.reserve.get(line.sku, 0)
+            return True
+        return self._refuse("could not reserve")  # not reached
+
+    def _refuse(self, reason: str) -> bool:
+        self.state.stage = TransferStage.REFUSED
+        self.state.refusal_reason = reason
+        self.log.warning("transfer.refused", reason=reason)
+        return False
+
+    async def _cancel(self) -> None:
+        s = self.state
+        request = self.cancel_request
+        assert request is not None and self.cases is not None
+        held = {line.sku: line.reserved for line in s.lines if line.reserved}
+        if held:
+            await self._move(MovementKind.RELEASE, f"cancel-release:{s.from_location_id}",
+                             self._lines(held, s.from_location_id), reason=f"transfer cancelled: {request.reason}")
+        for line in s.lines:
+            line.released += line.reserved
+        self.cases.stop_all(by="cancel")
+        s.stage = TransferStage.CANCELLED
+        s.cancel_reason, s.cancelled_by = request.reason, request.requested_by
+        self.log.info("transfer.cancelled", reason=request.reason, by=request.requested_by, released=sum(held.values()))
+
+    async def _ship(self, data: TransferShipped) -> bool:
+        """Pick and ship at most what is reserved, release the rest. False when nothing shipped."""
+        s = self.state
+        assert s.from_location_id and s.to_location_id
+        plan = plan_shipment(s.lines, sum_by_sku(data.lines))
+        s.shipped_beyond_reserved = plan.beyond_reserved
+        if plan.ship:
+            await self._move(MovementKind.PICK, f"pick:{s.from_location_id}", self._lines(plan.ship, s.from_location_id),
+                             reason="pick for transfer")
+            await self._move(MovementKind.TRANSFER_SHIP, f"ship:{s.from_location_id}:{s.to_location_id}",
+                             self._lines(plan.ship, s.from_location_id, to_location_id=s.to_location_id),
+                             reason=f"transfer to {s.to_location_id}")
+        if plan.release:
+            await self._move(MovementKind.RELEASE, f"release:{s.from_location_id}",
+                             self._lines(plan.release, s.from_location_id), reason="reserved for transfer, not shipped")
+        for line in s.lines:
+            line.shipped = plan.ship.get(line.sku, 0)
+            line.released += plan.release.get(line.sku, 0)
+        s.shipped_at = workflow.now()
+        self.log.info("transfer.shipped", shipped=sum(plan.ship.values()), released=sum(plan.release.values()),
+                      beyond_reserved=plan.beyond_reserved)
+        if not plan.ship:
+            s.stage = TransferStage.CANCELLED
+            s.cancel_reason = "the shipment notice carried nothing that was reserved for this transfer"
+            s.cancelled_by = "process"
+            return False
+        s.stage = TransferStage.IN_TRANSIT
+        self._publish()
+        return True
+
+    async def _receive_all(self) -> None:
+        s = self.state
+        assert self.cases is not None
+        grace = self.input.policy.receipt_grace
+        while outstanding(s.lines):
+            if s.receipts:
+                try:
+                    await workflow.wait_condition(lambda: self.inbox.has(EventType.TRANSFER_RECEIVED), timeout=grace,
+                                                  timeout_summary="receipt grace")
+                except TimeoutError:
+                    s.receipt_final_reason = "grace expired"
+                    break
+            else:
+                await workflow.wait_condition(lambda: self.inbox.has(EventType.TRANSFER_RECEIVED))
+            event = self.inbox.take(EventType.TRANSFER_RECEIVED)
+            assert event is not None and isinstance(event.data, TransferReceived)
+            await self._receipt(event.event_id, event.data)
+            if len(s.receipts) == 1:
+                self.cases.stop_clock(SlaKind.TRANSFER_OVERDUE, by=str(event.type))
+            s.receipt_grace_until = workflow.now() + grace
+            self._publish()
+        s.receipt_final_reason = s.receipt_final_reason or "all received"
+        short = outstanding(s.lines)
+        if short:
+            await self._move(MovementKind.ADJUST, "shrink",
+                             self._lines({sku: -units for sku, units in short.items()}, s.to_location_id,
+                                         bucket=Bucket.IN_TRANSIT),
+                             reason=f"not received within {grace} of the last receipt", reason_code=SHRINK_IN_TRANSIT)
+            for line in s.lines:
+                line.short += short.get(line.sku, 0)
+        s.receipt_final_at = workflow.now()
+        s.receipt_grace_until = None
+        s.stage = TransferStage.RECEIVED
+        s.variance = variance(s.lines)
+        if s.variance:
+            summary, details = describe_variance(s.variance)
+            details.update(from_location_id=s.from_location_id or "", to_location_id=s.to_location_id or "")
+            self.cases.open_case(CaseKind.RECEIPT_VARIANCE, summary=f"transfer {s.transfer_id}: {summary}",
+                                 details=details)
+            self.log.warning("transfer.receipt_variance", short=sum(v.short for v in s.variance),
+                             over=sum(v.over for v in s.variance))
+
+    async def _receipt(self, event_id: str, data: TransferReceived) -> None:
+        s = self.state
+        assert s.to_location_id is not None
+        counted = sum_by_sku(data.lines)
+        note = ReceiptNote(event_id=event_id, received_at=workflow.now(), lines=counted)
+        unexpected = [sku for sku, units in counted.items() if units > 0 and s.line(sku) is None]
+        if unexpected:
+            found = await call(ErpActivities.lookup_items, LookupItemsInput(skus=unexpected),
+                               summary=f"look up {len(unexpected)} SKUs not on the transfer")
+            for sku in unexpected:
+                if sku in found.items:
+                    s.lines.append(TransferLine(sku=sku, as_requested="not requested", requested=0))
+                else:
+                    note.refused.append(RefusedLine(sku=sku, quantity=counted.pop(sku), uom="EA",
+                                                    reason=f"unknown SKU {sku}"))
+        plan = plan_receipt(s.lines, counted)
+        note.into_available, note.overage = plan.into_available, plan.overage
+        if plan.into_available:
+            await self._move(MovementKind.TRANSFER_RECEIPT, f"receipt:{event_id}",
+                             self._lines(plan.into_available, s.to_location_id), reason="transfer received")
+        if plan.overage:
+            await self._move(MovementKind.ADJUST, f"overage:{event_id}",
+                             self._lines(plan.overage, s.to_location_id, bucket=Bucket.AVAILABLE),
+                             reason="received beyond what was shipped", reason_code=RECEIPT_OVERAGE)
+        positive = [TaskLine(line_id=sku, sku=sku, quantity=units) for sku, units in counted.items() if units > 0]
+        if positive:
+            await call(WmsActivities.record_receipt, ReceiptRecord(
+                key=f"{s.workflow_id}:receipt:{event_id}", kind="transfer", reference=s.transfer_id,
+                location_id=s.to_location_id, lines=positive,
+            ), summary=f"WMS receipt at {s.to_location_id}")
+        for line in s.lines:
+            line.received += counted.get(line.sku, 0)
+            line.over += plan.overage.get(line.sku, 0)
+        s.receipts.append(note)
+        s.stage = TransferStage.RECEIVING if outstanding(s.lines) else s.stage
+        self.log.info("transfer.received", event_id=event_id, into_available=sum(plan.into_available.values()),
+                      overage=sum(plan.overage.values()), outstanding=sum(outstanding(s.lines).values()))
+
+    async def _finish(self) -> TransferOutcome:
+        s = self.state
+        s.ignored_events = [e.event_id for e in self.inbox.pending]
+        if s.ignored_events:
+            self.log.info("transfer.events_not_applied", event_ids=s.ignored_events)
+        self._publish()
+        if self.cases is not None:
+            await self.cases.drain()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self.log.info("transfer.closed", stage=str(s.stage))
+        return TransferOutcome(
+            workflow_id=s.workflow_id, transfer_id=s.transfer_id, stage=s.stage,
+            reason=s.refusal_reason or s.cancel_reason,
+            reserved=sum(line.reserved for line in s.lines), shipped=sum(line.shipped for line in s.lines),
+            received=sum(line.received for line in s.lines), short=sum(line.short for line in s.lines),
+            over=sum(line.over for line in s.lines),
+        )
+
+    # --- helpers --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _lines(units: Mapping[str, int], location_id: str | None, **extra: object) -> list[MovementLine]:
+        assert location_id is not None
+        return [MovementLine(sku=sku, location_id=location_id, quantity=q, **extra)  # type: ignore[arg-type]
+                for sku, q in sorted(units.items()) if q]
+
+    async def _move(self, kind: MovementKind, step: str, lines: list[MovementLine], *, reason: str,
+                    reason_code: str | None = None) -> None:
+        """Post one ledger movement keyed by this transfer and the step (never by run: a retry applies once)."""
+        info = workflow.info()
+        total = sum(abs(line.quantity) for line in lines)
+        await call(ErpActivities.post_movement, MovementRequest(
+            key=f"{self.state.workflow_id}:{step}", kind=kind, lines=lines, reason=reason, reason_code=reason_code,
+            workflow_id=info.workflow_id, run_id=info.run_id, reference=self.state.transfer_id,
+        ), summary=f"{kind} {total} units ({step})")
+
+    def _publish(self) -> None:
+        """Keep the search attributes and the current details in step with the state."""
+        if self.view is None:
+            return
+        s = self.state
+        self.view.stage(str(s.stage))
+        if s.skus:
+            self.view.skus(s.skus)
+        if s.location_ids:
+            self.view.locations(s.location_ids)
+        self.view.details(details_markdown(s))

@@ -1,0 +1,408 @@
+"""The Transfer process end to end: events through `starters.dispatch.dispatch` (signal-with-start) on the
+time-skipping server, a real worker over the PostgreSQL stubs. Every test asserts the buckets at both ends, the
+journal of both legal entities, and the invariant checker."""
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.adapters.stub_erp import PostgresErp
+from activities.checker import check
+from activities.db.engine import create_engine
+from domain.events import Event, EventType
+from domain.inventory import Bucket, MovementKind
+from domain.process import PartialPolicy
+from domain.transfer import CancelRequest, TransferOutcome, TransferStage, TransferState
+from starters.dispatch import dispatch
+from tests.ledger_helpers import World, buckets, line, movement
+from tests.support import test_settings as make_settings
+from worker.factory import build_worker
+from worker.settings import Settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+A, R, P, T = Bucket.AVAILABLE, Bucket.RESERVED, Bucket.PICKED, Bucket.IN_TRANSIT
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def world(engine: AsyncEngine) -> World:
+    """Fresh SKUs (cost 2.50 and 3.50, CASE = 12) with 30 and 10 units at the DC of entity A."""
+    w = await World().create(PostgresErp(engine))
+    await PostgresErp(engine).post_movement(movement(w.key("stock"), MovementKind.RECEIPT,
+                                                     line(w.skus[0], w.dc, 30), line(w.skus[1], w.dc, 10)))
+    return w
+
+
+def event(type: EventType, data: dict, event_id: str | None = None) -> Event:
+    return Event.parse(event_id or uuid.uuid4().hex, type, datetime.now(UTC), "wms", data)
+
+
+def requested(tid: str, src: str, dst: str, *lines: tuple[str, int, str]) -> Event:
+    return event(EventType.TRANSFER_REQUESTED, {"transfer_id": tid, "from_location_id": src, "to_location_id": dst,
+                                                "lines": [{"sku": s, "quantity": q, "uom": u} for s, q, u in lines]})
+
+
+def shipped(tid: str, *lines: tuple[str, int], event_id: str | None = None) -> Event:
+    return event(EventType.TRANSFER_SHIPPED,
+                 {"transfer_id": tid, "lines": [{"sku": s, "quantity": q} for s, q in lines]}, event_id)
+
+
+def received(tid: str, *lines: tuple[str, int], event_id: str | None = None) -> Event:
+    return event(EventType.TRANSFER_RECEIVED,
+                 {"transfer_id": tid, "lines": [{"sku": s, "quantity": q} for s, q in lines]}, event_id)
+
+
+async def state(handle: WorkflowHandle) -> TransferState:
+    return await handle.query("state", result_type=TransferState)
+
+
+async def until(handle: WorkflowHandle, ok: Callable[[TransferState], bool], what: str,
+                limit: float = 30.0) -> TransferState:
+    """Poll the `state` query until `ok` holds (the process applies events asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while True:
+        s = await state(handle)
+        if ok(s):
+            return s
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; state: {s.model_dump_json(indent=1)}")
+        await asyncio.sleep(0.1)
+
+
+async def stock(engine: AsyncEngine, sku: str, location_id: str) -> dict[Bucket, int]:
+    got = await buckets(PostgresErp(engine), sku, location_id)
+    return {b: q for b, q in got.items() if q}
+
+
+async def journal(engine: AsyncEngine, transfer_id: str, step: str | None = None) -> dict[str, dict[str, Decimal]]:
+    """entity -> account -> debit minus credit over the transfer's entries (or one step's), zero sums dropped."""
+    sql = ("SELECT e.legal_entity, l.account, sum(l.debit - l.credit) FROM journal_lines l "
+           "JOIN journal_entries e ON e.key = l.entry_key WHERE e.reference = :r")
+    params = {"r": transfer_id}
+    if step:
+        sql += " AND e.source_key = :k"
+        params["k"] = f"transfer:{transfer_id}:{step}"
+    out: dict[str, dict[str, Decimal]] = {}
+    async with engine.connect() as conn:
+        for entity, account, value in await conn.execute(text(sql + " GROUP BY 1, 2"), params):
+            if value:
+                out.setdefault(entity, {})[account] = value
+    return out
+
+
+async def assert_checker_ok(database_url: str) -> None:
+    report = await check(database_url)
+    assert report.ok, report.failed()
+
+
+def case_kinds(s: TransferState, status: str | None = None) -> list[str]:
+    return sorted(c["kind"] for c in s.exceptions if status is None or c["status"] == status)
+
+
+class Run:
+    """One test's worker and settings."""
+
+    def __init__(self, env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings) -> None:
+        self.env, self.client, self.settings = env, env.client, settings
+        self.worker = build_worker(env.client, engine, settings)
+
+    async def send(self, e: Event) -> str:
+        return (await dispatch(self.client, e, self.settings)).status
+
+    def handle(self, tid: str) -> WorkflowHandle:
+        return self.client.get_workflow_handle(f"transfer:{tid}", result_type=TransferOutcome)
+
+    async def finish(self, tid: str) -> tuple[TransferOutcome, TransferState]:
+        """The process's result and its final state (queried while the worker still runs)."""
+        # Time is moved on explicitly (env.sleep) by the tests that need it; awaiting a result with time skipping
+        # unlocked, while a process was still resolving its cases, left the test server's clock stuck.
+        out = await asyncio.wait_for(self.handle(tid).result(), timeout=60)
+        final = await state(self.handle(tid))
+        await self.end_cases(final)
+        return out, final
+
+    async def end_cases(self, s: TransferState) -> None:
+        """Let resolved cases finish and terminate the open ones (they escalate for ever) while this test's worker
+        runs: a case task left on this test's task queue, its worker gone, would stall time skipping for the
+        tests after it."""
+        for case in s.exceptions:
+            handle = self.client.get_workflow_handle(case["exception_id"])
+            if case["status"] == "resolved":
+                await asyncio.wait_for(handle.result(), timeout=30)
+            else:
+                await handle.terminate("test over")
+
+
+def run(env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, **settings: object) -> Run:
+    return Run(env, engine, make_settings(database_url=database_url, **settings))
+
+
+def tid() -> str:
+    return f"TR-{uuid.uuid4().hex[:8]}"
+
+
+# --- tests --------------------------------------------------------------------------------------------------
+async def test_within_one_entity_with_uom_conversion_moves_value_through_in_transit(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a, b = world.skus
+    ca, cb = world.cost[a], world.cost[b]
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.store, (a, 2, "CASE"), (b, 4, "EA"), (b, 1, "EA")))
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.REQUESTED and any(x.reserved for x in s.lines), "reserved")
+        assert [(x.sku, x.requested, x.reserved) for x in s.lines] == [(a, 24, 24), (b, 5, 5)]
+        assert s.location_ids == sorted([world.dc, world.store]) and not s.intercompany
+        assert await stock(engine, a, world.dc) == {A: 6, R: 24}
+        await r.send(shipped(t, (a, 24), (b, 5)))
+        await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
+        assert await stock(engine, a, world.dc) == {A: 6}
+        assert await stock(engine, a, world.store) == {T: 24}
+        assert await journal(engine, t, f"ship:{world.dc}:{world.store}") == {
+            world.entity_a: {"inventory": -(24 * ca + 5 * cb), "inventory_in_transit": 24 * ca + 5 * cb}}
+        await r.send(received(t, (a, 24), (b, 5)))
+        out, s = await r.finish(t)
+    assert (out.stage, out.shipped, out.received, out.short, out.over) == (TransferStage.RECEIVED, 29, 29, 0, 0)
+    assert s.receipt_final_reason == "all received" and s.exceptions == []
+    assert await stock(engine, a, world.store) == {A: 24}
+    assert await stock(engine, b, world.store) == {A: 5}
+    assert await stock(engine, b, world.dc) == {A: 5}
+    assert await journal(engine, t) == {}  # inventory -> in transit -> inventory, all within entity A
+    assert await journal(engine, t, f"receipt:{s.receipts[0].event_id}") == {
+        world.entity_a: {"inventory": 24 * ca + 5 * cb, "inventory_in_transit": -(24 * ca + 5 * cb)}}
+    await assert_checker_ok(database_url)
+
+
+async def test_across_two_entities_short_receipt_is_written_off_after_the_grace(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    c = world.cost[a]
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.far, (a, 10, "EA")))
+        await r.send(shipped(t, (a, 10)))
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
+        assert s.intercompany and (s.from_legal_entity, s.to_legal_entity) == (world.entity_a, world.entity_b)
+        assert await journal(engine, t, f"ship:{world.dc}:{world.far}") == {
+            world.entity_a: {"inventory": -10 * c, "intercompany_receivable": 10 * c},
+            world.entity_b: {"inventory_in_transit": 10 * c, "intercompany_payable": -10 * c}}
+        await r.send(received(t, (a, 8)))
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.RECEIVING, "receiving")
+        assert s.receipt_grace_until is not None
+        assert await stock(engine, a, world.far) == {A: 8, T: 2}
+        await time_skipping_env.sleep(timedelta(hours=25))  # the receipt grace (24 h) passes
+        out, s = await r.finish(t)
+    assert (out.stage, out.received, out.short) == (TransferStage.RECEIVED, 8, 2)
+    assert s.receipt_final_reason == "grace expired"
+    assert case_kinds(s) == ["receipt_variance"]
+    assert [v.model_dump() for v in s.variance] == [{"sku": a, "shipped": 10, "received": 8, "short": 2, "over": 0}]
+    assert await stock(engine, a, world.dc) == {A: 20}
+    assert await stock(engine, a, world.far) == {A: 8}
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -10 * c, "intercompany_receivable": 10 * c},
+        world.entity_b: {"inventory": 8 * c, "shrink": 2 * c, "intercompany_payable": -10 * c}}
+    assert await journal(engine, t, "shrink") == {world.entity_b: {"inventory_in_transit": -2 * c, "shrink": 2 * c}}
+    await assert_checker_ok(database_url)
+
+
+async def test_partial_reservation_and_partial_shipment_release_the_rest(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a, b = world.skus
+    async with r.worker:
+        # b: 10 at the DC, 3 CASE = 36 asked -> 10 reserved; unknown SKU and unit refused line by line
+        await r.send(requested(t, world.dc, world.far, (a, 12, "EA"), (b, 3, "CASE"), ("NOPE", 1, "EA"),
+                               (a, 1, "PALLET")))
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.REQUESTED and any(x.reserved for x in s.lines), "reserved")
+        assert [(x.sku, x.requested, x.reserved) for x in s.lines] == [(a, 12, 12), (b, 36, 10)]
+        assert s.lines[1].shortfall_reason == f"{world.dc} has 10 of {b} available, 36 requested"
+        assert [(x.sku, x.reason) for x in s.refused_lines] == [
+            ("NOPE", "unknown SKU NOPE"), (a, f"unit 'PALLET' is not defined for {a} (known: CASE, EA)")]
+        await r.send(shipped(t, (a, 7), (b, 10)))
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
+        assert [(x.shipped, x.released) for x in s.lines] == [(7, 5), (10, 0)]
+        assert await stock(engine, a, world.dc) == {A: 23}
+        assert await stock(engine, b, world.dc) == {}
+        await r.send(received(t, (a, 7), (b, 10)))
+        out, s = await r.finish(t)
+    assert (out.stage, out.reserved, out.shipped, out.received) == (TransferStage.RECEIVED, 22, 17, 17)
+    assert await stock(engine, a, world.far) == {A: 7}
+    assert await stock(engine, b, world.far) == {A: 10}
+    value = 7 * world.cost[a] + 10 * world.cost[b]
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -value, "intercompany_receivable": value},
+        world.entity_b: {"inventory": value, "intercompany_payable": -value}}
+    await assert_checker_ok(database_url)
+
+
+async def test_partial_policy_reject_refuses_the_whole_transfer(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url, partial_transfers=PartialPolicy.REJECT), tid()
+    a, b = world.skus
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.store, (a, 5, "EA"), (b, 11, "EA")))
+        out, s = await r.finish(t)
+    assert out.stage is TransferStage.REFUSED and "partial transfers are refused" in (out.reason or "")
+    assert await stock(engine, a, world.dc) == {A: 30}
+    assert await stock(engine, b, world.dc) == {A: 10}
+    assert await journal(engine, t) == {}
+    await assert_checker_ok(database_url)
+
+
+async def test_over_and_split_receipts(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a, b = world.skus
+    ca, cb = world.cost[a], world.cost[b]
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.far, (a, 10, "EA"), (b, 4, "EA")))
+        await r.send(shipped(t, (a, 10), (b, 4)))
+        await r.send(received(t, (a, 4), (b, 0)))
+        s = await until(r.handle(t), lambda s: len(s.receipts) == 1, "first receipt")
+        assert s.stage is TransferStage.RECEIVING
+        assert await stock(engine, a, world.far) == {A: 4, T: 6}
+        await r.send(received(t, (a, 6), (b, 5)))  # a completes, b arrives with one extra
+        out, s = await r.finish(t)
+    assert (out.stage, out.received, out.short, out.over) == (TransferStage.RECEIVED, 15, 0, 1)
+    assert s.receipt_final_reason == "all received"
+    assert s.receipts[1].into_available == {a: 6, b: 4} and s.receipts[1].overage == {b: 1}
+    assert case_kinds(s) == ["receipt_variance"]
+    assert await stock(engine, a, world.far) == {A: 10}
+    assert await stock(engine, b, world.far) == {A: 5}
+    shipped_value = 10 * ca + 4 * cb
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -shipped_value, "intercompany_receivable": shipped_value},
+        world.entity_b: {"inventory": shipped_value + cb, "intercompany_payable": -shipped_value, "shrink": -cb}}
+    await assert_checker_ok(database_url)
+
+
+async def test_split_receipts_short_after_the_grace_from_the_last_receipt(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    c = world.cost[a]
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.store, (a, 10, "EA")))
+        await r.send(shipped(t, (a, 10)))
+        await r.send(received(t, (a, 4)))
+        await until(r.handle(t), lambda s: len(s.receipts) == 1, "first receipt")
+        await time_skipping_env.sleep(timedelta(hours=20))  # within the grace
+        await r.send(received(t, (a, 3)))
+        s = await until(r.handle(t), lambda s: len(s.receipts) == 2, "second receipt")
+        assert s.stage is TransferStage.RECEIVING
+        await time_skipping_env.sleep(timedelta(hours=20))  # 40 h after the first receipt, 20 h after the last
+        assert (await state(r.handle(t))).stage is TransferStage.RECEIVING
+        await time_skipping_env.sleep(timedelta(hours=5))
+        out, s = await r.finish(t)
+    assert (out.received, out.short) == (7, 3)
+    assert await stock(engine, a, world.store) == {A: 7}
+    assert await journal(engine, t) == {world.entity_a: {"inventory": -3 * c, "shrink": 3 * c}}
+    assert case_kinds(s) == ["receipt_variance"]
+    await assert_checker_ok(database_url)
+
+
+async def test_cancel_before_shipment_releases_and_after_shipment_is_refused(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r = run(time_skipping_env, engine, database_url)
+    t1, t2 = tid(), tid()
+    a, b = world.skus
+    async with r.worker:
+        await r.send(requested(t1, world.dc, world.far, (a, 5, "EA")))
+        await until(r.handle(t1), lambda s: any(x.reserved == 5 for x in s.lines), "reserved")
+        assert await stock(engine, a, world.dc) == {A: 25, R: 5}
+        s = await r.handle(t1).execute_update("cancel", CancelRequest(reason="store closed for refit"),
+                                              result_type=TransferState)
+        assert s.stage is TransferStage.CANCELLED and s.cancel_reason == "store closed for refit"
+        out, _ = await r.finish(t1)
+        assert out.stage is TransferStage.CANCELLED
+        assert await stock(engine, a, world.dc) == {A: 30}
+
+        await r.send(requested(t2, world.dc, world.far, (b, 4, "EA")))
+        await r.send(shipped(t2, (b, 4)))
+        await until(r.handle(t2), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await r.handle(t2).execute_update("cancel", CancelRequest(reason="too late"), result_type=TransferState)
+        assert f"already shipped: its units are in transit to {world.far}" in str(refused.value.cause)
+        assert (await state(r.handle(t2))).stage is TransferStage.IN_TRANSIT
+        await r.send(received(t2, (b, 4)))
+        assert (await r.finish(t2))[0].stage is TransferStage.RECEIVED
+    assert await journal(engine, t1) == {}
+    assert await stock(engine, b, world.far) == {A: 4}
+    await assert_checker_ok(database_url)
+
+
+async def test_sla_clocks_breach_open_cases_and_resolve_on_the_event(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.store, (a, 3, "EA")))
+        await until(r.handle(t), lambda s: s.stage is TransferStage.REQUESTED and any(x.reserved for x in s.lines), "reserved")
+        await time_skipping_env.sleep(timedelta(hours=25))
+        s = await until(r.handle(t), lambda s: case_kinds(s, "open") == ["transfer_ship_overdue"], "ship overdue")
+        await r.send(shipped(t, (a, 3)))
+        await until(r.handle(t), lambda s: case_kinds(s, "resolved") == ["transfer_ship_overdue"], "ship case resolved")
+        await time_skipping_env.sleep(timedelta(hours=49))
+        await until(r.handle(t), lambda s: case_kinds(s, "open") == ["transfer_overdue"], "transfer overdue")
+        await r.send(received(t, (a, 3)))
+        out, s = await r.finish(t)
+    assert out.stage is TransferStage.RECEIVED
+    assert case_kinds(s, "resolved") == ["transfer_overdue", "transfer_ship_overdue"]
+    assert await stock(engine, a, world.store) == {A: 3}
+    assert await stock(engine, a, world.dc) == {A: 27}
+    assert await journal(engine, t) == {}
+    await assert_checker_ok(database_url)
+
+
+async def test_early_and_duplicate_events_are_held_and_applied_once(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    c = world.cost[a]
+    async with r.worker:
+        early = shipped(t, (a, 6), event_id="ship-1")
+        await r.send(early)  # shipped before requested: starts the process, held
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.AWAITING_REQUEST, "awaiting request")
+        await r.send(early)
+        receipt = received(t, (a, 6), event_id="recv-1")
+        await r.send(receipt)
+        opening = requested(t, world.dc, world.far, (a, 6, "EA"))
+        await r.send(opening)
+        await r.send(opening)
+        await r.send(receipt)
+        out, s = await r.finish(t)
+    assert (out.stage, out.shipped, out.received, out.short, out.over) == (TransferStage.RECEIVED, 6, 6, 0, 0)
+    assert s.duplicate_events == 3 and len(s.receipts) == 1 and s.ignored_events == []
+    assert await stock(engine, a, world.dc) == {A: 24}
+    assert await stock(engine, a, world.far) == {A: 6}
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -6 * c, "intercompany_receivable": 6 * c},
+        world.entity_b: {"inventory": 6 * c, "intercompany_payable": -6 * c}}
+    await assert_checker_ok(database_url)
+
+
+async def test_never_requested_ends_after_the_open_timeout(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    async with r.worker:
+        await r.send(received(t, (world.skus[0], 2), event_id="lonely"))
+        await time_skipping_env.sleep(timedelta(days=7, hours=1))  # the open timeout passes
+        out, s = await r.finish(t)
+    assert out.stage is TransferStage.EXPIRED
+    assert s.ignored_events == ["lonely"]
+    assert await journal(engine, t) == {}
+    await assert_checker_ok(database_url)
