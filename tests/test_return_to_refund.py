@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -480,6 +481,11 @@ async def test_refund_overdue_opens_a_case_the_settlement_resolves(
                                               (a, "sales_returns"): refund, (a, "refunds_payable"): -refund}
         sa = (await handle(client, ret).describe()).typed_search_attributes
         assert sa.get(SLA_BREACHED) is True and sa.get(OPEN_EXCEPTIONS) == 1
+        assert sa.get(STAGE) == "awaiting_refund_settlement" and sa.get(SKUS) == [world.skus[0]]
+        # current details (user metadata: the dev server only): the lines table and the refund
+        metadata = await handle(client, ret).query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert "| l1 | " + world.skus[0] in metadata.current_details
+        assert f"Refund: {refund} USD, awaiting refund.settled" in metadata.current_details
         await send(client, settings, ret.settled(refund))
         outcome, state = await finish(client, ret)
         await case_resolved(client, ret, "refund_overdue")
