@@ -23,7 +23,6 @@ import os
 import random
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -209,10 +208,11 @@ async def run_scenario(stack: DevStack, name: str, fault: Fault | None = None, *
         if fault is not None:
             await fault(stack, traffic, result.fault_log)
         expectations = await traffic
+        crashed = stack.crashed()  # a part that died on its own (not one the fault took down)
         await ensure_up(stack)  # a fault that ended with a part down: the run must still finish
         client = await connect(stack)
         verdicts = await verify(client, expectations, within=settle_within)
-        crashed = stack.crashed()
+        crashed = crashed or stack.crashed()
         result.crashed = f"{crashed[0]} exited with {crashed[1]}" if crashed else None
         await judge(stack, client, result, expectations, verdicts)
         result.deliveries_recorded = await count_rows(stack, "webhook_deliveries") - deliveries_before
@@ -263,5 +263,25 @@ def rng(seed: int) -> random.Random:
     return random.Random(seed)
 
 
-def counts(items: list[str]) -> dict[str, int]:
-    return dict(Counter(items))
+class Clock:
+    """Seconds since the fault began, for the fault log."""
+
+    def __init__(self) -> None:
+        self.begun = time.monotonic()
+
+    def __str__(self) -> str:
+        return f"+{time.monotonic() - self.begun:5.1f}s"
+
+
+def log_size(stack: DevStack, part: str) -> int:
+    path = stack.parts[part].log_path
+    return path.stat().st_size if path and path.exists() else 0
+
+
+def log_since(stack: DevStack, part: str, offset: int) -> str:
+    path = stack.parts[part].log_path
+    if not path or not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
