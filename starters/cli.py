@@ -120,12 +120,18 @@ def dev(
 def demo(
     exit_after: bool = typer.Option(False, "--exit",
                                     help="Stop the stack after the summary (default: keep it up for the UI)."),
+    orders: int = typer.Option(200, help="Orders in the day (transfers and returns scale with it)."),
+    postgres_port: int = typer.Option(None, envvar="RETAILFLOW_DEV_POSTGRES_PORT",
+                                      help="Port of the embedded PostgreSQL (default 5433, then remembered)."),
 ) -> None:
-    """The dev stack plus realistic traffic through the webhooks, then a summary."""
-    run_demo = optional("starters.demo", "run_demo", "retailflow demo")
+    """The dev stack plus a retail day through the webhooks, then a summary (exit 1 if anything is off)."""
+    from starters.demo import run_demo
+    from starters.traffic import DayPlan
+
     s = settings()
     logging_for("demo", s)
-    raise typer.Exit(run(run_demo(s, exit_after=exit_after)) or 0)
+    raise typer.Exit(run(run_demo(s, exit_after=exit_after, plan=DayPlan.scaled(orders),
+                                  postgres_port=postgres_port)) or 0)
 
 
 @main.command()

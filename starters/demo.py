@@ -144,7 +144,7 @@ def _quote(query: str) -> str:
 
 
 async def run_demo(settings: Settings, *, exit_after: bool = False, plan: DayPlan | None = None,
-                   console: Console | None = None) -> int:
+                   postgres_port: int | None = None, console: Console | None = None) -> int:
     """The `retailflow demo` command. Exit code 0 when every process ended as expected and reconciliation and the
     invariants are clean."""
     settings = demo_settings(settings)
@@ -160,11 +160,12 @@ async def run_demo(settings: Settings, *, exit_after: bool = False, plan: DayPla
             console.print("\nThe stack stays up for the UI; Ctrl-C stops it.")
 
     if exit_after:
-        async with DevStack(settings, say=lambda m: console.print(m)) as stack:
+        async with DevStack(settings, postgres_port=postgres_port, start_timeout=180,
+                            say=lambda m: console.print(m)) as stack:
             console.print(stack.banner(0.0))
             await day(stack)
         return 0 if outcome["summary"].ok else 1
-    code = await run_dev(settings, ready=day)
+    code = await run_dev(settings, postgres_port=postgres_port, ready=day)
     if code == 0 and "summary" in outcome and not outcome["summary"].ok:
         return 1
     return code

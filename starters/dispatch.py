@@ -141,11 +141,16 @@ async def _place(client: Client, event: Event, r: Route, settings: Settings, opt
         if not await _exists(client, r.workflow_id):
             done, _ = await asyncio.wait({call}, timeout=timeout)
         if call not in done:
-            call.cancel()  # the update stays admitted on the server; only our wait for it ends
+            call.cancel()  # only our wait ends; whether the server admitted the update is now unknown
             call.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
-            if await _exists(client, r.workflow_id):
-                return DispatchResult(workflow_id=r.workflow_id, status="started", decision=None)
-            raise TimeoutError(f"{r.workflow_id}: Temporal did not start the process in time")
+            # So hand the same event over as a signal too: the process takes order.placed from either door and
+            # applies its event_id once, so the decision is made even if the cancelled update never arrived.
+            try:
+                await client.start_workflow(r.workflow_type, process_input(r, settings), start_signal=EVENT_SIGNAL,
+                                            start_signal_args=[event], **options)
+            except WorkflowAlreadyStartedError as closed:
+                raise ProcessClosed(r.workflow_id) from closed
+            return DispatchResult(workflow_id=r.workflow_id, status="started", decision=None)
     try:
         decision = call.result()
     except WorkflowAlreadyStartedError as closed:

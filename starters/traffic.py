@@ -331,6 +331,13 @@ class DayPlan:
     transfer_variances: int = 1
     returns: int = 8
 
+    @classmethod
+    def scaled(cls, orders: int) -> "DayPlan":
+        """The default day's mix for `orders` orders (at least one of every story)."""
+        k = orders / 200
+        return cls(orders=orders, late_pick=max(1, round(2 * k)), unsettled=max(1, round(2 * k)),
+                   mismatch=1, transfers=max(2, round(6 * k)), transfer_variances=1, returns=max(1, round(8 * k)))
+
     def scenarios(self, rng: random.Random) -> list[tuple[str, str]]:
         """(process, variant) for every story of the day, in a shuffled order."""
         stories: list[tuple[str, str]] = []
