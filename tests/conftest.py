@@ -57,8 +57,10 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     yield url
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping server per test module: a workflow a module leaves behind with a timer and no worker
+    (an open exception case, say) holds the server's clock, and must not stall the next module's tests."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=temporal_test_server()
     )
