@@ -470,6 +470,8 @@ class ReserveToFulfill:
             self.cases.stop_clock(SlaKind.AUTHORIZATION_EXPIRING, by=str(EventType.SHIPMENT_DISPATCHED))
         if self._is_pickup():
             self.cases.stop_clock(SlaKind.PICKUP_EXPIRED, by=str(EventType.ORDER_COLLECTED))
+        self.stage = self._stage()
+        self._show()
         await self._forward(Event(
             event_id=f"{self.workflow_id}:shipped:{shipment_id}", type=EventType.ORDER_SHIPPED,
             occurred_at=workflow.now(), source="retailflow",
@@ -479,7 +481,6 @@ class ReserveToFulfill:
                                                 unit_price=by_id[i].unit_price) for i, q in moves.items()]),
         ), summary=f"shipment {shipment_id} to ShipToSettle")
         self.log.info("handed over", shipment_id=shipment_id, units=sum(moves.values()))
-        self.stage = self._stage()
 
     # --- compensation ----------------------------------------------------------------------------------
     async def _cancel(self, reason: str, *, by: str) -> None:
