@@ -491,7 +491,10 @@ class ReserveToFulfill:
         released = await self._release_all("cancel", f"order cancelled: {reason}")
         for kind in (SlaKind.PICK_OVERDUE, SlaKind.SHIP_OVERDUE, SlaKind.AUTHORIZATION_EXPIRING,
                      SlaKind.PICKUP_EXPIRED):
-            self.cases.stop_clock(kind, by=by)
+            # a cancellation makes a late pick/ship moot (its case resolves), but an expired pickup's case
+            # stays open for ops: the customer did not come and has to be told
+            if not (kind is SlaKind.PICKUP_EXPIRED and self.cases.breached(kind)):
+                self.cases.stop_clock(kind, by=by)
         if not self.shipments:
             await self._void(f"order cancelled: {reason}")
         self.cancel_result = self._cancel_summary(released, voided=self.payment_voided)
