@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
@@ -22,10 +23,13 @@ from domain.inventory import Bucket, MovementKind
 from domain.process import PartialPolicy
 from domain.transfer import CancelRequest, TransferOutcome, TransferStage, TransferState
 from starters.dispatch import dispatch
+from starters.histories import replayer
 from tests.ledger_helpers import World, buckets, line, movement
+from tests.support import seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from worker.settings import Settings
+from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -134,6 +138,10 @@ class Run:
         out = await asyncio.wait_for(self.handle(tid).result(), timeout=60)
         final = await state(self.handle(tid))
         await self.end_cases(final)
+        # the run replays deterministically against today's code (worker's workflows, sandbox and converter)
+        replayed = await replayer().replay_workflow(await self.handle(tid).fetch_history(),
+                                                    raise_on_replay_failure=False)
+        assert replayed.replay_failure is None, replayed.replay_failure
         return out, final
 
     async def end_cases(self, s: TransferState) -> None:
@@ -405,4 +413,39 @@ async def test_never_requested_ends_after_the_open_timeout(
     assert out.stage is TransferStage.EXPIRED
     assert s.ignored_events == ["lonely"]
     assert await journal(engine, t) == {}
+    await assert_checker_ok(database_url)
+
+
+async def test_demo_catalog_across_entities_on_the_dev_server_shows_search_attributes_and_details(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str) -> None:
+    """DC-EAST (RF-EAST) -> ST-SFO (RF-WEST) with the demo catalog, on the dev server: search attributes and
+    current details (user metadata) as ops sees them."""
+    await seeded(database_url)
+    r, t = run(dev_env, engine, database_url), tid()
+    sku, cost = "HOM-MUG-SAND", Decimal("2.20")  # CASE = 12
+    before_dc = (await stock(engine, sku, "DC-EAST"))[A]
+    before_store = (await stock(engine, sku, "ST-SFO")).get(A, 0)
+    async with r.worker:
+        await r.send(requested(t, "DC-EAST", "ST-SFO", (sku, 1, "CASE")))
+        await r.send(shipped(t, (sku, 12)))
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
+        assert (s.from_legal_entity, s.to_legal_entity, s.intercompany) == ("RF-EAST", "RF-WEST", True)
+        sa = (await r.handle(t).describe()).typed_search_attributes
+        assert sa.get(STAGE) == "in_transit" and sa.get(BUSINESS_KEY) == t
+        assert sa.get(SKUS) == [sku] and sa.get(LOCATION_IDS) == ["DC-EAST", "ST-SFO"]
+        assert sa.get(OPEN_EXCEPTIONS) == 0 and sa.get(SLA_BREACHED) is False
+        metadata = await r.handle(t).query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert f"| {sku} | 12 | 12 | 12 | 0 | 12 | 0 | 0 |" in metadata.current_details
+        assert "intercompany RF-EAST -> RF-WEST" in metadata.current_details
+        assert await stock(engine, sku, "ST-SFO") == {**({A: before_store} if before_store else {}), T: 12}
+        await r.send(received(t, (sku, 12)))
+        out, s = await r.finish(t)
+        sa = (await r.handle(t).describe()).typed_search_attributes
+        assert sa.get(STAGE) == "received"
+    assert (out.stage, out.shipped, out.received) == (TransferStage.RECEIVED, 12, 12)
+    assert (await stock(engine, sku, "DC-EAST"))[A] == before_dc - 12
+    assert await stock(engine, sku, "ST-SFO") == {A: before_store + 12}
+    assert await journal(engine, t) == {
+        "RF-EAST": {"inventory": -12 * cost, "intercompany_receivable": 12 * cost},
+        "RF-WEST": {"inventory": 12 * cost, "intercompany_payable": -12 * cost}}
     await assert_checker_ok(database_url)

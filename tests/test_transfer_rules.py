@@ -88,3 +88,14 @@ def test_cancel_is_refused_once_shipped_or_before_the_request() -> None:
     assert "in transit to ST" in (cancel_refusal(TransferStage.IN_TRANSIT, False, "ST") or "")
     assert "not been requested" in (cancel_refusal(TransferStage.AWAITING_REQUEST, False, None) or "")
     assert cancel_refusal(TransferStage.CANCELLED, False, "ST") == "the transfer is already cancelled"
+
+
+def test_the_receipt_grace_comes_from_settings_into_the_transfer_policy() -> None:
+    from datetime import timedelta
+
+    from worker.settings import Settings
+
+    policy = Settings(transfer_receipt_grace=timedelta(hours=2), partial_transfers=PartialPolicy.REJECT
+                      ).process_policy("transfer", None)
+    assert policy.receipt_grace == timedelta(hours=2) and policy.partial is PartialPolicy.REJECT
+    assert Settings().process_policy("transfer", None).receipt_grace == timedelta(hours=24)

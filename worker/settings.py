@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     partial_orders: PartialPolicy = PartialPolicy.ACCEPT
     partial_orders_by_channel: dict[str, PartialPolicy] = Field(default_factory=dict)
     partial_transfers: PartialPolicy = PartialPolicy.ACCEPT
+    transfer_receipt_grace: timedelta = timedelta(hours=24)  # a transfer's shortage is final this long after its last receipt
     settlement_tolerance: Decimal = Decimal("0.00")
     safety_stock: dict[str, int] = Field(default_factory=dict)  # location_id -> units held back per SKU
     reconciliation_every: timedelta = timedelta(minutes=15)
@@ -93,6 +94,7 @@ class Settings(BaseSettings):
             sla=self.sla_policy(channel),
             partial=partial,
             settlement_tolerance=self.settlement_tolerance,
+            receipt_grace=self.transfer_receipt_grace,
         )
 
     def secrets_for(self, source: str) -> list[str]:

@@ -18,7 +18,8 @@ until `transfer.requested` opens it; a redelivered event_id is applied once).
    transit are an overage, taken into available at once (ADJUST available +n, reason `receipt_overage`).
    The first receipt stops `transfer_overdue`.
    When is a shortage final? As soon as every shipped unit has arrived there is none and receiving is final
-   at once. Otherwise receiving becomes final `input.policy.receipt_grace` (default 24 h) after the last
+   at once. Otherwise receiving becomes final `input.policy.receipt_grace` (default 24 h, setting
+   `RETAILFLOW_TRANSFER_RECEIPT_GRACE`, recorded in the process input when it starts) after the last
    receipt with no further receipt (state: `receipt_grace_until`); what is then still in transit is written
    off as shrink in transit (ADJUST in_transit -n at the destination, reason `shrink_in_transit`: Dr shrink,
    Cr inventory in transit, booked by the destination's legal entity, which owned the units since shipment).
@@ -400,4 +401,6 @@ class Transfer:
             self.view.skus(s.skus)
         if s.location_ids:
             self.view.locations(s.location_ids)
+        if self.cases is not None:
+            self.view.exceptions(self.cases.open_count, self.cases.sla_breached)
         self.view.details(details_markdown(s))
