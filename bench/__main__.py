@@ -47,6 +47,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port-base", type=int, default=17000, help="Temporal +233, UI +234, HTTP +800, PostgreSQL +433")
     p.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary folder")
     p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a worker setting for this run, e.g. --set max_cached_workflows=2000")
+    p.add_argument("--py-spy", default=None, help="path of a py-spy binary: profile the worker and the HTTP service "
+                   "during the first real-lifecycle repetition (collapsed stacks into --out)")
     a = p.parse_args(argv)
     if a.quick:
         a.reps, a.lifecycles, a.concurrency, a.latency_samples = 1, 3, 2, 3
@@ -59,7 +63,11 @@ def bench_settings(a: argparse.Namespace, data_dir: Path):  # noqa: ANN201
     from worker.settings import Settings
 
     base = Settings()
-    return base.model_copy(update={
+    overrides = {}
+    for item in a.set:
+        name, _, value = item.partition("=")
+        overrides[name] = type(getattr(base, name))(value)
+    return base.model_copy(update={**overrides,
         "data_dir": data_dir,
         "temporal_address": f"127.0.0.1:{a.port_base + 233}",
         "temporal_ui_port": a.port_base + 234,
@@ -153,6 +161,7 @@ async def run(a: argparse.Namespace) -> dict:
         await top_up_stock(stack.database_url)
         sender = Sender(stack.api_url, s.webhook_secrets, stack.api_token)
         worker_pid = stack.parts["worker"].pid
+        a.api_pid = stack.parts["api"].pid
         try:
             await phases(a, results, client, sender, worker_pid, skeleton.pid, lifecycle, latency, scale)
         finally:
@@ -195,7 +204,9 @@ async def phases(a, results, client, sender, worker_pid, skeleton_pid, lifecycle
                 client, r, n, order_shape, settle_shape))
             ceiling_rates.append(rate)
             say(f"ceiling rep {rep + 1}: {rate:.2f} lifecycles/s")
+        profilers = start_profilers(a, {"worker": worker_pid, "api": a.api_pid}, "lifecycle") if rep == 0 else []
         real = await lifecycle.run_lifecycles(sender, client, a.lifecycles, a.concurrency, seed=rep)
+        stop_profilers(profilers)
         real_rates.append(real.rate)
         real_ids += real.workflow_ids
         rejected += real.rejected
@@ -262,7 +273,10 @@ async def scale_phase(a, client, sender, worker_pid, lifecycle, scale) -> dict: 
         for rep in range(a.reps):
             if time.monotonic() > deadline and rates:
                 break
+            last = level == levels[-1] and rep == 0
+            profilers = start_profilers(a, {"worker": worker_pid}, f"scale{level}") if last else []
             r = await lifecycle.run_lifecycles(sender, client, a.lifecycles, a.concurrency, seed=100 + rep)
+            stop_profilers(profilers)
             rates.append(r.rate)
             say(f"{open_now} open, rep {rep + 1}: {r.rate:.2f} lifecycles/s, worker RSS {rss_mib(worker_pid):.0f} MiB")
         points.append({"target": level, "open": open_now, "rss_mib_before": rss_before,
@@ -271,6 +285,30 @@ async def scale_phase(a, client, sender, worker_pid, lifecycle, scale) -> dict: 
             say(f"scale budget reached at {open_now} open")
             break
     return {"points": points, "budget_minutes": a.scale_budget}
+
+
+def start_profilers(a, pids: dict[str, int | None], phase: str) -> list[subprocess.Popen]:  # noqa: ANN001
+    if not a.py_spy:
+        return []
+    procs = []
+    for name, pid in pids.items():
+        if pid is None:
+            continue
+        out = a.out / f"profile-{phase}-{name}.txt"
+        procs.append(subprocess.Popen([a.py_spy, "record", "--pid", str(pid), "--rate", "50", "--format", "raw",
+                                       "--output", str(out), "--nonblocking", "--subprocesses"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def stop_profilers(procs: list[subprocess.Popen]) -> None:
+    import signal as signals
+
+    for proc in procs:
+        proc.send_signal(signals.SIGINT)  # py-spy writes its output on Ctrl-C
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
 
 
 async def count_open(client) -> int:  # noqa: ANN001

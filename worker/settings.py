@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # Worker tuning and observability
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 100
-    max_cached_workflows: int = 10_000
+    max_cached_workflows: int = 2_000  # ~0.26 MiB per cached open order: keeps a worker under 1 GiB (bench/RESULTS.md)
     workflow_task_pollers: int = 4
     activity_task_pollers: int = 4
     metrics_port: int | None = None
