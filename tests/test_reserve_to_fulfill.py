@@ -617,3 +617,46 @@ async def test_sla_pickup_expired_releases_cancels_and_voids(ts: Settings, time_
     assert "cogs" not in await journal(engine, h.id)
     await checker_ok(database_url)
 
+
+
+async def test_safety_stock_sends_the_order_to_another_node(dev_env: WorkflowEnvironment, database_url: str,
+                                                           engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "store"): 3, (0, "dc"): 3})
+    order = new_order()
+    async with worker_for(dev_env, database_url, engine, safety_stock={w.store: 2}) as settings:
+        result = await dispatch(dev_env.client, placed(order, [(w.skus[0], 2, "EA", "9.99")], location=w.store),
+                                settings)
+        assert result.decision is not None and result.decision.decision is Decision.RESERVED
+        # the store holds 3 but keeps 2 back: only 1 sellable, so the DC that can fill the order is chosen
+        assert result.decision.lines[0].location_id == w.dc
+        assert await stock(erp, w, 0, w.store) == {"available": 3}
+        assert await stock(erp, w, 0, w.dc) == {"available": 1, "reserved": 2}
+        await dispatch(dev_env.client, cancelled(order), settings)
+        assert (await outcome(dev_env.client.get_workflow_handle(result.workflow_id))).outcome == "cancelled"
+    assert await stock(erp, w, 0, w.dc) == {"available": 3}
+    await checker_ok(database_url)
+
+
+async def test_lines_from_two_locations_pick_and_ship_per_location(
+        ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+        erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 5, (1, "store"): 5})
+    order = new_order()
+    h = await start(time_skipping_env.client, ts, order)
+    d = await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99"), (w.skus[1], 1, "EA", "10.99")]))
+    assert d.decision is Decision.RESERVED
+    assert [(ln.line_id, ln.location_id) for ln in d.lines] == [("1", w.dc), ("2", w.store)]
+    # the store ships before the DC has picked: each location goes its own way
+    await h.signal("event", picked(order, w.store, {"2": 1}))
+    await h.signal("event", dispatched(order, "S-store", w.store, {"2": 1}))
+    s = await until(h, lambda s: len(s.shipments) == 1, "store shipment")
+    assert s.stage is OrderStage.PARTIALLY_SHIPPED and line_q(s, "1")["reserved"] == 2
+    await h.signal("event", picked(order, w.dc, {"1": 2}))
+    await h.signal("event", dispatched(order, "S-dc", w.dc, {"1": 2}))
+    done = await outcome(h)
+    assert done.outcome == "fulfilled" and done.shipment_ids == ["S-store", "S-dc"]
+    assert await stock(erp, w, 0, w.dc) == {"available": 3}
+    assert await stock(erp, w, 1, w.store) == {"available": 4}
+    assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "pick", "reserve", "reserve", "ship", "ship"]
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2) + cost(w, 1, 1)
+    await checker_ok(database_url)
