@@ -261,10 +261,19 @@ async def test_partial_policy_reject_refuses_the_whole_transfer(
         time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
     r, t = run(time_skipping_env, engine, database_url, partial_transfers=PartialPolicy.REJECT), tid()
     a, b = world.skus
+    t2, t3 = tid(), tid()
     async with r.worker:
         await r.send(requested(t, world.dc, world.store, (a, 5, "EA"), (b, 11, "EA")))
         out, s = await r.finish(t)
+        await r.send(requested(t2, world.dc, "NOWHERE", (a, 1, "EA")))
+        out2, _ = await r.finish(t2)
+        await r.send(requested(t3, world.dc, world.store, ("NOPE", 1, "EA")))
+        out3, s3 = await r.finish(t3)
     assert out.stage is TransferStage.REFUSED and "partial transfers are refused" in (out.reason or "")
+    assert s.lines[1].shortfall_reason == f"{world.dc} has 10 of {b} available, 11 requested"
+    assert (out2.stage, out2.reason) == (TransferStage.REFUSED, "unknown location NOWHERE")
+    assert (out3.stage, out3.reason) == (TransferStage.REFUSED, "no line of the request could be accepted")
+    assert [r.reason for r in s3.refused_lines] == ["unknown SKU NOPE"]
     assert await stock(engine, a, world.dc) == {A: 30}
     assert await stock(engine, b, world.dc) == {A: 10}
     assert await journal(engine, t) == {}

@@ -184,6 +184,8 @@ class Transfer:
             return self._refuse(f"unknown location {', '.join(locations.unknown)}")
         if data.from_location_id == data.to_location_id:
             return self._refuse("a transfer ships to another location")
+        if not s.lines:
+            return self._refuse("no line of the request could be accepted")
         if not await self._reserve():
             return False
         await call(WmsActivities.create_transfer_shipment, TransferShipmentInput(
