@@ -105,7 +105,7 @@ async def ensure_up(stack: DevStack) -> None:
 
 def sender(stack: DevStack, *, copies: int = 1) -> Sender:
     return Sender(stack.api_url, dict(stack.settings.webhook_secrets), api_token=stack.api_token, copies=copies,
-                  max_wait=300.0)
+                  max_wait=600.0, read_within=600.0)
 
 
 # --- the checks -----------------------------------------------------------------------------------------------
@@ -190,6 +190,14 @@ async def judge(stack: DevStack, client: Client, result: Result, expectations: l
     result.duplicates_found = keys.violations + sum("cases of kind" in p for p in result.sla_problems)
 
 
+class FaultLog(list):
+    """What the fault did and when; printed as it happens (visible with `pytest -s`)."""
+
+    def append(self, line: str) -> None:
+        print(f"[fault] {line}", flush=True)
+        super().append(line)
+
+
 Fault = Callable[[DevStack, "asyncio.Task[list[Expectation]]", list[str]], Awaitable[None]]
 
 
@@ -198,7 +206,7 @@ async def run_scenario(stack: DevStack, name: str, fault: Fault | None = None, *
                        settle_within: float = 300.0) -> Result:
     """The workload with `fault` applied beside it, then the checks; appends the row to the report."""
     await ensure_up(stack)
-    result = Result(scenario=name, scale=SCALE)
+    result = Result(scenario=name, scale=SCALE, fault_log=FaultLog())
     deliveries_before = await count_rows(stack, "webhook_deliveries")
     begun = time.monotonic()
     s = sender(stack, copies=copies)
@@ -207,7 +215,14 @@ async def run_scenario(stack: DevStack, name: str, fault: Fault | None = None, *
                                                 shuffle_share=shuffle_share, late_by=LATE_BY))
         if fault is not None:
             await fault(stack, traffic, result.fault_log)
-        expectations = await traffic
+        try:
+            expectations = await traffic
+        except Exception as error:  # a delivery never acknowledged, a process never reaching its stage
+            result.crashed = f"the workload failed: {type(error).__name__}: {error}"
+            result.seconds = round(time.monotonic() - begun, 1)
+            result.sender_stats = dict(s.stats)
+            record(result.row())
+            raise
         crashed = stack.crashed()  # a part that died on its own (not one the fault took down)
         await ensure_up(stack)  # a fault that ended with a part down: the run must still finish
         client = await connect(stack)

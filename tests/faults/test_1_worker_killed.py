@@ -14,7 +14,7 @@ KILLS = 5
 async def kill_the_worker(stack, traffic, log: list[str]) -> None:
     r, clock = rng(1), Clock()
     for i in range(1, KILLS + 1):
-        await asyncio.sleep(r.uniform(2.0, 8.0))
+        await asyncio.sleep(r.uniform(1.0, 4.0))
         pid = stack.parts["worker"].pid
         await stack.kill("worker")  # SIGKILL to its process group
         log.append(f"{clock} worker pid {pid} SIGKILLed ({i}/{KILLS}), traffic {'done' if traffic.done() else 'running'}")
