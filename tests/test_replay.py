@@ -86,8 +86,8 @@ def _story(path: Path) -> dict[str, list]:
 def test_the_histories_include_breaches_cancellations_and_variances() -> None:
     """The stories that matter most for a change in flight are in the set, not only the happy paths."""
     names = "\n".join(str(p.relative_to(HISTORIES)) for p in FILES)
-    for kind in ("pick_overdue", "short_pick", "settlement_overdue", "settlement_mismatch", "transfer_ship_overdue",
-                 "return_not_received"):
+    for kind in ("pick_overdue", "short_pick", "settlement_overdue", "settlement_mismatch", "receipt_variance",
+                 "transfer_ship_overdue", "return_not_received"):
         assert f"~{kind}.json" in names, f"no ExceptionCase history of kind {kind}"
     stories = {p: _story(p) for p in FILES}
 
@@ -121,24 +121,40 @@ def test_the_cli_replays_a_history(tmp_path: Path) -> None:
     assert "1 of 1 replayed cleanly" in ok.output
 
 
-def _reordered_ship_to_settle(tmp_path: Path) -> type:
-    """workflows/ship_to_settle.py with revenue and capture swapped: the same workflow type, other commands."""
+def _edited_ship_to_settle(tmp_path: Path, old: str, new: str, name: str) -> type:
+    """A copy of workflows/ship_to_settle.py with `old` replaced by `new`: the same workflow type, other code."""
     source = WORKFLOW_SOURCE.read_text()
-    revenue = ("            await call(ErpActivities.post_financial, sale,\n"
-               "                       summary=f\"revenue {shipment.value} {shipment.currency} for "
-               "{shipment.shipment_id}\")\n"
-               "            shipment.revenue_key = sale.key\n")
-    capture = "            await self._capture(shipment, data)\n"
-    assert revenue + capture in source, "ship_to_settle.py changed: update the swap in this test"
-    reordered = source.replace(revenue + capture, capture + revenue)
-    path = tmp_path / "reordered_ship_to_settle.py"
-    path.write_text(reordered)
-    spec = importlib.util.spec_from_file_location("reordered_ship_to_settle", path)
+    assert old in source, "ship_to_settle.py changed: update the edit in this test"
+    path = tmp_path / f"{name}.py"
+    path.write_text(source.replace(old, new))
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module.ShipToSettle
+
+
+def _reordered_ship_to_settle(tmp_path: Path) -> type:
+    """Revenue and capture swapped."""
+    revenue = ("            await call(ErpActivities.post_financial, sale,\n"
+               "                       summary=f\"revenue {shipment.value} {shipment.currency} for "
+               "{shipment.shipment_id}\")\n"
+               "            shipment.revenue_key = sale.key\n")
+    capture = "            await self._capture(shipment, data)\n"
+    return _edited_ship_to_settle(tmp_path, revenue + capture, capture + revenue, "reordered_ship_to_settle")
+
+
+def _replayer_of(workflow: type) -> Replayer:
+    return Replayer(workflows=[workflow], data_converter=pydantic_data_converter,
+                    workflow_runner=UnsandboxedWorkflowRunner())
+
+
+def _completed_with_capture(paths: list[Path]) -> list[Path]:
+    return [p for p in paths
+            if any(e.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name")
+                   == "capture_payment" for e in _events(p))
+            and any(e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" for e in _events(p))]
 
 
 async def test_the_gate_bites_a_reordered_workflow_fails_with_nondeterminism(tmp_path: Path) -> None:
@@ -152,8 +168,33 @@ async def test_the_gate_bites_a_reordered_workflow_fails_with_nondeterminism(tmp
     # today's code replays it
     assert (await replay([path]))[0].error is None
 
-    reordered = Replayer(workflows=[_reordered_ship_to_settle(tmp_path)], data_converter=pydantic_data_converter,
-                         workflow_runner=UnsandboxedWorkflowRunner())
+    reordered = _replayer_of(_reordered_ship_to_settle(tmp_path))
     with pytest.raises(NondeterminismError) as raised:
         await reordered.replay_workflow(history)
     assert "post_financial" in str(raised.value) or "capture_payment" in str(raised.value), raised.value
+
+
+PRE_PATCH = HISTORIES / "ShipToSettle" / "pre-settlement-memo"
+
+
+async def test_the_patch_guard_is_what_keeps_old_runs_replaying(tmp_path: Path) -> None:
+    """docs/versioning.md: ShipToSettle's settlement memo came in under `workflow.patched("settlement-memo")`.
+    Histories captured before the change replay with today's code; without the guard they would not."""
+    from workflows.ship_to_settle import SETTLEMENT_MEMO_PATCH
+
+    before = _completed_with_capture(sorted(PRE_PATCH.glob("*.json")))
+    assert before, f"no completed pre-change ShipToSettle history in {PRE_PATCH}"
+    assert all(o.error is None for o in await replay(before))
+
+    unguarded = _replayer_of(_edited_ship_to_settle(
+        tmp_path, "if workflow.patched(SETTLEMENT_MEMO_PATCH):", "if True:", "unguarded_ship_to_settle"))
+    with pytest.raises(NondeterminismError):
+        await unguarded.replay_workflow(_history(before[0]))
+
+    # runs started after the change carry the patch marker and the memo
+    after = _completed_with_capture(sorted((HISTORIES / "ShipToSettle").glob("*.json")))
+    assert after
+    for path in after:
+        text = path.read_text()
+        assert "EVENT_TYPE_MARKER_RECORDED" in text and "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED" in text, path.name
+        assert base64.b64encode(json.dumps(SETTLEMENT_MEMO_PATCH).encode()).decode() in text, path.name

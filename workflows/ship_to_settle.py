@@ -64,6 +64,8 @@ from workflows.calls import call, refusal_type
 from workflows.process import Inbox, ProcessLog, ProcessView, markdown_table
 from workflows.sla import ProcessCases
 
+# Runs started before this change have no settlement memo; they replay along the old path (docs/versioning.md).
+SETTLEMENT_MEMO_PATCH = "settlement-memo"
 SETTLE_EVENTS = (EventType.ORDER_SHIPPED, EventType.SHIPMENT_DELIVERED, EventType.PAYMENT_SETTLED,
                  EventType.ORDER_CLOSED)
 
@@ -183,6 +185,9 @@ class ShipToSettle:
         else:
             self.stage = SettleStage.SETTLED
         self._refresh()
+        if workflow.patched(SETTLEMENT_MEMO_PATCH):
+            # the settled figures on the closed run (Temporal UI: Memo); a command, hence patched (docs/versioning.md)
+            workflow.upsert_memo({"settlement": self._memo()})
         self.log.info("settle.complete", stage=str(self.stage), **{
             k: str(v) for k, v in totals(self.shipments, self.settlements).model_dump().items()})
 
@@ -417,6 +422,11 @@ class ShipToSettle:
         self.view.details(f"**{self.stage}** · order closed: {'yes' if self.closed else 'no'}\n\n"
                           + markdown_table(["shipment", "location", "value", "captured", "delivered", "settlement"],
                                            rows))
+
+    def _memo(self) -> dict[str, str]:
+        t = totals(self.shipments, self.settlements)
+        return {"stage": str(self.stage), "currency": self.currency or "", "shipments": str(len(self.shipments)),
+                **{k: str(v) for k, v in t.model_dump().items()}}
 
     def _outcome(self) -> SettleOutcome:
         return SettleOutcome(

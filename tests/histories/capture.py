@@ -36,14 +36,17 @@ from starters.traffic import Day, Expectation, Sender, order, order_and_return, 
 from worker.settings import Settings
 
 RUN = "h"  # the ID part of every business key: O-h-0001 ...
+# Short enough to breach within the run where a story means to, long enough that the others (whose events follow at
+# once) do not breach on a busy machine.
 SLA = {
-    SlaKind.PICK_OVERDUE: timedelta(seconds=8),
-    SlaKind.SETTLEMENT_OVERDUE: timedelta(seconds=8),
-    SlaKind.TRANSFER_SHIP_OVERDUE: timedelta(seconds=8),
-    SlaKind.RETURN_NOT_RECEIVED: timedelta(seconds=8),
+    SlaKind.PICK_OVERDUE: timedelta(seconds=20),
+    SlaKind.SETTLEMENT_OVERDUE: timedelta(seconds=25),
+    SlaKind.TRANSFER_SHIP_OVERDUE: timedelta(seconds=15),
+    SlaKind.RETURN_NOT_RECEIVED: timedelta(seconds=20),
 }
-LATE_BY = timedelta(seconds=14)
-ESCALATE_EVERY = timedelta(seconds=12)
+LATE_BY = timedelta(seconds=30)
+ESCALATE_EVERY = timedelta(seconds=15)
+RECEIPT_GRACE = timedelta(seconds=10)  # a short transfer receipt becomes final (receipt_variance case) after this
 ORDER_VARIANTS = ["ship", "split", "short_pick", "cancel_before_pick", "cancel_after_pick", "pickup", "pos_sale",
                   "late_pick", "unsettled", "mismatch"]
 TRANSFER_VARIANTS = ["plain", "split", "short"]
@@ -58,7 +61,8 @@ def capture_settings(data_dir: Path) -> Settings:
 
     return Settings(data_dir=data_dir, database_url=None, temporal_address=f"127.0.0.1:{free_port()}",
                     temporal_ui_port=free_port(), http_port=free_port(), log_format="json", faults={},
-                    sla=SLA, exception_escalate_every=ESCALATE_EVERY, webhook_secrets={}, api_tokens=[],
+                    sla=SLA, exception_escalate_every=ESCALATE_EVERY, transfer_receipt_grace=RECEIPT_GRACE,
+                    webhook_secrets={}, api_tokens=[],
                     max_concurrent_activities=50, max_concurrent_workflow_tasks=20)
 
 
@@ -117,7 +121,7 @@ async def return_never_received(sender: Sender, n: int) -> list[Expectation]:
                                    scenario="return_not_received")]
 
 
-async def _until_breached(client, workflow_id: str, within: float = 90.0) -> None:  # noqa: ANN001
+async def _until_breached(client, workflow_id: str, within: float = 120.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         description = await client.get_workflow_handle(workflow_id).describe()
@@ -140,8 +144,12 @@ async def resolve_open_mismatch_cases(sender: Sender) -> list[str]:
         await asyncio.sleep(1.0)
     resolved = []
     for case in mismatches:
-        answer = await sender.http.post(f"/exceptions/{case['exception_id']}/resolve", headers=headers, json={
-            "note": "customer paid the difference by bank transfer", "resolved_by": "ops@capture"})
+        for _ in range(20):  # 503 (Temporal busy) says: retry
+            answer = await sender.http.post(f"/exceptions/{case['exception_id']}/resolve", headers=headers, json={
+                "note": "customer paid the difference by bank transfer", "resolved_by": "ops@capture"})
+            if answer.status_code != 503:
+                break
+            await asyncio.sleep(float(answer.headers.get("retry-after", 2)))
         answer.raise_for_status()
         resolved.append(case["exception_id"])
     return resolved
