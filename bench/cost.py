@@ -3,7 +3,7 @@
 Actions are counted by the Temporal Cloud rules (docs.temporal.io/cloud/actions and /cloud/pricing, read
 2026-11-23): a workflow start is 1, and a Signal-With-Start is 1 in total whether or not it starts the workflow; every
 signal 1; every accepted update 1 (update-with-start: the start plus the update); every activity attempt 1; every
-timer started 1; every UpsertSearchAttributes command 1 (start-time search attributes are free); a child workflow
+timer started 1; every UpsertSearchAttributes command 1 (start-time search attributes and TemporalChangeVersion alone are free); a child workflow
 2 (initiated + attempted); a signal sent from a workflow 1; all local-activity markers of one workflow task 1;
 queries 1 each (not in histories: the bench sends none while counting).
 
@@ -86,8 +86,10 @@ def count(history: WorkflowHistory) -> Count:
             result.actions["timer started"] += 1
             segment.timers += 1
         elif kind == E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
-            result.actions["search attributes upserted"] += 1
-            segment.upserts += 1
+            fields = set(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+            if fields - {"TemporalChangeVersion"}:  # the versioning attribute alone is exempt
+                result.actions["search attributes upserted"] += 1
+                segment.upserts += 1
         elif kind == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
             result.actions["child workflow (initiated + attempted)"] += 2
         elif kind == E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED:
