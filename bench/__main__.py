@@ -123,6 +123,13 @@ async def wait_skeleton_poller(client, task_queue: str, proc: subprocess.Popen) 
     raise RuntimeError("skeleton worker did not poll")
 
 
+def checkpoint(a: argparse.Namespace, results: dict) -> None:
+    """The results so far (a long run that fails late still leaves its figures)."""
+    if not a.quick:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "results.partial.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
 def say(text: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", flush=True)
 
@@ -219,6 +226,8 @@ async def phases(a, results, client, sender, worker_pid, skeleton_pid, lifecycle
                              "lifecycles_per_rep": a.lifecycles, "concurrency": a.concurrency, "rejected": rejected,
                              "worker_rss_mib": rss_mib(worker_pid), "skeleton_rss_mib": rss_mib(skeleton_pid)}
 
+    checkpoint(a, results)
+
     # 3. cost: actions and events per process type, from the histories of real lifecycles
     say("counting actions")
     sample = real_ids[: max(3, min(30, len(real_ids)))]
@@ -228,6 +237,8 @@ async def phases(a, results, client, sender, worker_pid, skeleton_pid, lifecycle
         per["ShipToSettle"].append(await cost.count_workflow(client, sid))
     results["cost"] = cost_summary(per)
     results["cost"]["other_processes"] = await other_process_costs(client, sender, n=3 if not a.quick else 1)
+
+    checkpoint(a, results)
 
     # 4. latency
     if "latency" not in a.skip:
@@ -253,17 +264,20 @@ async def phases(a, results, client, sender, worker_pid, skeleton_pid, lifecycle
                                  "non_decisions": non}
         results["latency"] = lat
 
+        checkpoint(a, results)
+
     # 5. scale
     if "scale" not in a.skip:
-        results["scale"] = await scale_phase(a, client, sender, worker_pid, lifecycle, scale)
+        results["scale"] = await scale_phase(a, client, sender, worker_pid, lifecycle, scale, results)
 
 
-async def scale_phase(a, client, sender, worker_pid, lifecycle, scale) -> dict:  # noqa: ANN001
+async def scale_phase(a, client, sender, worker_pid, lifecycle, scale, results) -> dict:  # noqa: ANN001
     deadline = time.monotonic() + a.scale_budget * 60
     open_now = await count_open(client)
     levels = [int(x) for x in a.levels.split(",") if x]
     points = []
     for level in levels:
+        per_s = None
         if level > open_now:
             say(f"opening {level - open_now} orders (now {open_now} open)")
             # keep time for the throughput repetitions at this level
@@ -284,8 +298,11 @@ async def scale_phase(a, client, sender, worker_pid, lifecycle, scale) -> dict: 
             rates.append(r.rate)
             say(f"{open_now} open, rep {rep + 1}: {r.rate:.2f} lifecycles/s, worker RSS {rss_mib(worker_pid):.0f} MiB")
         points.append({"target": level, "open": open_now, "rss_mib_before": rss_before,
-                       "rss_mib_after": rss_mib(worker_pid), "throughput": Spread(rates).as_dict()})
-        if open_now < level or time.monotonic() > deadline:
+                       "rss_mib_after": rss_mib(worker_pid), "throughput": Spread(rates).as_dict(),
+                       "opened_per_s": per_s, "load": load()})
+        results["scale"] = {"points": points, "budget_minutes": a.scale_budget}
+        checkpoint(a, results)
+        if open_now < level * 0.98 or time.monotonic() > deadline:
             say(f"scale budget reached at {open_now} open")
             break
     return {"points": points, "budget_minutes": a.scale_budget}
