@@ -195,6 +195,9 @@ async def test_the_patch_guard_is_what_keeps_old_runs_replaying(tmp_path: Path) 
     after = _completed_with_capture(sorted((HISTORIES / "ShipToSettle").glob("*.json")))
     assert after
     for path in after:
-        text = path.read_text()
-        assert "EVENT_TYPE_MARKER_RECORDED" in text and "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED" in text, path.name
-        assert base64.b64encode(json.dumps(SETTLEMENT_MEMO_PATCH).encode()).decode() in text, path.name
+        events = _events(path)
+        patches = [_payload(e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"][0])
+                   for e in events if e.get("markerRecordedEventAttributes", {}).get("markerName") == "core_patch"]
+        assert {"id": SETTLEMENT_MEMO_PATCH, "deprecated": False} in patches, path.name
+        memos = [e for e in events if e["eventType"] == "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED"]
+        assert len(memos) == 1, path.name
