@@ -45,7 +45,7 @@ class _CountingInbound(WorkflowInboundInterceptor):
         completed = meter.create_counter(PROCESSES_COMPLETED, "processes completed")
         try:
             result = await super().execute_workflow(input)
-        except ContinueAsNewError:
+        except (ContinueAsNewError, GeneratorExit):  # GeneratorExit: evicted from the cache, or the worker stops
             raise
         except BaseException:
             completed.add(1, {**labels, "outcome": "failed"})
