@@ -45,6 +45,8 @@ def demo_settings(settings: Settings) -> Settings:
         update["exception_escalate_every"] = timedelta(minutes=1)
     if "faults" not in given:
         update["faults"] = dict(DEMO_FAULTS)
+    if "transfer_receipt_grace" not in given:
+        update["transfer_receipt_grace"] = timedelta(seconds=30)  # the short transfer's variance within the day
     return settings.model_copy(update=update)
 
 
@@ -77,7 +79,8 @@ async def drive(stack: DevStack, plan: DayPlan, *, console: Console, seed: int =
     from starters.schedules import run_reconciliation
 
     begun = time.monotonic()
-    sender = Sender(stack.api_url, stack.settings.webhook_secrets, api_token=stack.api_token)
+    sender = Sender(stack.api_url, stack.settings.webhook_secrets, api_token=stack.api_token,
+                    duplicate_share=0.05, seed=seed)
     client = await stack.client()
     total = len(plan.scenarios(random.Random(seed)))
     try:
@@ -116,9 +119,10 @@ def render(summary: DemoSummary, console: Console) -> None:
         cases.add_row(kind, status, str(count))
     console.print(cases)
     stats = summary.sender_stats
-    console.print(f"Deliveries: {stats['events']} events, {stats['deliveries']} HTTP deliveries, "
-                  f"{sum(v for k, v in stats.items() if k.startswith('retried'))} retried, "
-                  f"{stats['answered_duplicate']} answered as duplicates")
+    console.print(f"Deliveries: {stats['events']} events, {stats['deliveries']} HTTP deliveries "
+                  f"({stats['duplicate_deliveries']} sent twice on purpose, "
+                  f"{sum(v for k, v in stats.items() if k.startswith('retried'))} retried); "
+                  f"{stats['shuffled_processes']} processes had their events delivered out of order")
     console.print(f"Reconciliation: {'clean' if summary.reconciliation_ok else '[red]discrepancies[/red]'} "
                   f"({summary.reconciliation_findings} findings); invariants: "
                   f"{'hold' if summary.invariants_ok else '[red]VIOLATED[/red] (retailflow check)'}")
@@ -160,9 +164,10 @@ async def run_demo(settings: Settings, *, exit_after: bool = False, plan: DayPla
             console.print("\nThe stack stays up for the UI; Ctrl-C stops it.")
 
     if exit_after:
+        begun = time.monotonic()
         async with DevStack(settings, postgres_port=postgres_port, start_timeout=180,
                             say=lambda m: console.print(m)) as stack:
-            console.print(stack.banner(0.0))
+            console.print(stack.banner(time.monotonic() - begun))
             await day(stack)
         return 0 if outcome["summary"].ok else 1
     code = await run_dev(settings, postgres_port=postgres_port, ready=day)

@@ -51,11 +51,14 @@ class Sender:
     secrets: Mapping[str, str | list[str]]
     api_token: str | None = None
     copies: int = 1  # deliver every webhook this many times, concurrently
+    duplicate_share: float = 0.0  # deliver this share of webhooks once more (an at-least-once channel)
+    seed: int = 0
     max_wait: float = 600.0  # give up on one delivery after this long
     read_within: float = 120.0  # how long `read` polls by default (longer in fault tests: processes stall)
     stats: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=5.0))
 
     async def close(self) -> None:
@@ -65,7 +68,9 @@ class Sender:
         webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
         body = json.dumps({"type": type, "timestamp": datetime.now(UTC).isoformat(), "data": data}).encode()
         self.stats["events"] += 1
-        answers = await asyncio.gather(*(self._deliver(source, webhook_id, body) for _ in range(self.copies)))
+        copies = self.copies + (self.rng.random() < self.duplicate_share)
+        self.stats["duplicate_deliveries"] += copies - 1
+        answers = await asyncio.gather(*(self._deliver(source, webhook_id, body) for _ in range(copies)))
         return answers[0]
 
     async def _deliver(self, source: str, webhook_id: str, body: bytes) -> httpx.Response:
@@ -130,6 +135,7 @@ class Day:
     async def follow_up(self, steps: list[tuple[str, str, dict]]) -> None:
         """Send steps in order, or all at once shuffled (the processes hold early events)."""
         if self.shuffle:
+            self.sender.stats["shuffled_processes"] += 1
             steps = steps[:]
             self.rng.shuffle(steps)
             await asyncio.gather(*(self.sender.send(*step) for step in steps))
