@@ -39,6 +39,7 @@ class ExceptionCaseInput(BaseModel):
     # carried over continue-as-new
     escalations: int = 0
     last_escalated_at: datetime | None = None
+    escalations_per_run: int = 500  # continue-as-new after this many (keeps each run's history small)
 
 
 class Resolution(BaseModel):

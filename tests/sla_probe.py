@@ -89,3 +89,25 @@ class SlaProbe:
                     self.cases.stop_clock(STOPS[event.type], by=str(event.type))
         await self.cases.drain()
         return self.state()
+
+
+@workflow.defn(name="ProcessStandIn")
+class ProcessStandIn:
+    """Stands in for a case's process in tests of the case alone: takes the case's `case_resolved` notice.
+
+    (A signal to a workflow that does not exist stalls the time-skipping server's clock for the session.)"""
+
+    def __init__(self) -> None:
+        self.notices: list[dict] = []
+
+    @workflow.signal(name="case_resolved")
+    def case_resolved(self, notice: dict) -> None:
+        self.notices.append(notice)
+
+    @workflow.query(name="notices")
+    def get_notices(self) -> list[dict]:
+        return self.notices
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)

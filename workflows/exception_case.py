@@ -31,8 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.calls import call
     from workflows.process import ProcessLog, markdown_table
 
-# Escalations per run before continue-as-new: at the 4 h default that is ~83 days of history per run.
-ESCALATIONS_PER_RUN = 500
 # The signal a process's ProcessCases listens on (see workflows/sla.py).
 PROCESS_SIGNAL = "case_resolved"
 
@@ -98,9 +96,11 @@ class ExceptionCase:
             self._escalate()
             await self._record()
             escalated_this_run += 1
-            if escalated_this_run >= ESCALATIONS_PER_RUN and self.resolution is None:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(self._carry())
+            if escalated_this_run >= input.escalations_per_run:
+                # A resolve update in flight waits for this loop to record it: never continue-as-new under it.
+                await workflow.wait_condition(lambda: self.resolution is not None or workflow.all_handlers_finished())
+                if self.resolution is None:
+                    workflow.continue_as_new(self._carry())
         await self._record()
         self.resolution_recorded = True
         await self._notify_process()
