@@ -88,7 +88,7 @@ async def drive(stack: DevStack, plan: DayPlan, *, console: Console, seed: int =
                       TextColumn("{task.description}"), console=console, transient=False) as progress:
             task = progress.add_task("", total=total)
             expectations = await run_day(sender, plan, seed=seed, concurrency=concurrency, late_by=LATE_BY,
-                                         progress=lambda story: progress.update(task, advance=1, description=story))
+                                         expect_breaches=True, progress=lambda story: progress.update(task, advance=1, description=story))
             progress.update(task, description="waiting for every process to finish")
             verdicts = await verify(client, expectations, within=180)
         report = await run_reconciliation(client, stack.settings)
