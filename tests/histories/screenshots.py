@@ -60,7 +60,6 @@ async def pages(client: Client, ui: str) -> list[tuple[str, str, str]]:
          "1600,1000"),
         ("case-resolved-history.png", f"{await run('exception:settle:web:O-h-0010:settlement_mismatch')}/history",
          "1600,1200"),
-        ("order-cancelled.png", f"{await run('order:web:O-h-0040')}/history", "1600,1300"),
     ]
 
 
