@@ -34,6 +34,7 @@ from domain.sla import SlaKind
 from starters.histories import HISTORIES, export
 from starters.traffic import Day, Expectation, Sender, order, order_and_return, transfer, verify
 from worker.settings import Settings
+from workflows.common import SLA_BREACHED
 
 RUN = "h"  # the ID part of every business key: O-h-0001 ...
 # Short enough to breach within the run where a story means to, long enough that the others (whose events follow at
@@ -125,7 +126,7 @@ async def _until_breached(client, workflow_id: str, within: float = 120.0) -> No
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         description = await client.get_workflow_handle(workflow_id).describe()
-        if description.typed_search_attributes.get(__import__("workflows.common").common.SLA_BREACHED):
+        if description.typed_search_attributes.get(SLA_BREACHED):
             return
         await asyncio.sleep(1.0)
     raise TimeoutError(f"{workflow_id} did not breach its SLA within {within}s")
