@@ -79,8 +79,9 @@ async def quiet(client: Client, workflow_ids: list[str], within: float = 60.0) -
     from temporalio.api.enums.v1 import EventType
     from temporalio.service import RPCError
 
-    settled_events = {EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
-                      EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED}
+    task_open = {EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED}
+    task_done = {EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+                 EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT}
     give_up = time.monotonic() + within
     calm = 0
     while calm < 2 and time.monotonic() < give_up:
@@ -94,8 +95,13 @@ async def quiet(client: Client, workflow_ids: list[str], within: float = 60.0) -
             if description.raw_description.pending_activities:
                 busy = True
                 break
-            history = await handle.fetch_history()
-            if history.events and history.events[-1].event_type not in settled_events:
+            outstanding = False  # a workflow task scheduled or started and not finished yet
+            async for event in handle.fetch_history_events():
+                if event.event_type in task_open:
+                    outstanding = True
+                elif event.event_type in task_done:
+                    outstanding = event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+            if outstanding:
                 busy = True
                 break
         calm = 0 if busy else calm + 1
