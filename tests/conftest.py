@@ -57,10 +57,7 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     yield url
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """One time-skipping server per test module: a workflow a module leaves behind with a timer and no worker
-    (an open exception case, say) holds the server's clock, and must not stall the next module's tests."""
+async def _time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=temporal_test_server()
     )
@@ -69,6 +66,23 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own (it starts in about a second). A workflow left behind with a
+    timer and no worker (an open exception case that escalates, say) holds the server's clock when time skips,
+    so sharing one server lets one test stall the next."""
+    async for env in _time_skipping_server():
+        yield env
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def module_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping server for a module that keeps one worker polling for all its tests (so every timer
+    that fires when time skips has a worker to run it)."""
+    async for env in _time_skipping_server():
+        yield env
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -87,7 +101,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-SERVER_FIXTURES = {"postgres_server_url", "database_url", "time_skipping_env", "dev_env"}
+SERVER_FIXTURES = {"postgres_server_url", "database_url", "time_skipping_env", "module_time_skipping_env", "dev_env"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -143,10 +143,10 @@ def new_order() -> str:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def ts(time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine) -> AsyncIterator[Settings]:
+async def ts(module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine) -> AsyncIterator[Settings]:
     """One worker on the time-skipping server for the whole module: when time skips, the timers of earlier
     tests' processes (ShipToSettle, exception cases) fire too, and need a worker on their task queue."""
-    async with worker_for(time_skipping_env, database_url, engine) as settings:
+    async with worker_for(module_time_skipping_env, database_url, engine) as settings:
         yield settings
 
 
@@ -289,12 +289,12 @@ async def test_two_orders_race_for_the_last_unit(dev_env: WorkflowEnvironment, d
 
 
 # --- time-skipping server -----------------------------------------------------------------------------------
-async def test_pickup_path(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+async def test_pickup_path(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
                            erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "store"): 5, (0, "dc"): 50})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order)
+    h = await start(module_time_skipping_env.client, settings, order)
     d = await place(h, placed(order, [(w.skus[0], 3, "EA", "9.99")], mode="pickup", location=w.store))
     assert d.decision is Decision.RESERVED and d.lines[0].location_id == w.store
     assert await stock(erp, w, 0, w.store) == {"available": 2, "reserved": 3}
@@ -312,12 +312,12 @@ async def test_pickup_path(ts: Settings, time_skipping_env: WorkflowEnvironment,
     await checker_ok(database_url)
 
 
-async def test_split_shipment(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+async def test_split_shipment(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
                               erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10, (1, "dc"): 10})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order)
+    h = await start(module_time_skipping_env.client, settings, order)
     d = await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99"), (w.skus[1], 2, "EA", "10.99")]))
     assert d.decision is Decision.RESERVED
     await h.signal("event", picked(order, w.dc, {"1": 4, "2": 2}))
@@ -339,12 +339,12 @@ async def test_split_shipment(ts: Settings, time_skipping_env: WorkflowEnvironme
     await checker_ok(database_url)
 
 
-async def test_short_pick_releases_and_opens_a_case(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+async def test_short_pick_releases_and_opens_a_case(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
                                                     engine: AsyncEngine, erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order)
+    h = await start(module_time_skipping_env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 5, "EA", "9.99")]))
     await h.signal("event", picked(order, w.dc, {"1": 3}))
     s = await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "short pick applied")
@@ -360,12 +360,12 @@ async def test_short_pick_releases_and_opens_a_case(ts: Settings, time_skipping_
 
 
 @pytest.mark.parametrize("policy", [PartialPolicy.ACCEPT, PartialPolicy.REJECT])
-async def test_partial_availability(policy: PartialPolicy, ts: Settings, time_skipping_env: WorkflowEnvironment,
+async def test_partial_availability(policy: PartialPolicy, ts: Settings, module_time_skipping_env: WorkflowEnvironment,
                                     database_url: str, engine: AsyncEngine, erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10, (1, "dc"): 2})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order, partial=policy)
+    h = await start(module_time_skipping_env.client, settings, order, partial=policy)
     d = await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99"), (w.skus[1], 5, "EA", "10.99")]))
     if policy is PartialPolicy.ACCEPT:
         assert d.decision is Decision.PARTIALLY_RESERVED
@@ -388,12 +388,12 @@ async def test_partial_availability(policy: PartialPolicy, ts: Settings, time_sk
     await checker_ok(database_url)
 
 
-async def test_unknown_sku_and_unknown_unit(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+async def test_unknown_sku_and_unknown_unit(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
                                             engine: AsyncEngine, erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 30})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order)
+    h = await start(module_time_skipping_env.client, settings, order)
     d = await place(h, placed(order, [(w.skus[0], 1, "CASE", "100.00"), ("NO-SUCH-SKU", 1, "EA", "1.00"),
                                       (w.skus[0], 1, "PALLET", "1.00")]))
     assert d.decision is Decision.PARTIALLY_RESERVED
@@ -405,7 +405,7 @@ async def test_unknown_sku_and_unknown_unit(ts: Settings, time_skipping_env: Wor
     assert (await outcome(h)).outcome == "cancelled"
     # all lines unknown: rejected, nothing moved
     order2 = new_order()
-    h2 = await start(time_skipping_env.client, settings, order2)
+    h2 = await start(module_time_skipping_env.client, settings, order2)
     d2 = await place(h2, placed(order2, [("NOPE", 1, "EA", "1.00")]))
     assert d2.decision is Decision.REJECTED and (await outcome(h2)).outcome == "rejected"
     assert await movements(engine, h2.id) == []
@@ -413,12 +413,12 @@ async def test_unknown_sku_and_unknown_unit(ts: Settings, time_skipping_env: Wor
     await checker_ok(database_url)
 
 
-async def test_cancel_before_pick(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+async def test_cancel_before_pick(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
                                   erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order)
+    h = await start(module_time_skipping_env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
     result = await h.execute_update("cancel", CancelRequest(reason="fraud suspected"), result_type=CancelResult)
     assert [(r.line_id, r.released, r.unpicked) for r in result.released] == [("1", 4, 0)]
@@ -431,12 +431,12 @@ async def test_cancel_before_pick(ts: Settings, time_skipping_env: WorkflowEnvir
     await checker_ok(database_url)
 
 
-async def test_cancel_after_pick(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+async def test_cancel_after_pick(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
                                  erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order)
+    h = await start(module_time_skipping_env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
     await h.signal("event", picked(order, w.dc, {"1": 4}))
     await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
@@ -451,12 +451,12 @@ async def test_cancel_after_pick(ts: Settings, time_skipping_env: WorkflowEnviro
     await checker_ok(database_url)
 
 
-async def test_cancel_after_partial_dispatch(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+async def test_cancel_after_partial_dispatch(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
                                              engine: AsyncEngine, erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10, (1, "dc"): 10})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order)
+    h = await start(module_time_skipping_env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99"), (w.skus[1], 2, "EA", "10.99")]))
     await h.signal("event", picked(order, w.dc, {"1": 4, "2": 2}))
     await h.signal("event", dispatched(order, "S1", w.dc, {"1": 4}))
@@ -474,12 +474,12 @@ async def test_cancel_after_partial_dispatch(ts: Settings, time_skipping_env: Wo
     await checker_ok(database_url)
 
 
-async def test_duplicate_events(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+async def test_duplicate_events(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
                                 erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order)
+    h = await start(module_time_skipping_env.client, settings, order)
     event = placed(order, [(w.skus[0], 2, "EA", "9.99")])
     first = await place(h, event)
     assert await place(h, event) == first
@@ -501,13 +501,13 @@ async def test_duplicate_events(ts: Settings, time_skipping_env: WorkflowEnviron
     await checker_ok(database_url)
 
 
-async def test_out_of_order_events_are_held(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+async def test_out_of_order_events_are_held(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
                                             engine: AsyncEngine, erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
     settings = ts
     # the dispatch comes first and opens the process; the pick next; the order last
-    h = await start(time_skipping_env.client, settings, order, first=dispatched(order, "S1", w.dc, {"1": 2}))
+    h = await start(module_time_skipping_env.client, settings, order, first=dispatched(order, "S1", w.dc, {"1": 2}))
     await h.signal("event", picked(order, w.dc, {"1": 2}))
     s = await until(h, lambda s: len(s.held_events) == 2, "events held")
     assert s.stage is OrderStage.AWAITING_ORDER and s.held_events == ["shipment.dispatched", "fulfillment.picked"]
@@ -520,11 +520,11 @@ async def test_out_of_order_events_are_held(ts: Settings, time_skipping_env: Wor
     await checker_ok(database_url)
 
 
-async def test_never_opened_ends_cleanly(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+async def test_never_opened_ends_cleanly(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
                                          engine: AsyncEngine, erp: PostgresErp) -> None:
     order = new_order()
     settings = ts
-    h = await start(time_skipping_env.client, settings, order, open_timeout=timedelta(hours=1),
+    h = await start(module_time_skipping_env.client, settings, order, open_timeout=timedelta(hours=1),
                     first=cancelled(order))
     done = await outcome(h)  # time skips past the open timeout
     assert done.outcome == "never_opened" and done.stage is OrderStage.NEVER_OPENED
@@ -532,11 +532,11 @@ async def test_never_opened_ends_cleanly(ts: Settings, time_skipping_env: Workfl
 
 
 # --- SLA clocks (time-skipping) -----------------------------------------------------------------------------
-async def test_sla_pick_overdue(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+async def test_sla_pick_overdue(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
                                 erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
-    env = time_skipping_env
+    env = module_time_skipping_env
     settings = ts
     h = await start(env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 1, "EA", "9.99")]))
@@ -552,11 +552,11 @@ async def test_sla_pick_overdue(ts: Settings, time_skipping_env: WorkflowEnviron
     await checker_ok(database_url)
 
 
-async def test_sla_ship_overdue(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+async def test_sla_ship_overdue(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
                                 erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
-    env = time_skipping_env
+    env = module_time_skipping_env
     settings = ts
     h = await start(env.client, settings, order, sla={SlaKind.SHIP_OVERDUE: timedelta(hours=6)})
     await place(h, placed(order, [(w.skus[0], 1, "EA", "9.99")]))
@@ -572,11 +572,11 @@ async def test_sla_ship_overdue(ts: Settings, time_skipping_env: WorkflowEnviron
     await checker_ok(database_url)
 
 
-async def test_sla_authorization_expiring(ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str,
+async def test_sla_authorization_expiring(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
                                           engine: AsyncEngine, erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
-    env = time_skipping_env
+    env = module_time_skipping_env
     settings = ts
     # a short deadline (per-channel SLA settings reach the process through its policy): skipping six days
     # would also fire every timer the earlier tests' processes left running on this shared server
@@ -595,12 +595,12 @@ async def test_sla_authorization_expiring(ts: Settings, time_skipping_env: Workf
     await checker_ok(database_url)
 
 
-async def test_sla_pickup_expired_releases_cancels_and_voids(ts: Settings, time_skipping_env: WorkflowEnvironment,
+async def test_sla_pickup_expired_releases_cancels_and_voids(ts: Settings, module_time_skipping_env: WorkflowEnvironment,
                                                              database_url: str, engine: AsyncEngine,
                                                              erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "store"): 5})
     order = new_order()
-    env = time_skipping_env
+    env = module_time_skipping_env
     settings = ts
     h = await start(env.client, settings, order, sla={SlaKind.PICKUP_EXPIRED: timedelta(hours=3)})
     await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99")], mode="pickup", location=w.store))
@@ -638,11 +638,11 @@ async def test_safety_stock_sends_the_order_to_another_node(dev_env: WorkflowEnv
 
 
 async def test_lines_from_two_locations_pick_and_ship_per_location(
-        ts: Settings, time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+        ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
         erp: PostgresErp) -> None:
     w = await world_with(erp, {(0, "dc"): 5, (1, "store"): 5})
     order = new_order()
-    h = await start(time_skipping_env.client, ts, order)
+    h = await start(module_time_skipping_env.client, ts, order)
     d = await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99"), (w.skus[1], 1, "EA", "10.99")]))
     assert d.decision is Decision.RESERVED
     assert [(ln.line_id, ln.location_id) for ln in d.lines] == [("1", w.dc), ("2", w.store)]
