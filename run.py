@@ -44,7 +44,7 @@ def check(cmd: list[str], **kwargs: object) -> None:
 
 
 def bootstrap() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - run.py must say so under an older python3
         say(f"retailflow needs Python 3.11 or newer; this is {sys.version.split()[0]}")
         sys.exit(1)
     python = BIN / "python"

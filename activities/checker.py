@@ -41,6 +41,26 @@ _BUCKET_ACCOUNT_SQL = "CASE b.bucket " + " ".join(
 ) + " END"
 _INVENTORY_ACCOUNTS_SQL = ", ".join(f"'{a.value}'" for a in sorted(INVENTORY_ACCOUNTS))
 
+# Operational and financial inventory side by side, per legal entity and inventory account: the checker compares
+# them, the reconciliation reports them.
+ENTITY_INVENTORY_SQL = f"""
+    WITH ledger AS (
+        SELECT loc.legal_entity, {_BUCKET_ACCOUNT_SQL} AS account, sum(b.quantity) AS units,
+               sum(b.quantity * i.unit_cost) AS value
+          FROM balances b JOIN items i ON i.sku = b.sku JOIN locations loc ON loc.location_id = b.location_id
+         GROUP BY 1, 2),
+      journal AS (
+        SELECT e.legal_entity, l.account, sum(l.debit - l.credit) AS value
+          FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
+         WHERE l.account IN ({_INVENTORY_ACCOUNTS_SQL})
+         GROUP BY 1, 2)
+    SELECT COALESCE(ledger.legal_entity, journal.legal_entity) AS legal_entity,
+           COALESCE(ledger.account, journal.account) AS account,
+           COALESCE(ledger.units, 0) AS units, COALESCE(ledger.value, 0) AS units_at_cost,
+           COALESCE(journal.value, 0) AS journal_balance
+      FROM ledger FULL JOIN journal
+        ON journal.legal_entity = ledger.legal_entity AND journal.account = ledger.account"""
+
 CHECKS: list[tuple[str, str, str]] = [
     ("no_negative_bucket", "no bucket of any SKU at any location is below zero",
      "SELECT sku, location_id, bucket, quantity FROM balances WHERE quantity < 0 ORDER BY 1, 2, 3"),
@@ -63,21 +83,8 @@ CHECKS: list[tuple[str, str, str]] = [
          ORDER BY 1"""),
     ("inventory_matches_journal",
      "per legal entity and inventory account, the journal balance equals units x standard unit cost",
-     f"""WITH ledger AS (
-            SELECT loc.legal_entity, {_BUCKET_ACCOUNT_SQL} AS account, sum(b.quantity * i.unit_cost) AS value
-              FROM balances b JOIN items i ON i.sku = b.sku JOIN locations loc ON loc.location_id = b.location_id
-             GROUP BY 1, 2),
-          journal AS (
-            SELECT e.legal_entity, l.account, sum(l.debit - l.credit) AS value
-              FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
-             WHERE l.account IN ({_INVENTORY_ACCOUNTS_SQL})
-             GROUP BY 1, 2)
-        SELECT COALESCE(ledger.legal_entity, journal.legal_entity) AS legal_entity,
-               COALESCE(ledger.account, journal.account) AS account,
-               COALESCE(ledger.value, 0) AS units_at_cost, COALESCE(journal.value, 0) AS journal_balance
-          FROM ledger FULL JOIN journal
-            ON journal.legal_entity = ledger.legal_entity AND journal.account = ledger.account
-         WHERE COALESCE(ledger.value, 0) <> COALESCE(journal.value, 0)
+     f"""SELECT legal_entity, account, units_at_cost, journal_balance FROM ({ENTITY_INVENTORY_SQL}) figures
+         WHERE units_at_cost <> journal_balance
          ORDER BY 1, 2"""),
     ("keys_applied_once", "no transaction key was applied twice (ledger rows or journal entries)",
      """SELECT 'movement' AS what, key, line::text AS part, location_id || '/' || bucket AS target, count(*) AS times

@@ -73,26 +73,9 @@ class OpenCasesQuery(BaseModel):
 
 
 def _entity_sql() -> str:
-    from activities.checker import _BUCKET_ACCOUNT_SQL, _INVENTORY_ACCOUNTS_SQL
+    from activities.checker import ENTITY_INVENTORY_SQL
 
-    return f"""
-        WITH ledger AS (
-            SELECT loc.legal_entity, {_BUCKET_ACCOUNT_SQL} AS account, sum(b.quantity) AS units,
-                   sum(b.quantity * i.unit_cost) AS value
-              FROM balances b JOIN items i ON i.sku = b.sku JOIN locations loc ON loc.location_id = b.location_id
-             GROUP BY 1, 2),
-          journal AS (
-            SELECT e.legal_entity, l.account, sum(l.debit - l.credit) AS value
-              FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
-             WHERE l.account IN ({_INVENTORY_ACCOUNTS_SQL})
-             GROUP BY 1, 2)
-        SELECT COALESCE(ledger.legal_entity, journal.legal_entity) AS legal_entity,
-               COALESCE(ledger.account, journal.account) AS account,
-               COALESCE(ledger.units, 0) AS units, COALESCE(ledger.value, 0) AS units_at_cost,
-               COALESCE(journal.value, 0) AS journal_balance
-          FROM ledger FULL JOIN journal
-            ON journal.legal_entity = ledger.legal_entity AND journal.account = ledger.account
-         ORDER BY 1, 2"""
+    return f"{ENTITY_INVENTORY_SQL}\n ORDER BY 1, 2"
 
 
 _HOLDINGS_SQL = """
