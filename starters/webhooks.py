@@ -208,8 +208,8 @@ class Ingress:
                                    "event needs a new webhook-id", slug="webhook-id-reused")
             if prior.status == "done":
                 return await self._again(client, source, webhook_id, event, prior)
-            if time.monotonic() > deadline:  # the first delivery is still at work
-                return _json(202, WebhookAccepted(status="duplicate", workflow_id=workflow_id).model_dump())
+            if time.monotonic() > deadline:  # the first is still at work, or died holding its claim (a crash):
+                return await self._first(client, source, webhook_id, event, workflow_id)  # dispatch is idempotent
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
