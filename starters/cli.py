@@ -6,7 +6,6 @@ configured ones; when none is configured and a `retailflow dev` stack runs on th
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import json
 import sys
@@ -29,8 +28,6 @@ exceptions_app = typer.Typer(help="Exception cases opened by SLA breaches: list 
 histories_app = typer.Typer(help="Workflow histories for replay tests.", no_args_is_help=True)
 main.add_typer(exceptions_app, name="exceptions")
 main.add_typer(histories_app, name="histories")
-
-EXIT_NOT_YET = 3
 
 
 def settings() -> Settings:
@@ -62,22 +59,6 @@ def need_database(s: Settings) -> str:
 def run(value: Any) -> Any:
     """Await a coroutine from sync code (Typer commands are sync); pass anything else through."""
     return asyncio.run(value) if inspect.iscoroutine(value) else value
-
-
-def optional(module: str, attribute: str, what: str) -> Any:
-    """A function from a module that may not be written yet: a clear message instead of a traceback."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name != module:
-            raise
-        typer.echo(f"`{what}` is coming: {module.replace('.', '/')}.py is not part of this build yet.", err=True)
-        raise typer.Exit(EXIT_NOT_YET) from None
-    fn = getattr(mod, attribute, None)
-    if fn is None:
-        typer.echo(f"`{what}` is coming: {module}.{attribute} is not there yet.", err=True)
-        raise typer.Exit(EXIT_NOT_YET)
-    return fn
 
 
 def echo_json(value: Any) -> None:
@@ -147,7 +128,7 @@ def worker() -> None:
 @main.command()
 def api() -> None:
     """Run the HTTP service (webhooks and read API) on RETAILFLOW_HTTP_HOST:RETAILFLOW_HTTP_PORT."""
-    serve = optional("starters.api", "serve", "retailflow api")
+    from starters.api import serve
     s = settings()
     logging_for("api", s)
     raise typer.Exit(run(serve(s)) or 0)
@@ -235,7 +216,7 @@ def exceptions_list(
     status: str = typer.Option("open", help="open, resolved or all."),
 ) -> None:
     """Exception cases with kind, severity, business key, deadline and escalations."""
-    list_cases = optional("starters.exceptions", "list_cases", "retailflow exceptions list")
+    from starters.exceptions import list_cases
     url = need_database(with_running_stack(settings()))
 
     async def go() -> Any:
@@ -257,9 +238,8 @@ def exceptions_resolve(
     resolved_by: str = typer.Option("ops", "--by", help="Who resolved it."),
 ) -> None:
     """Resolve an exception case by hand (through the case workflow, which checks it)."""
-    resolve_case = optional("starters.exceptions", "resolve_case", "retailflow exceptions resolve")
     from domain.cases import ResolveRequest
-    from starters.exceptions import CaseError
+    from starters.exceptions import CaseError, resolve_case
 
     async def go() -> Any:
         from worker.client import connect
@@ -280,7 +260,7 @@ def send(
     source: str = typer.Option(..., "--source", help="The webhook source (web, pos, wms, ...)."),
 ) -> None:
     """Sign one event with the source's secret and POST it to the webhook endpoint; prints the answer."""
-    send_file = optional("starters.send", "send_file", "retailflow send")
+    from starters.send import send_file
     s = with_running_stack(settings())
     if not s.webhook_secrets and "webhook_secrets" not in s.model_fields_set:
         from starters.dev import dev_settings, running_stack
@@ -306,7 +286,7 @@ def histories_export(
     dest: Path = typer.Option(None, help="Folder (default tests/histories/)."),
 ) -> None:
     """Export workflow histories (into tests/histories/<type>/) for the replay tests."""
-    export = optional("starters.histories", "export", "retailflow histories export")
+    from starters.histories import export
 
     async def go() -> list[Path]:
         from worker.client import connect
@@ -321,13 +301,13 @@ def histories_export(
 @main.command()
 def replay(path: Path = typer.Argument(None, help="A history file or folder (default tests/histories/).")) -> None:
     """Replay stored histories against today's workflow code; exits 1 on any nondeterminism."""
-    replay_fn = optional("starters.histories", "replay", "retailflow replay")
-    histories = importlib.import_module("starters.histories")
+    from starters import histories
+
     files = histories.history_files(path) if path else histories.history_files()
     if not files:
         typer.echo("no histories to replay")
         return
-    outcomes = asyncio.run(replay_fn(files))
+    outcomes = asyncio.run(histories.replay(files))
     failed = 0
     for outcome in outcomes:
         typer.echo(f"{'FAIL' if outcome.error else 'ok  '} {outcome.path}" + (f"  {outcome.error}" if outcome.error else ""))
