@@ -7,6 +7,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
@@ -19,6 +20,9 @@ from tests.support import (
     temporal_cli,
     temporal_test_server,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +59,16 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     url = f"{base}/{name}"
     await upgrade(url)
     yield url
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator["AsyncEngine"]:
+    """A connection pool on the module's database, as the worker's activities use it."""
+    from activities.db.engine import create_engine
+
+    pool = create_engine(database_url)
+    yield pool
+    await pool.dispose()
 
 
 async def _time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:

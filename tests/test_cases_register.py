@@ -1,23 +1,13 @@
 """The case register in PostgreSQL: upserts by exception_id that never regress, and the list ops read."""
 from datetime import UTC, datetime, timedelta
 
-import pytest_asyncio
-
 from activities.cases import get_case, record
-from activities.db.engine import create_engine
 from domain.cases import CaseSnapshot, CaseStatus, Resolution
 from domain.sla import CaseKind, Severity
 from starters.exceptions import list_cases
 from tests.support import unique
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str):
-    engine = create_engine(database_url, pool_size=2, max_overflow=2)
-    yield engine
-    await engine.dispose()
 
 
 def case(**kw: object) -> CaseSnapshot:

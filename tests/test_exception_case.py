@@ -15,7 +15,6 @@ from temporalio.worker import Worker
 
 from activities import activity_methods
 from activities.cases import CaseActivities, get_case
-from activities.db.engine import create_engine
 from domain.cases import CaseSnapshot, CaseStatus, ExceptionCaseInput, Lineage, ResolveRequest
 from domain.sla import CaseKind, Severity
 from starters.exceptions import CaseNotFound, CaseRefused, resolve_case
@@ -25,13 +24,6 @@ from worker.factory import workflow_runner
 from workflows.exception_case import ExceptionCase
 
 T = TypeVar("T")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str):
-    engine = create_engine(database_url, pool_size=2, max_overflow=2)
-    yield engine
-    await engine.dispose()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

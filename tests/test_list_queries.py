@@ -7,17 +7,14 @@ Also: `starters.histories.export` writes a running process's history, which repl
 """
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
-from activities.db.engine import create_engine
 from domain import ids
 from domain.events import Event, EventType
 from domain.inventory import MovementKind
@@ -29,13 +26,6 @@ from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(database_url)
-    yield eng
-    await eng.dispose()
 
 
 def event(type: EventType, source: str, data: dict) -> Event:

@@ -5,18 +5,15 @@ pick_overdue SLA breached."""
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
 from activities.db.embedded import free_port
-from activities.db.engine import create_engine
 from domain import ids
 from domain.events import Event, EventType
 from domain.inventory import MovementKind
@@ -30,13 +27,6 @@ from worker.main import build_runtime
 from worker.metrics import CASES_OPENED, PROCESSES_COMPLETED, PROCESSES_STARTED, BusinessMetrics
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(database_url)
-    yield eng
-    await eng.dispose()
 
 
 def event(type: EventType, source: str, data: dict) -> Event:

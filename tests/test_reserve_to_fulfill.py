@@ -22,7 +22,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.engine import create_engine
 from domain import ids
 from domain.events import Event, EventType
 from domain.inventory import MovementKind
@@ -49,13 +48,6 @@ T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------------------
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(database_url)
-    yield eng
-    await eng.dispose()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def erp(engine: AsyncEngine) -> PostgresErp:
     return PostgresErp(engine)

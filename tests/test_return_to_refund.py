@@ -7,7 +7,7 @@ Every test asserts the buckets, the return's journal (per legal entity and accou
 passes.
 """
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,6 @@ from temporalio.testing import WorkflowEnvironment
 from activities.adapters.stub_erp import PostgresErp
 from activities.adapters.stub_wms import PostgresWms
 from activities.checker import check
-from activities.db.engine import create_engine
 from activities.wms import ShipmentRecord, ShippedLine
 from domain import ids
 from domain.cases import CaseSnapshot
@@ -52,13 +51,6 @@ from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, 
 D = Decimal
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 RESTOCK, DAMAGED, VENDOR = Disposition.RESTOCK, Disposition.DAMAGED, Disposition.VENDOR_RETURN
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -21,7 +21,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.engine import create_engine
 from domain import ids
 from domain.cases import CaseSnapshot
 from domain.events import (
@@ -47,13 +46,6 @@ from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, 
 
 D = Decimal
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -23,7 +23,6 @@ from temporalio.worker import Worker
 
 from activities import activity_methods
 from activities.cases import CaseActivities, get_case
-from activities.db.engine import create_engine
 from domain.cases import CaseSnapshot, CaseStatus, ResolveRequest
 from domain.events import Event, EventType
 from domain.ids import exception_workflow_id
@@ -41,13 +40,6 @@ POLICY = SlaPolicy(
     deadlines={SlaKind.TRANSFER_SHIP_OVERDUE: timedelta(hours=1), SlaKind.TRANSFER_OVERDUE: timedelta(hours=2)},
     escalate_every=timedelta(hours=4),
 )
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str):
-    engine = create_engine(database_url, pool_size=2, max_overflow=2)
-    yield engine
-    await engine.dispose()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -3,7 +3,7 @@ time-skipping server, a real worker over the PostgreSQL stubs. Every test assert
 journal of both legal entities, and the invariant checker."""
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -17,7 +17,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.engine import create_engine
 from domain.events import Event, EventType
 from domain.inventory import Bucket, MovementKind
 from domain.process import PartialPolicy
@@ -34,13 +33,6 @@ from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 A, R, P, T = Bucket.AVAILABLE, Bucket.RESERVED, Bucket.PICKED, Bucket.IN_TRANSIT
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(database_url)
-    yield eng
-    await eng.dispose()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
