@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.process import PartialPolicy, ProcessInput
     from domain.sla import CaseKind, SlaKind
+    from workflows.common import on_release_2
     from workflows.calls import call, refusal_type
     from workflows.process import Inbox, ProcessLog, ProcessView, markdown_table
     from workflows.sla import ProcessCases
@@ -64,6 +65,7 @@ ACTIVE_STAGES = frozenset({OrderStage.AWAITING_PICK, OrderStage.AWAITING_DISPATC
 class ReserveToFulfill:
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
+        self.v2 = on_release_2()  # first, before any command (workflows/common.py)
         self.input = input
         self.policy = input.policy
         self.inbox = Inbox(input.pending)

@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         Shipped,
     )
     from domain.sla import SlaKind
+    from workflows.common import on_release_2
     from workflows.calls import call
     from workflows.process import Inbox, ProcessLog, ProcessView, markdown_table
     from workflows.sla import ProcessCases
@@ -68,6 +69,7 @@ DISPOSITION_BUCKET = {
 class ReturnToRefund:
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
+        self.v2 = on_release_2()  # first, before any command (workflows/common.py)
         self.input = input
         self.policy = input.policy
         self.inbox = Inbox(input.pending)

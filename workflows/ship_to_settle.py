@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.sla import CaseKind, SlaKind
 
+from workflows.common import on_release_2
 from workflows.calls import call, refusal_type
 from workflows.process import Inbox, ProcessLog, ProcessView, markdown_table
 from workflows.sla import ProcessCases
@@ -74,6 +75,7 @@ SETTLE_EVENTS = (EventType.ORDER_SHIPPED, EventType.SHIPMENT_DELIVERED, EventTyp
 class ShipToSettle:
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
+        self.v2 = on_release_2()  # first, before any command (workflows/common.py)
         self.input = input
         self.inbox = Inbox(input.pending)
         self.log = ProcessLog(input.business_key)

@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         sum_by_sku,
         variance,
     )
+    from workflows.common import on_release_2
     from workflows.calls import call, refusal_type
     from workflows.process import Inbox, ProcessLog, ProcessView
     from workflows.sla import ProcessCases
@@ -81,6 +82,7 @@ RESERVE_ATTEMPTS = 3  # re-read availability after a lost race for stock, then g
 class Transfer:
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
+        self.v2 = on_release_2()  # first, before any command (workflows/common.py)
         self.input = input
         self.inbox = Inbox(input.pending)
         self.state = TransferState(workflow_id=workflow.info().workflow_id, transfer_id=input.business_key,
