@@ -40,6 +40,9 @@ class CaseKind(StrEnum):
     SHORT_PICK = "short_pick"
     OVER_CAPTURE = "over_capture"
     RECONCILIATION = "reconciliation"
+    LATE_EVENT = "late_event"  # an event for a process that had already ended (stored, applied where it must be)
+    SHIPPED_AFTER_CANCEL = "shipped_after_cancel"  # the WMS dispatched a parcel of a cancelled order
+    OVER_RETURN = "over_return"  # a return asked for more than is still returnable (other returns counted)
 
 
 SLA_DEFAULTS: dict[SlaKind, timedelta] = {
