@@ -7,6 +7,7 @@ from temporalio import activity
 from domain.events import Event
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
     from temporalio.client import Client
 
     from worker.settings import Settings
@@ -14,22 +15,27 @@ if TYPE_CHECKING:
 
 class ForwardResult(BaseModel):
     workflow_id: str
-    status: str  # started | signalled | closed
+    status: str  # started | signalled | late (the process had ended: a LateEvent process has the event)
 
 
 class RoutingActivities:
-    def __init__(self, client: "Client", settings: "Settings") -> None:
+    def __init__(self, client: "Client", settings: "Settings", engine: "AsyncEngine | None" = None) -> None:
         self.client = client
         self.settings = settings
+        self.engine = engine
 
     @activity.defn(name="forward_event")
     async def forward_event(self, event: Event) -> ForwardResult:
         """Signal-with-start the process `event` routes to; the event_id makes a retry harmless."""
-        from starters.dispatch import ProcessClosed, dispatch
+        from activities.db.registry import closed_process
+        from starters.dispatch import dispatch
 
-        try:
-            result = await dispatch(self.client, event, self.settings)
-        except ProcessClosed as closed:
-            activity.logger.warning("forward_event: process already closed", extra={"workflow_id": str(closed)})
-            return ForwardResult(workflow_id=str(closed), status="closed")
+        engine = self.engine
+
+        def closed(wf: str):  # noqa: ANN202
+            return closed_process(engine, wf)
+
+        result = await dispatch(self.client, event, self.settings, closed=closed if engine is not None else None)
+        if result.status == "late":
+            activity.logger.warning("forward_event: process already closed", extra={"workflow_id": result.workflow_id})
         return ForwardResult(workflow_id=result.workflow_id, status=result.status)

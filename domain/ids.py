@@ -24,3 +24,19 @@ def exception_workflow_id(process_workflow_id: str, kind: str) -> str:
 def order_business_key(channel: str, order_id: str) -> str:
     """The key ops search by (`BusinessKey`): one order and its settlement share it."""
     return f"{channel}/{order_id}"
+
+
+# Event identity. A webhook's event is known by its source and its webhook-id (two sources may use the same
+# id); events one process hands another live under `internal:`, a namespace no webhook can reach, because a
+# webhook's identity always starts with `webhook:`.
+def webhook_event_id(source: str, webhook_id: str) -> str:
+    return f"webhook:{source}:{webhook_id}"
+
+
+def internal_event_id(workflow_id: str, step: str) -> str:
+    return f"internal:{workflow_id}:{step}"
+
+
+def late_event_workflow_id(event_id: str) -> str:
+    """The LateEvent process of one event that came after its process had ended (one per event identity)."""
+    return f"late:{event_id}"

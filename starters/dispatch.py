@@ -7,9 +7,16 @@ processes that hand events to each other (the `forward_event` activity).
   process starts the process, which holds the event until the opening event arrives.
 
 The workflow ID is the business key, so a second start of the same key never makes a second process; the
-event's `event_id` (the `webhook-id`) makes a redelivered signal harmless inside the process.
+event's `event_id` (source + `webhook-id`) makes a redelivered signal harmless inside the process.
+
+An event whose process has ended (found in the process registry, or refused by Temporal as a finished business
+key) is never dropped: it starts a `LateEvent` process (workflows/late_event.py) that stores it, applies its
+goods where they moved, and opens the case that tells ops; the answer is `late` with that case's ID. The
+registry is checked first because Temporal forgets a closed run after the namespace's retention, and a
+business key must never open a second process.
 """
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Literal
 
@@ -25,6 +32,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.events import Event, EventType, OrderPlaced, OrderShipped, ReturnAuthorized, TransferRequested
+from domain.ids import late_event_workflow_id
+from domain.late import ClosedProcess, LateEventInput, late_case_id
 from domain.order import OrderDecision
 from domain.process import ProcessInput
 from domain.routing import Route, route
@@ -37,12 +46,17 @@ PLACE_UPDATE = "place"  # ReserveToFulfill answers order.placed on this update
 
 class DispatchResult(BaseModel):
     workflow_id: str
-    status: Literal["started", "signalled", "duplicate"]
+    status: Literal["started", "signalled", "duplicate", "late"]
     decision: OrderDecision | None = None  # order.placed only
+    case_id: str | None = None  # late: the exception case that tells ops (None when the event changes nothing)
 
 
 class ProcessClosed(Exception):
-    """The event's process has already ended; the event changes nothing."""
+    """The event's process has already ended (Temporal refused to start its business key again)."""
+
+
+# How dispatch asks the process registry whether a business key's process has ended (None: not ended).
+ClosedLookup = Callable[[str], Awaitable[ClosedProcess | None]]
 
 
 def process_input(r: Route, settings: Settings) -> ProcessInput:
@@ -94,29 +108,56 @@ def place_update_id(event: Event) -> str:
     return f"place:{event.event_id}"
 
 
-async def dispatch(client: Client, event: Event, settings: Settings,
-                   *, decision_timeout: timedelta | None = None) -> DispatchResult:
-    """Start or advance the process `event` belongs to.
+async def dispatch(client: Client, event: Event, settings: Settings, *, closed: ClosedLookup | None = None,
+                   decision_timeout: timedelta | None = None) -> DispatchResult:
+    """Start or advance the process `event` belongs to, or hand it to a LateEvent process when it has ended.
 
+    `closed` looks the business key up in the process registry (the door and forward_event pass it).
     For order.placed with `decision_timeout`: when the decision takes longer, the result has `decision=None`
     (the process exists and will decide; the read API has the decision later, and a redelivery, with the same
     update ID, answers it).
 
-    Raises `ProcessClosed` when the process has already ended (the caller answers it as a duplicate), and
-    `WorkflowUpdateFailedError` when the process refuses the order (its update validator or handler failed).
+    Raises `WorkflowUpdateFailedError` when the process refuses the order (its update validator or handler failed).
     """
     r = route(event)
+    if closed is not None and (ended := await closed(r.workflow_id)) is not None:
+        return await dispatch_late(client, event, settings, r, process_type=ended.workflow_type)
     options = _start_options(r, settings, event)
-    if event.type is EventType.ORDER_PLACED:
-        return await _place(client, event, r, settings, options, decision_timeout)
     try:
-        handle = await client.start_workflow(
-            r.workflow_type, process_input(r, settings), start_signal=EVENT_SIGNAL, start_signal_args=[event],
-            **options,
-        )
-    except WorkflowAlreadyStartedError as closed:
-        raise ProcessClosed(r.workflow_id) from closed
+        if event.type is EventType.ORDER_PLACED:
+            return await _place(client, event, r, settings, options, decision_timeout)
+        try:
+            handle = await client.start_workflow(
+                r.workflow_type, process_input(r, settings), start_signal=EVENT_SIGNAL, start_signal_args=[event],
+                **options,
+            )
+        except WorkflowAlreadyStartedError as already:
+            raise ProcessClosed(r.workflow_id) from already
+    except ProcessClosed:
+        return await dispatch_late(client, event, settings, r, process_type=r.workflow_type)
     return DispatchResult(workflow_id=r.workflow_id, status="started" if _started(handle) else "signalled")
+
+
+async def dispatch_late(client: Client, event: Event, settings: Settings, r: Route, *, process_type: str
+                        ) -> DispatchResult:
+    """Start the LateEvent process of `event` (once per event identity) and answer its case."""
+    late_id = late_event_workflow_id(event.event_id)
+    late = LateEventInput(event=event, process_workflow_id=r.workflow_id, process_type=process_type,
+                          business_key=r.business_key, channel=r.channel, sla=settings.sla_policy(r.channel))
+    attrs = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
+    if r.channel:
+        attrs.append(SearchAttributePair(CHANNEL, r.channel))
+    try:
+        await client.start_workflow(
+            "LateEvent", late, id=late_id, task_queue=settings.task_queue or TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(attrs),
+            static_summary=f"Late {event.type} for ended {process_type} {r.business_key}"[:200],
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # this event was handed over before and has been handled: the same answer
+    return DispatchResult(workflow_id=r.workflow_id, status="late", case_id=late_case_id(late_id, event.type))
 
 
 def _started(handle: object) -> bool:

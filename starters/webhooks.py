@@ -16,7 +16,9 @@ webhook-id, update ID derived from it), so a retry after an uncertain failure is
 Answers: order.placed `200` with the decision, or `202` `{status, workflow_id}` when the decision takes longer
 than `order_decision_timeout` (a redelivery of that order then asks again and answers the decision once it is
 made). Other events `202` `{status: started|signalled|duplicate, workflow_id}`. An event for a process that has
-already ended answers `202` `duplicate` (it changes nothing: the process is closed; the sender must not retry).
+already ended answers `202` `{status: late, workflow_id, case_id}`: it was stored and handed to a LateEvent
+process, which applies its goods where they moved and opens the case (`case_id` null when the event changes
+nothing, e.g. a delivery confirmed after settlement). An event's identity is its source plus its webhook-id.
 `409` when the process refuses the event (ReserveToFulfill's `place` validator: only for a process that already
 exists, e.g. one that ended without an order) or when a `webhook-id` comes again with a different body.
 """
@@ -35,9 +37,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from activities.db.registry import closed_process
 from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
+from domain.ids import webhook_event_id
 from domain.routing import route
-from starters.dispatch import DispatchResult, ProcessClosed, dispatch
+from starters.dispatch import DispatchResult, dispatch
 from starters.problems import Problem, field_errors, unavailable
 from starters.signatures import SignatureError, verify
 from worker.interceptors import bind
@@ -53,8 +57,9 @@ WEBHOOK_EVENTS = [t for t in EventType if t not in INTERNAL_EVENTS]
 class WebhookAccepted(BaseModel):
     """The answer to every event but a decided order.placed."""
 
-    status: Literal["started", "signalled", "duplicate"]
+    status: Literal["started", "signalled", "duplicate", "late"]
     workflow_id: str
+    case_id: str | None = None  # late only: the exception case that tells ops
 
 
 class TemporalUnavailable(Exception):
@@ -115,7 +120,8 @@ def parse_event(body: bytes, source: str, webhook_id: str, settings: Settings) -
     except ValidationError as bad:
         raise Problem(422, f"the data of '{envelope.type}' does not match its schema", slug="validation",
                       errors=field_errors(bad, ("data",))) from None
-    return Event(event_id=webhook_id, type=envelope.type, occurred_at=envelope.timestamp, source=source, data=data)
+    return Event(event_id=webhook_event_id(source, webhook_id), type=envelope.type, occurred_at=envelope.timestamp,
+                 source=source, data=data)
 
 
 # --- the deliveries table ---------------------------------------------------------------------------------
@@ -235,7 +241,7 @@ class Ingress:
                      ) -> JSONResponse:
         """A redelivery: the first answer, except an order whose decision was late is asked again."""
         if event.type is EventType.ORDER_PLACED and prior.http_status == 202 and \
-                (prior.response or {}).get("status") != "duplicate":
+                (prior.response or {}).get("status") not in ("duplicate", "late"):
             code, response = await self._dispatch(client, event, prior.workflow_id)
             if code == 200:
                 await answer(self.engine, source, webhook_id, code, response)
@@ -243,15 +249,17 @@ class Ingress:
         return _json(prior.http_status or 202, prior.response or {})
 
     async def _dispatch(self, client: Client, event: Event, workflow_id: str) -> tuple[int, dict]:
+        def closed(wf: str):  # noqa: ANN202 - the registry lookup dispatch asks first
+            return closed_process(self.engine, wf)
+
         try:
             with bind(event.event_id):
                 if event.type is EventType.ORDER_PLACED:
-                    result = await dispatch(client, event, self.settings,
+                    result = await dispatch(client, event, self.settings, closed=closed,
                                             decision_timeout=self.settings.order_decision_timeout)
                 else:
-                    result = await asyncio.wait_for(dispatch(client, event, self.settings), timeout=30)
-        except ProcessClosed:
-            return 202, WebhookAccepted(status="duplicate", workflow_id=workflow_id).model_dump()
+                    result = await asyncio.wait_for(dispatch(client, event, self.settings, closed=closed),
+                                                    timeout=30)
         except WorkflowUpdateFailedError as refused:
             cause = refused.cause
             detail = getattr(cause, "message", None) or str(cause or refused)
@@ -265,7 +273,8 @@ class Ingress:
 def _result(result: DispatchResult) -> tuple[int, dict]:
     if result.decision is not None:
         return 200, result.decision.model_dump(mode="json")
-    return 202, WebhookAccepted(status=result.status, workflow_id=result.workflow_id).model_dump()
+    return 202, WebhookAccepted(status=result.status, workflow_id=result.workflow_id,
+                                case_id=result.case_id).model_dump(exclude_none=result.status != "late")
 
 
 def _json(code: int, body: dict) -> JSONResponse:

@@ -9,7 +9,7 @@ or recorded, redeliveries answering as the first, the decision bound, the correl
 import asyncio
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.db.engine import create_engine
+from activities.db.registry import record_closed
 from domain.events import EVENT_DATA, Event, EventType, WebhookBody
+from domain.ids import webhook_event_id
+from domain.late import ClosedProcess
 from domain.order import Decision, LineDecision, OrderDecision
 from domain.process import ProcessInput
 from domain.routing import route
@@ -287,9 +290,9 @@ async def test_every_event_type_reaches_its_process(stack, type_: str) -> None:
         assert response.status_code == 202, response.text
         assert response.json() == {"status": "started", "workflow_id": workflow_id}
     state = await state_of(client, workflow_id, until=lambda st: st["correlations"])
-    assert state["events"] == [webhook_id]
-    # the webhook-id went through Temporal headers into the process and on into its activity
-    assert state["correlations"] == [webhook_id]
+    assert state["events"] == [webhook_event_id(SENDER[type_], webhook_id)]
+    # the event's identity went through Temporal headers into the process and on into its activity
+    assert state["correlations"] == [webhook_event_id(SENDER[type_], webhook_id)]
     assert await delivery_rows(engine, webhook_id) == 1
 
 
@@ -305,15 +308,43 @@ async def test_a_second_event_signals_the_running_process(stack) -> None:
     assert len(state["events"]) == 2
 
 
-async def test_an_event_for_a_closed_process_answers_duplicate(stack) -> None:
+async def test_an_event_for_a_closed_process_is_handed_to_a_late_event_process(stack) -> None:
     http, client, _ = stack
     keys = unique_keys("transfer.requested")
     opened = await post(http, "wms", example("transfer.requested", **keys))
     await post(http, "wms", example("transfer.received", **keys))  # the stand-in closes on it
     await client.get_workflow_handle(opened.json()["workflow_id"]).result()
-    late = await post(http, "wms", example("transfer.shipped", **keys))
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    late = await post(http, "wms", example("transfer.shipped", **keys), webhook_id=webhook_id)
     assert late.status_code == 202
-    assert late.json() == {"status": "duplicate", "workflow_id": opened.json()["workflow_id"]}
+    late_id = f"late:webhook:wms:{webhook_id}"
+    assert late.json() == {"status": "late", "workflow_id": opened.json()["workflow_id"],
+                           "case_id": f"exception:{late_id}:late_event"}
+    assert await exists(client, late_id)  # the LateEvent process that stores it and opens the case
+
+
+async def test_a_business_key_in_the_registry_never_opens_a_second_process(stack) -> None:
+    """Temporal's retention forgets a closed run; the registry does not: the event is late, not a new start."""
+    http, client, engine = stack
+    keys = unique_keys("transfer.requested")
+    workflow_id = f"transfer:{keys['transfer_id']}"
+    await record_closed(engine, ClosedProcess(
+        workflow_id=workflow_id, run_id="purged-run", workflow_type="Transfer", business_key=keys["transfer_id"],
+        outcome="received", stage="received", closed_at=datetime.now(UTC), state={"stage": "received"}))
+    answer = await post(http, "wms", example("transfer.received", **keys))
+    assert answer.status_code == 202 and answer.json()["status"] == "late"
+    assert not await exists(client, workflow_id)
+
+
+async def test_two_sources_may_use_the_same_webhook_id(stack) -> None:
+    http, client, _ = stack
+    keys = unique_keys("transfer.requested")
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    first = await post(http, "wms", example("transfer.requested", **keys), webhook_id=webhook_id)
+    second = await post(http, "pos", example("transfer.shipped", **keys), webhook_id=webhook_id)
+    assert first.json()["status"] == "started" and second.json()["status"] == "signalled"
+    state = await state_of(client, first.json()["workflow_id"], until=lambda st: len(st["events"]) == 2)
+    assert state["events"] == [webhook_event_id("wms", webhook_id), webhook_event_id("pos", webhook_id)]
 
 
 # --- idempotency by webhook-id ------------------------------------------------------------------------------
@@ -355,7 +386,8 @@ async def test_the_correlation_id_is_in_the_workflow_log(stack, caplog) -> None:
     webhook_id = f"msg_{uuid.uuid4().hex}"
     answer = await post(http, "web", example("return.authorized", **keys), webhook_id=webhook_id)
     await state_of(client, answer.json()["workflow_id"], until=lambda st: st["correlations"])
-    lines = [r for r in caplog.records if getattr(r, "correlation_id", None) == webhook_id]
+    lines = [r for r in caplog.records
+             if getattr(r, "correlation_id", None) == webhook_event_id("web", webhook_id)]
     assert lines, "no workflow log line carries the webhook-id"
     assert any(answer.json()["workflow_id"] in r.getMessage() or
                getattr(r, "temporal_workflow", {}).get("workflow_id") == answer.json()["workflow_id"]
@@ -371,7 +403,7 @@ async def test_twenty_concurrent_deliveries_make_one_process(stack) -> None:
     assert {a.status_code for a in answers} == {200}
     assert all(a.json() == answers[0].json() for a in answers)
     state = await state_of(client, answers[0].json()["workflow_id"])
-    assert state["placements"] == 1 and state["events"] == [webhook_id]
+    assert state["placements"] == 1 and state["events"] == [webhook_event_id("web", webhook_id)]
     assert await delivery_rows(engine, webhook_id) == 1
 
 

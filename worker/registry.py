@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from workflows.exception_case import ExceptionCase
+from workflows.late_event import LateEvent
 from workflows.reconciliation import Reconciliation
 from workflows.reserve_to_fulfill import ReserveToFulfill
 from workflows.return_to_refund import ReturnToRefund
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
     from worker.settings import Settings
 
-WORKFLOWS: list[type] = [ReserveToFulfill, ShipToSettle, Transfer, ReturnToRefund, ExceptionCase, Reconciliation]
+WORKFLOWS: list[type] = [ReserveToFulfill, ShipToSettle, Transfer, ReturnToRefund, ExceptionCase, Reconciliation,
+                         LateEvent]
 
 
 def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
@@ -28,10 +30,11 @@ def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
     from activities import activity_methods, stub_activities
     from activities.cases import CaseActivities
     from activities.reconciliation import ReconciliationActivities
+    from activities.registry import RegistryActivities
     from activities.routing import RoutingActivities
 
     return [
         *stub_activities(engine, settings, fault_seed=fault_seed),
-        *activity_methods(CaseActivities(engine), RoutingActivities(client, settings),
-                           ReconciliationActivities(client, engine)),
+        *activity_methods(CaseActivities(engine), RoutingActivities(client, settings, engine),
+                           ReconciliationActivities(client, engine), RegistryActivities(engine, client)),
     ]

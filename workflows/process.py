@@ -6,10 +6,17 @@ Deterministic: no I/O, used only from workflow code.
 import logging
 from collections.abc import Iterable, Sequence
 
+from pydantic import BaseModel
 from temporalio import workflow
 
 from domain.events import Event, EventType
 from workflows import common
+
+with workflow.unsafe.imports_passed_through():
+    from activities.registry import RegistryActivities
+    from activities.routing import RoutingActivities
+    from domain.late import ClosedProcess
+    from workflows.calls import call
 
 
 class Inbox:
@@ -111,6 +118,22 @@ class ProcessLog:
 
     def error(self, event: str, **fields: object) -> None:
         self._log(logging.ERROR, event, fields)
+
+
+async def enter_closed(workflow_type: str, business_key: str, channel: str | None, outcome: str, stage: str,
+                       state: BaseModel, inbox: Inbox) -> None:
+    """A process's last step (release 2): enter it in the process registry with its final state, so its
+    business key never opens a second process and the read API answers for it after Temporal's retention; then
+    hand every event it still holds unapplied to the late-event path (forward_event finds the process ended),
+    so nothing that reached a process is dropped when it ends."""
+    info = workflow.info()
+    await call(RegistryActivities.record_closed_process, ClosedProcess(
+        workflow_id=info.workflow_id, run_id=info.run_id, workflow_type=workflow_type, business_key=business_key,
+        channel=channel, outcome=outcome, stage=stage, closed_at=workflow.now(), state=state.model_dump(mode="json"),
+    ), summary=f"registry: {workflow_type} {business_key} ended ({outcome})")
+    while inbox.pending:
+        event = inbox.pending.pop(0)
+        await call(RoutingActivities.forward_event, event, summary=f"unapplied {event.type} to the late-event path")
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

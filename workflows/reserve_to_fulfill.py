@@ -53,7 +53,8 @@ with workflow.unsafe.imports_passed_through():
     from domain.sla import CaseKind, SlaKind
     from workflows.common import on_release_2
     from workflows.calls import call, refusal_type
-    from workflows.process import Inbox, ProcessLog, ProcessView, markdown_table
+    from domain.ids import internal_event_id
+    from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed, markdown_table
     from workflows.sla import ProcessCases
 
 RESERVE_ATTEMPTS = 3  # a reservation that loses a race is re-planned this many times before the line is refused
@@ -163,7 +164,7 @@ class ReserveToFulfill:
             await self._void(f"nothing shipped ({outcome})")
         else:
             await self._forward(Event(
-                event_id=f"{self.workflow_id}:closed", type=EventType.ORDER_CLOSED, occurred_at=workflow.now(),
+                event_id=self._internal_id("closed"), type=EventType.ORDER_CLOSED, occurred_at=workflow.now(),
                 source="retailflow", data=OrderClosed(order_id=self._order().order_id,
                                                       channel=self._order().channel, outcome=outcome,
                                                       shipment_ids=[s.shipment_id for s in self.shipments]),
@@ -179,6 +180,9 @@ class ReserveToFulfill:
             self.cancel_requests.clear()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self.cases.drain()
+        if self.v2:
+            await enter_closed("ReserveToFulfill", self.input.business_key, self.input.channel, outcome, str(stage),
+                               self.state(), self.inbox)
         self.log.info("order process ended", outcome=outcome)
         return OrderOutcome(
             workflow_id=self.workflow_id, outcome=outcome, stage=stage,
@@ -475,7 +479,7 @@ class ReserveToFulfill:
         self.stage = self._stage()
         self._show()
         await self._forward(Event(
-            event_id=f"{self.workflow_id}:shipped:{shipment_id}", type=EventType.ORDER_SHIPPED,
+            event_id=self._internal_id(f"shipped:{shipment_id}"), type=EventType.ORDER_SHIPPED,
             occurred_at=workflow.now(), source="retailflow",
             data=OrderShipped(order_id=order.order_id, channel=order.channel, shipment_id=shipment_id,
                               location_id=location, currency=order.currency, payment=order.payment,
@@ -579,6 +583,10 @@ class ReserveToFulfill:
             run_id=info.run_id, reference=reference or self.input.business_key,
             lines=[MovementLine(sku=sku, location_id=location, quantity=qty) for sku, qty in sorted(merged.items())],
         )
+
+    def _internal_id(self, step: str) -> str:
+        """The identity of an event this order hands over: in the internal namespace no webhook reaches."""
+        return internal_event_id(self.workflow_id, step) if self.v2 else f"{self.workflow_id}:{step}"
 
     async def _forward(self, event: Event, *, summary: str) -> None:
         await call(RoutingActivities.forward_event, event, summary=summary)

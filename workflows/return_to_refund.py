@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.sla import SlaKind
     from workflows.common import on_release_2
     from workflows.calls import call
-    from workflows.process import Inbox, ProcessLog, ProcessView, markdown_table
+    from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed, markdown_table
     from workflows.sla import ProcessCases
 
 DISPOSITION_BUCKET = {
@@ -168,6 +168,9 @@ class ReturnToRefund:
         self._show()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self.cases.drain()
+        if self.v2:
+            await enter_closed("ReturnToRefund", self.input.business_key, self.input.channel, outcome, str(stage),
+                               self.state(), self.inbox)
         self.log.info("return process ended", outcome=outcome)
         return ReturnOutcome(
             workflow_id=self.workflow_id, outcome=outcome, stage=stage,

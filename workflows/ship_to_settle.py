@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.common import on_release_2
 from workflows.calls import call, refusal_type
-from workflows.process import Inbox, ProcessLog, ProcessView, markdown_table
+from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed, markdown_table
 from workflows.sla import ProcessCases
 
 # Runs started before this change have no settlement memo; they replay along the old path (docs/versioning.md).
@@ -140,7 +140,11 @@ class ShipToSettle:
         await self.cases.drain()
         if self.inbox.pending and self.opened:  # e.g. a settlement that came in while the process completed
             self.log.warning("settle.events_not_applied", events=self._unapplied())
-        return self._outcome()
+        outcome = self._outcome()
+        if self.v2:
+            await enter_closed("ShipToSettle", self.input.business_key, self.input.channel, str(self.stage),
+                               str(self.stage), self.state(), self.inbox)
+        return outcome
 
     def _unapplied(self) -> list[str]:
         return [f"{e.type}:{e.event_id}" for e in self.inbox.pending]

@@ -72,7 +72,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.common import on_release_2
     from workflows.calls import call, refusal_type
-    from workflows.process import Inbox, ProcessLog, ProcessView
+    from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed
     from workflows.sla import ProcessCases
 
 RESERVE_ATTEMPTS = 3  # re-read availability after a lost race for stock, then give up on what is gone
@@ -369,6 +369,9 @@ class Transfer:
         if self.cases is not None:
             await self.cases.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self.v2:
+            await enter_closed("Transfer", self.input.business_key, self.input.channel, str(s.stage), str(s.stage),
+                               self.query_state(), self.inbox)
         self.log.info("transfer.closed", stage=str(s.stage))
         return TransferOutcome(
             workflow_id=s.workflow_id, transfer_id=s.transfer_id, stage=s.stage,

@@ -304,3 +304,37 @@ class ReconciliationRunRow(SQLModel, table=True):
     discrepancies: int
     report: dict[str, Any] = _json()
     stored_at: datetime | None = _created()
+
+
+class ProcessRegistryRow(SQLModel, table=True):
+    """A process that has ended (revision 0005): its business key never opens a second process."""
+
+    __tablename__ = "process_registry"
+
+    workflow_id: str = Field(primary_key=True)
+    run_id: str
+    workflow_type: str
+    business_key: str
+    channel: str | None = None
+    outcome: str
+    stage: str
+    closed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    state: dict[str, Any] = _json()
+    recorded_at: datetime | None = _created()
+
+
+class LateEventRow(SQLModel, table=True):
+    """An event that came after its process had ended (revision 0005), with what was done with it."""
+
+    __tablename__ = "late_events"
+
+    event_id: str = Field(primary_key=True)
+    process_workflow_id: str
+    late_workflow_id: str
+    type: str
+    source: str
+    action: str
+    case_id: str | None = None
+    payload: dict[str, Any] = _json()
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    stored_at: datetime | None = _created()
