@@ -40,7 +40,7 @@ from domain.events import (
 )
 from domain.inventory import MovementKind
 from domain.returns import ReturnOutcome, ReturnStage, ReturnState
-from starters.dispatch import ProcessClosed, dispatch
+from starters.dispatch import dispatch
 from tests.ledger_helpers import World, buckets, line, movement
 from tests.support import test_settings as make_settings
 from tests.support import unique
@@ -56,6 +56,14 @@ RESTOCK, DAMAGED, VENDOR = Disposition.RESTOCK, Disposition.DAMAGED, Disposition
 @pytest_asyncio.fixture(loop_scope="session")
 async def world(engine: AsyncEngine) -> World:
     return await World().create(PostgresErp(engine))
+
+
+async def late_event_done(client: Client, case_id: str | None) -> None:
+    """Wait for the LateEvent process behind `case_id` to finish, then end its case (test cleanup)."""
+    assert case_id is not None
+    late_id = case_id.removeprefix("exception:").rsplit(":", 1)[0]
+    await client.get_workflow_handle(late_id).result()
+    await client.get_workflow_handle(case_id).terminate("test cleanup")
 
 
 class Sale:
@@ -373,12 +381,13 @@ async def test_every_line_refused_rejects_the_return(time_skipping_env: Workflow
         await sale.ship(engine, world.dc)
         await send(client, settings, ret.authorized(world.dc, ("l1", 2)))
         outcome, state = await finish(client, ret)
-        with pytest.raises(ProcessClosed):  # a late receipt finds the process ended
-            await dispatch(client, ret.received(world.dc, (0, 2)), settings)
+        late = await dispatch(client, ret.received(world.dc, (0, 2)), settings)
+        assert late.status == "late"  # a receipt after the end is never dropped: a LateEvent process has it
+        await late_event_done(client, late.case_id)
 
     assert (outcome.outcome, outcome.stage) == ("rejected", ReturnStage.REJECTED)
     assert "only 1 of 1 EA" in state.lines[0]["refused_reason"]
-    assert await stock(engine, world, 0, world.dc) == {}
+    assert await stock(engine, world, 0, world.dc) == {"pending_inspection": 2}  # the parcel is in the ledger
     assert await journal(engine, ret) == {} and await refunds(engine, ret) == []
     await assert_checker_ok(database_url)
 
@@ -396,9 +405,10 @@ async def test_return_not_received_expires(time_skipping_env: WorkflowEnvironmen
         outcome, state = await finish(client, ret)
         case = client.get_workflow_handle(ids.exception_workflow_id(ret.workflow_id, "return_not_received"))
         assert (await case.describe()).workflow_type == "ExceptionCase"
-        with pytest.raises(ProcessClosed):
-            await dispatch(client, ret.received(world.dc, (0, 1)), settings)
-        # Clean up the open case: its escalation timers would hold the shared test server's clock once this
+        late = await dispatch(client, ret.received(world.dc, (0, 1)), settings)
+        assert late.status == "late" and late.case_id is not None
+        await late_event_done(client, late.case_id)
+        # Clean up the open cases: their escalation timers would hold the shared test server's clock once this
         # worker is gone. (Resolving it as ops would, by update or signal, leaves the time-skipping server unable
         # to skip time afterwards, likely through the case's signal to its closed process; terminate instead.)
         await case.terminate("test cleanup")
@@ -407,7 +417,8 @@ async def test_return_not_received_expires(time_skipping_env: WorkflowEnvironmen
     assert cases(state, "open") == ["return_not_received"]
     sa = (await handle(client, ret).describe()).typed_search_attributes
     assert sa.get(STAGE) == "expired" and sa.get(SLA_BREACHED) is True and sa.get(OPEN_EXCEPTIONS) == 1
-    assert await stock(engine, world, 0, world.dc) == {}
+    # the parcel that came after the return expired is in the ledger, awaiting ops's disposition
+    assert await stock(engine, world, 0, world.dc) == {"pending_inspection": 1}
     assert await journal(engine, ret) == {} and await refunds(engine, ret) == []
     await assert_checker_ok(database_url)
 
