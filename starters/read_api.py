@@ -1,8 +1,10 @@
 """The read API: what ops and the channels ask (bearer token, JSON), answered from workflow queries and the
 database.
 
-- processes (`/orders/{channel}/{order_id}`, `/transfers/{id}`, `/returns/{id}`): the workflow's `state` query,
-  straight from the process (a 404 problem when there is no such workflow);
+- processes (`/orders/{channel}/{order_id}`, `/transfers/{id}`, `/returns/{id}`): the workflow's `state` query
+  while the process runs; once it has ended, its final state from the process registry in PostgreSQL (no
+  history replay, and still there after Temporal's retention), with the events that came after it ended;
+  a 404 problem when there is no such process;
 - stock and master data (`/inventory/{sku}`, `/items`, `/items/{sku}`, `/locations`): the ERP tables;
 - exception cases (`/exceptions`, `POST /exceptions/{id}/resolve`): starters.exceptions;
 - `/reconciliation/latest`: `latest_reconciliation(engine)` (404 until a run exists).
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.db.registry import closed_process, late_events_of
 from domain import ids
 from domain.cases import CaseStatus, ResolveRequest
 from domain.inventory import Bucket
@@ -78,6 +81,13 @@ async def _client(request: Request) -> Client:
 
 
 async def process_state(request: Request, workflow_id: str) -> dict[str, Any]:
+    engine = _engine(request)
+    closed = await closed_process(engine, workflow_id)
+    if closed is not None:
+        late = await late_events_of(engine, workflow_id)
+        return {**closed.state, "workflow_id": workflow_id, "closed_at": closed.closed_at.isoformat(),
+                "outcome": closed.outcome,
+                "late_events": [e.model_dump(mode="json", exclude={"payload", "process_workflow_id"}) for e in late]}
     client = await _client(request)
     try:
         state = await client.get_workflow_handle(workflow_id).query("state", rpc_timeout=QUERY_TIMEOUT)

@@ -1,12 +1,16 @@
 """The read API through HTTP: bearer tokens, process state by query, stock and master data from the database,
 exception cases, the reconciliation's latest run, all errors as problem+json."""
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.db.engine import create_engine
+from activities.db.registry import record_closed
+from domain.ids import webhook_event_id
+from domain.late import ClosedProcess
 from domain.catalog import ITEMS, LOCATIONS, opening_quantity
 from starters.api import create_app
 from tests.support import seeded
@@ -88,7 +92,7 @@ async def test_process_state_by_query(api, dev_env) -> None:
     assert started.status_code == 202
     state = (await api.get(f"/transfers/{keys['transfer_id']}", headers=AUTH)).json()
     assert state["workflow_id"] == f"transfer:{keys['transfer_id']}"
-    assert state["events"] == [started.request.headers["webhook-id"]]
+    assert state["events"] == [webhook_event_id("wms", started.request.headers["webhook-id"])]
 
     order = unique_keys("order.placed")
     placed = await post(api, "web", example("order.placed", **order))
@@ -100,6 +104,23 @@ async def test_process_state_by_query(api, dev_env) -> None:
                  f"/returns/{uuid.uuid4().hex}", f"/orders/web/{uuid.uuid4().hex}/settlement"):
         problem = _problem(await api.get(path, headers=AUTH), 404)
         assert "no process" in problem["detail"]
+
+
+async def test_an_ended_process_is_read_from_the_registry_after_retention(api, database_url) -> None:
+    """Temporal has no such workflow (retention passed); the registry answers with the final state."""
+    transfer_id = f"T-{uuid.uuid4().hex[:8]}"
+    engine = create_engine(database_url)
+    try:
+        await record_closed(engine, ClosedProcess(
+            workflow_id=f"transfer:{transfer_id}", run_id="r1", workflow_type="Transfer", business_key=transfer_id,
+            outcome="received", stage="received", closed_at=datetime(2026, 1, 2, tzinfo=UTC),
+            state={"stage": "received", "lines": [{"sku": "SKU-1", "received": 2}]}))
+    finally:
+        await engine.dispose()
+    state = (await api.get(f"/transfers/{transfer_id}", headers=AUTH)).json()
+    assert state["stage"] == "received" and state["lines"] == [{"sku": "SKU-1", "received": 2}]
+    assert (state["workflow_id"], state["outcome"], state["late_events"]) == (f"transfer:{transfer_id}", "received", [])
+    assert state["closed_at"].startswith("2026-01-02")
 
 
 async def test_exceptions_and_reconciliation(api) -> None:
