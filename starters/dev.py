@@ -419,9 +419,11 @@ class DevStack:
                 client = await asyncio.wait_for(
                     Client.connect(self.temporal_address, namespace=self.settings.temporal_namespace), 2.0)
                 await client.workflow_service.describe_namespace(_describe_namespace(self.settings))
-                return
             except Exception:  # noqa: BLE001 - not up yet
                 await asyncio.sleep(0.3)
+                continue
+            await set_retention(client, self.settings)
+            return
 
     async def _start_worker(self, part: Part) -> None:
         self._spawn(part, [sys.executable, "-m", "starters.cli", "worker"])
@@ -555,6 +557,19 @@ class DevStack:
 
 def _browser_host(host: str) -> str:
     return "localhost" if host in ("0.0.0.0", "127.0.0.1", "::", "") else host
+
+
+async def set_retention(client: "Client", settings: Settings) -> None:
+    """Set the namespace's retention explicitly (the dev server's default is a day); the process registry,
+    not Temporal, keeps a business key closed for ever."""
+    from google.protobuf.duration_pb2 import Duration
+    from temporalio.api.namespace.v1 import NamespaceConfig
+    from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
+
+    retention = Duration()
+    retention.FromTimedelta(settings.namespace_retention)
+    await client.workflow_service.update_namespace(UpdateNamespaceRequest(
+        namespace=settings.temporal_namespace, config=NamespaceConfig(workflow_execution_retention_ttl=retention)))
 
 
 def _describe_namespace(settings: Settings):  # noqa: ANN202

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import signal
 import socket
+import json
 import subprocess
 import sys
 import time
@@ -77,6 +78,13 @@ async def test_search_attributes_of_the_contract_are_registered(stack):
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)  # noqa: ASYNC221
     for name, kind in SEARCH_ATTRIBUTES.items():
         assert name in out.stdout, f"{name} ({kind}) not registered"
+
+
+async def test_the_namespace_retention_is_set_explicitly(stack):
+    cmd = [temporal_cli(), "operator", "namespace", "describe", "--address", stack.temporal_address,
+           "--namespace", "default", "--output", "json"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)  # noqa: ASYNC221
+    assert out["config"]["workflowExecutionRetentionTtl"] == "2592000s"  # RETAILFLOW_NAMESPACE_RETENTION: 30 days
 
 
 async def test_database_is_migrated_and_seeded(stack):

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     temporal_tls_key_path: Path | None = None
     temporal_api_key: SecretStr | None = None  # Temporal Cloud API key (implies TLS)
     temporal_ui_port: int = 8233
+    # How long Temporal keeps a closed run (set on the namespace by the dev stack and docker-compose). Past it,
+    # the process registry in PostgreSQL still answers for the process and keeps its business key closed.
+    namespace_retention: timedelta = timedelta(days=30)
 
     # Storage
     database_url: str | None = None  # postgresql+asyncpg://...; unset in the dev stack: embedded PostgreSQL
