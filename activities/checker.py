@@ -86,6 +86,15 @@ CHECKS: list[tuple[str, str, str]] = [
      f"""SELECT legal_entity, account, units_at_cost, journal_balance FROM ({ENTITY_INVENTORY_SQL}) figures
          WHERE units_at_cost <> journal_balance
          ORDER BY 1, 2"""),
+    ("refunds_within_captures", "no payment has refunded more than it captured",
+     """SELECT r.payment_id, sum(r.amount) AS refunded, COALESCE(c.captured, 0) AS captured
+          FROM refunds r
+          LEFT JOIN (SELECT payment_id, sum(amount) AS captured FROM captures GROUP BY payment_id) c
+            ON c.payment_id = r.payment_id
+         WHERE r.payment_id IS NOT NULL
+         GROUP BY r.payment_id, c.captured
+        HAVING sum(r.amount) > COALESCE(c.captured, 0)
+         ORDER BY 1"""),
     ("keys_applied_once", "no transaction key was applied twice (ledger rows or journal entries)",
      """SELECT 'movement' AS what, key, line::text AS part, location_id || '/' || bucket AS target, count(*) AS times
           FROM movements GROUP BY key, line, location_id, bucket HAVING count(*) > 1

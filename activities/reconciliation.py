@@ -112,6 +112,13 @@ async def process_status(client: "Client", workflow_id: str) -> str:
     return description.status.name.lower() if description.status else "unknown"
 
 
+_LATE_WITHOUT_CASE_SQL = """
+    SELECT le.event_id, le.type, le.process_workflow_id, le.case_id
+      FROM late_events le LEFT JOIN exception_cases c ON c.exception_id = le.case_id
+     WHERE le.action <> 'record' AND c.exception_id IS NULL AND le.stored_at < now() - interval '5 minutes'
+     ORDER BY le.stored_at LIMIT 200"""
+
+
 class ReconciliationActivities:
     def __init__(self, client: "Client", engine: "AsyncEngine") -> None:
         self.client = client
@@ -142,12 +149,22 @@ class ReconciliationActivities:
             entity.journal_balance += Decimal(row["journal_balance"])
             entity.accounts.append(AccountFigure(account=row["account"], units_at_cost=Decimal(row["units_at_cost"]),
                                                  journal_balance=Decimal(row["journal_balance"])))
+        late = await self._late_events_without_case()
         return InventoryCheck(
             checked_at=report.checked_at,
-            checks=[CheckSummary(**c.model_dump()) for c in report.checks],
+            checks=[*(CheckSummary(**c.model_dump()) for c in report.checks), late],
             entities=list(by_entity.values()),
             totals=report.totals,
         )
+
+    async def _late_events_without_case(self) -> CheckSummary:
+        """Every event that came after its process ended is recorded, or has a case in the register (allowing
+        the case a few minutes to record itself)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(_LATE_WITHOUT_CASE_SQL))).mappings().all()
+        return CheckSummary(name="late_events_have_case", description="every late event that needs ops has a case",
+                            ok=not rows, violations=len(rows),
+                            samples=[{k: str(v) for k, v in r.items()} for r in rows[:20]])
 
     @activity.defn(name="reconcile_find_orphans")
     async def find_orphans(self, query: OrphanQuery) -> OrphanResult:
@@ -162,7 +179,8 @@ class ReconciliationActivities:
 
         statuses = dict(await asyncio.gather(*(status(w) for w in workflow_ids)))
         activity.heartbeat(len(workflow_ids))
-        candidates = [w for w, s in statuses.items() if s != "running"]
+        covered = await self._with_open_case([w for w, s in statuses.items() if s != "running"])
+        candidates = [w for w, s in statuses.items() if s != "running" and w not in covered]
         if not candidates:
             return OrphanResult(orphans=[], total=0, complete=True)
         confirmed = await read_holdings(self.engine, query.buckets, candidates)
@@ -175,6 +193,16 @@ class ReconciliationActivities:
                 orphan.holdings.append(h)
         listed = list(out.values())[:ORPHAN_LIMIT]
         return OrphanResult(orphans=listed, total=len(out), complete=len(out) <= ORPHAN_LIMIT)
+
+    async def _with_open_case(self, workflow_ids: list[str]) -> set[str]:
+        """The ended processes that have an open case telling ops about what they still hold."""
+        if not workflow_ids:
+            return set()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT DISTINCT process_workflow_id FROM exception_cases WHERE status = 'open' "
+                "AND process_workflow_id = ANY(:ids)"), {"ids": workflow_ids})
+            return {r[0] for r in rows}
 
     @activity.defn(name="reconcile_find_stale_processes")
     async def find_stale_processes(self, query: StaleQuery) -> StaleResult:

@@ -26,7 +26,9 @@ from domain.sla import SlaKind, SlaPolicy
 
 SCHEDULE_ID = "reconciliation"
 WORKFLOW_TYPE = "Reconciliation"
-HELD_BUCKETS = ("reserved", "picked", "in_transit")  # units a running process is responsible for
+# Units a running process (or an open exception case) is responsible for: a customer return waiting for its
+# inspection too, so a parcel no process will ever inspect is found.
+HELD_BUCKETS = ("reserved", "picked", "in_transit", "pending_inspection")
 
 # The SLA clocks each process type runs; their sum bounds how long any run of it can legitimately wait.
 PROCESS_CLOCKS: dict[str, tuple[SlaKind, ...]] = {

@@ -55,6 +55,15 @@ PLANTS: dict[str, tuple[list[str], set[str]]] = {
          "'receivable', 1)"],
         {"keys_applied_once", "balances_match_ledger"},
     ),
+    "a payment refunded beyond what it captured": (
+        ["INSERT INTO payments (payment_id, authorized_amount, currency) VALUES ('pay-x', 20, 'USD')",
+         "INSERT INTO captures (key, payment_id, amount, currency, reference, request_hash, result) "
+         "VALUES ('cap-x', 'pay-x', 10, 'USD', 's1', 'h', '{}')",
+         "INSERT INTO refunds (key, payment_id, return_id, amount, currency, refund_reference, request_hash, result) "
+         "VALUES ('rf-x1', 'pay-x', 'r1', 10, 'USD', 'rf_x1', 'h', '{}'), "
+         "('rf-x2', 'pay-x', 'r2', 0.01, 'USD', 'rf_x2', 'h', '{}')"],
+        {"refunds_within_captures"},
+    ),
 }
 
 
@@ -70,7 +79,7 @@ async def test_a_clean_ledger_passes(engine: AsyncEngine, database_url: str, cap
     report = await check(database_url)
     assert report.ok and {c.name for c in report.checks} == {
         "no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
-        "keys_applied_once"}
+        "refunds_within_captures", "keys_applied_once"}
     assert await cli(database_url) == 0
     assert '"ok": true' in capsys.readouterr().out
 
