@@ -84,8 +84,9 @@ class Sender:
                 response = await self.http.post(f"/webhooks/{source}", content=body, headers=headers)
                 self.stats["deliveries"] += 1
                 if response.status_code < 500:
-                    if response.json().get("status") == "duplicate":
-                        self.stats["answered_duplicate"] += 1
+                    status = response.json().get("status")
+                    if status in ("duplicate", "late"):
+                        self.stats[f"answered_{status}"] += 1
                     return response
                 self.stats[f"retried_{response.status_code}"] += 1
                 wait = float(response.headers.get("retry-after", delay))
