@@ -53,9 +53,11 @@ def requested(tid: str, src: str, dst: str, *lines: tuple[str, int, str]) -> Eve
                                                 "lines": [{"sku": s, "quantity": q, "uom": u} for s, q, u in lines]})
 
 
-def shipped(tid: str, *lines: tuple[str, int], event_id: str | None = None) -> Event:
-    return event(EventType.TRANSFER_SHIPPED,
-                 {"transfer_id": tid, "lines": [{"sku": s, "quantity": q} for s, q in lines]}, event_id)
+def shipped(tid: str, *lines: tuple[str, int], event_id: str | None = None, complete: bool | None = None) -> Event:
+    data: dict = {"transfer_id": tid, "lines": [{"sku": s, "quantity": q} for s, q in lines]}
+    if complete is not None:
+        data["complete"] = complete
+    return event(EventType.TRANSFER_SHIPPED, data, event_id)
 
 
 def received(tid: str, *lines: tuple[str, int], event_id: str | None = None) -> Event:
@@ -172,7 +174,7 @@ async def test_within_one_entity_with_uom_conversion_moves_value_through_in_tran
         await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
         assert await stock(engine, a, world.dc) == {A: 6}
         assert await stock(engine, a, world.store) == {T: 24}
-        assert await journal(engine, t, f"ship:{world.dc}:{world.store}") == {
+        assert await journal(engine, t, f"ship:{world.dc}:{world.store}:1") == {
             world.entity_a: {"inventory": -(24 * ca + 5 * cb), "inventory_in_transit": 24 * ca + 5 * cb}}
         await r.send(received(t, (a, 24), (b, 5)))
         out, s = await r.finish(t)
@@ -197,7 +199,7 @@ async def test_across_two_entities_short_receipt_is_written_off_after_the_grace(
         await r.send(shipped(t, (a, 10)))
         s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
         assert s.intercompany and (s.from_legal_entity, s.to_legal_entity) == (world.entity_a, world.entity_b)
-        assert await journal(engine, t, f"ship:{world.dc}:{world.far}") == {
+        assert await journal(engine, t, f"ship:{world.dc}:{world.far}:1") == {
             world.entity_a: {"inventory": -10 * c, "intercompany_receivable": 10 * c},
             world.entity_b: {"inventory_in_transit": 10 * c, "intercompany_payable": -10 * c}}
         await r.send(received(t, (a, 8)))
@@ -232,9 +234,10 @@ async def test_partial_reservation_and_partial_shipment_release_the_rest(
         assert s.lines[1].shortfall_reason == f"{world.dc} has 10 of {b} available, 36 requested"
         assert [(x.sku, x.reason) for x in s.refused_lines] == [
             ("NOPE", "unknown SKU NOPE"), (a, f"unit 'PALLET' is not defined for {a} (known: CASE, EA)")]
-        await r.send(shipped(t, (a, 7), (b, 10)))
-        s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
+        await r.send(shipped(t, (a, 7), (b, 10), complete=True))  # the last truck: the rest is released at once
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT and s.shipping_final_at, "in transit")
         assert [(x.shipped, x.released) for x in s.lines] == [(7, 5), (10, 0)]
+        assert s.shipping_final_reason == "complete"
         assert await stock(engine, a, world.dc) == {A: 23}
         assert await stock(engine, b, world.dc) == {}
         await r.send(received(t, (a, 7), (b, 10)))

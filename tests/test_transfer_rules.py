@@ -2,19 +2,29 @@
 receipts adding up, and the variance."""
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from domain.events import SkuQuantityUom
 from domain.items import Item
 from domain.process import PartialPolicy
 from domain.transfer import (
     TransferLine,
     TransferStage,
+    all_reserved_shipped,
+    apply_notice,
+    apply_receipt,
+    apply_shipping_final,
     cancel_refusal,
     describe_variance,
     outstanding,
+    plan_notice,
     plan_receipt,
+    plan_receipt_v2,
     plan_request,
     plan_reservation,
     plan_shipment,
+    plan_shipping_final,
     variance,
 )
 
@@ -99,3 +109,198 @@ def test_the_receipt_grace_comes_from_settings_into_the_transfer_policy() -> Non
                       ).process_policy("transfer", None)
     assert policy.receipt_grace == timedelta(hours=2) and policy.partial is PartialPolicy.REJECT
     assert Settings().process_policy("transfer", None).receipt_grace == timedelta(hours=24)
+
+
+# --- release 2: several trucks and receipts, in any order ---------------------------------------------------
+def reserved_line(sku: str, reserved: int) -> TransferLine:
+    return TransferLine(sku=sku, as_requested=f"{reserved} EA", requested=reserved, reserved=reserved)
+
+
+class Network:
+    """The ledger buckets a transfer touches, moved exactly as the Transfer workflow moves them on release 2
+    (workflows/transfer.py `_ship_and_receive`), driven by the pure rules."""
+
+    def __init__(self, lines: list[TransferLine], free: int = 5) -> None:
+        self.lines = lines
+        self.src = {line.sku: {"available": free, "reserved": line.reserved, "picked": 0} for line in lines}
+        self.dst = {line.sku: {"available": 0, "in_transit": 0} for line in lines}
+        self.start = self.units()
+        self.overage = {line.sku: 0 for line in lines}
+        self.shrink = {line.sku: 0 for line in lines}
+        self.shipping_final = False
+
+    def units(self) -> dict[str, int]:
+        return {sku: sum(self.src[sku].values()) + sum(self.dst[sku].values()) for sku in self.src}
+
+    def notice(self, notified: dict[str, int], complete: bool = False) -> None:
+        plan = plan_notice(self.lines, notified)
+        for sku, n in plan.ship.items():
+            self.src[sku]["reserved"] -= n  # PICK
+            self.src[sku]["picked"] += n
+            self.src[sku]["picked"] -= n  # TRANSFER_SHIP
+            self.dst[sku]["in_transit"] += n
+        for sku, n in plan.match.items():  # TRANSFER_RECEIPT of units a receipt already counted
+            self.dst[sku]["in_transit"] -= n
+            self.dst[sku]["available"] += n
+        apply_notice(self.lines, plan)
+        if not self.shipping_final and (complete or all_reserved_shipped(self.lines)):
+            self.final_shipping()
+
+    def final_shipping(self) -> None:
+        plan = plan_shipping_final(self.lines)
+        for sku, n in plan.release.items():
+            self.src[sku]["reserved"] -= n
+            self.src[sku]["available"] += n
+        for sku, n in plan.overage.items():
+            self.dst[sku]["available"] += n
+            self.overage[sku] += n
+        apply_shipping_final(self.lines, plan)
+        self.shipping_final = True
+
+    def receipt(self, counted: dict[str, int]) -> None:
+        plan = plan_receipt_v2(self.lines, counted, self.shipping_final)
+        for sku, n in plan.into_available.items():
+            self.dst[sku]["in_transit"] -= n
+            self.dst[sku]["available"] += n
+        for sku, n in plan.overage.items():
+            self.dst[sku]["available"] += n
+            self.overage[sku] += n
+        apply_receipt(self.lines, counted, plan)
+
+    def close(self) -> None:
+        """Receiving final: the grace passed; what is still in transit is written off."""
+        if not self.shipping_final:
+            self.final_shipping()
+        for sku, n in outstanding(self.lines).items():
+            self.dst[sku]["in_transit"] -= n
+            self.shrink[sku] += n
+            self.lines_by_sku()[sku].short += n
+
+    def lines_by_sku(self) -> dict[str, TransferLine]:
+        return {line.sku: line for line in self.lines}
+
+    def check(self) -> None:
+        now = self.units()
+        for sku in self.src:
+            assert now[sku] == self.start[sku] + self.overage[sku] - self.shrink[sku], sku  # network units conserved
+            assert min(self.src[sku].values()) >= 0 and min(self.dst[sku].values()) >= 0
+            line = self.lines_by_sku()[sku]
+            assert self.dst[sku]["in_transit"] == line.in_transit  # the ledger and the state agree
+            assert self.src[sku]["reserved"] == line.unshipped
+            assert 0 <= line.held <= line.unshipped
+            assert line.held == 0 or line.in_transit == 0
+            assert line.over == self.overage[sku]
+
+
+def test_two_trucks_then_one_receipt_matches_everything() -> None:
+    net = Network([reserved_line("MUG", 10)])
+    net.notice({"MUG": 6})
+    assert net.lines[0].unshipped == 4 and not net.shipping_final  # the rest stays reserved
+    net.notice({"MUG": 4})
+    assert net.shipping_final  # nothing left reserved
+    net.receipt({"MUG": 10})
+    net.check()
+    assert outstanding(net.lines) == {} and net.overage == {"MUG": 0} and net.dst["MUG"]["available"] == 10
+
+
+def test_a_receipt_before_the_second_notice_is_held_then_matched() -> None:
+    net = Network([reserved_line("MUG", 10)])
+    net.notice({"MUG": 6})
+    plan = plan_receipt_v2(net.lines, {"MUG": 10}, shipping_final=False)
+    assert (plan.into_available, plan.held, plan.overage) == ({"MUG": 6}, {"MUG": 4}, {})
+    net.receipt({"MUG": 10})
+    net.check()
+    assert net.lines[0].held == 4 and net.dst["MUG"]["available"] == 6
+    late = plan_notice(net.lines, {"MUG": 4})
+    assert late.ship == {"MUG": 4} and late.match == {"MUG": 4}
+    net.notice({"MUG": 4}, complete=True)
+    net.check()
+    assert net.lines[0].held == 0 and net.dst["MUG"] == {"available": 10, "in_transit": 0}
+    assert net.overage == {"MUG": 0}
+
+
+def test_receipts_before_any_notice_are_held_up_to_the_reservation_the_rest_is_over_at_once() -> None:
+    net = Network([reserved_line("MUG", 10)])
+    plan = plan_receipt_v2(net.lines, {"MUG": 12}, shipping_final=False)
+    assert (plan.into_available, plan.held, plan.overage) == ({}, {"MUG": 10}, {"MUG": 2})
+    net.receipt({"MUG": 12})
+    net.notice({"MUG": 10})
+    net.check()
+    assert net.overage == {"MUG": 2} and net.dst["MUG"]["available"] == 12 and net.src["MUG"]["reserved"] == 0
+
+
+def test_shipping_final_releases_the_unshipped_rest_and_turns_what_is_held_into_overage() -> None:
+    net = Network([reserved_line("MUG", 10), reserved_line("TEE", 4)])
+    net.notice({"MUG": 6})
+    net.receipt({"MUG": 8, "TEE": 1})
+    assert [line.held for line in net.lines] == [2, 1]
+    final = plan_shipping_final(net.lines)
+    assert final.release == {"MUG": 4, "TEE": 4} and final.overage == {"MUG": 2, "TEE": 1}
+    net.final_shipping()  # the ship grace passed
+    net.check()
+    assert net.src["MUG"] == {"available": 9, "reserved": 0, "picked": 0}
+    assert net.overage == {"MUG": 2, "TEE": 1}
+    assert plan_receipt_v2(net.lines, {"MUG": 1}, shipping_final=True).overage == {"MUG": 1}  # nothing held now
+
+
+def test_a_notice_beyond_what_is_still_reserved_ships_only_the_reservation() -> None:
+    lines = [reserved_line("MUG", 5)]
+    plan = plan_notice(lines, {"MUG": 7, "ODD": 2})
+    assert plan.ship == {"MUG": 5} and plan.beyond_reserved == {"MUG": 2, "ODD": 2} and plan.match == {}
+
+
+def test_the_ship_grace_comes_from_settings_into_the_transfer_policy() -> None:
+    from datetime import timedelta
+
+    from domain.events import TransferShipped
+    from worker.settings import Settings
+
+    assert Settings(transfer_ship_grace=timedelta(hours=3)).process_policy("transfer", None).ship_grace == timedelta(
+        hours=3)
+    assert Settings().process_policy("transfer", None).ship_grace == timedelta(hours=24)
+    assert TransferShipped.model_validate({"transfer_id": "T", "lines": [{"sku": "A", "quantity": 1}]}).complete is False
+
+
+SKUS = ["MUG", "TEE"]
+step = st.one_of(
+    st.tuples(st.just("notice"), st.dictionaries(st.sampled_from(SKUS), st.integers(1, 8), min_size=1)),
+    st.tuples(st.just("receipt"), st.dictionaries(st.sampled_from(SKUS), st.integers(0, 8), min_size=1)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(reserved=st.fixed_dictionaries({sku: st.integers(1, 15) for sku in SKUS}),
+       steps=st.lists(step, max_size=10), complete_last=st.booleans(), late=st.lists(step.filter(
+           lambda s: s[0] == "receipt"), max_size=3))
+def test_any_interleaving_of_notices_and_receipts_conserves_network_units(
+        reserved: dict[str, int], steps: list, complete_last: bool, late: list) -> None:
+    """Random notices and receipts in any order, then shipping becomes final (the last notice says `complete`,
+    or the ship grace passes), then more receipts, then receiving is final. At every step the network holds the
+    units it started with plus overage minus shrink, the ledger agrees with the state, and no bucket is negative.
+    At the end: nothing left reserved or in transit, and as long as every notice came before shipping was final,
+    overage = counted - shipped and shrink = shipped - counted (never both): no truck ever became an overage."""
+    net = Network([reserved_line(sku, q) for sku, q in reserved.items()])
+    notices = [i for i, (kind, _) in enumerate(steps) if kind == "notice"]
+    for i, (kind, quantities) in enumerate(steps):
+        if kind == "notice":
+            net.notice(quantities, complete=complete_last and i == notices[-1])
+        else:
+            net.receipt(quantities)
+        net.check()
+    if not net.shipping_final:
+        net.final_shipping()  # the ship grace passed after the last notice
+        net.check()
+    for _, quantities in late:
+        net.receipt(quantities)
+        net.check()
+    net.close()
+    net.check()
+    for line in net.lines:
+        sku = line.sku
+        shipped = min(reserved[sku], sum(q.get(sku, 0) for kind, q in steps if kind == "notice"))
+        counted = sum(q.get(sku, 0) for _, q in steps + late if _ == "receipt")
+        assert line.shipped == shipped and line.unshipped == 0 and line.in_transit == 0 and line.held == 0
+        assert net.overage[sku] == max(0, counted - shipped), (sku, counted, shipped)
+        assert net.shrink[sku] == max(0, shipped - counted)
+        assert net.dst[sku]["available"] == counted
+        assert net.src[sku]["available"] == 5 + reserved[sku] - shipped
