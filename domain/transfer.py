@@ -110,8 +110,10 @@ class ShipmentNote(BaseModel):
     notified_at: datetime
     lines: dict[str, int]  # sku -> units the notice says
     complete: bool = False  # the WMS says this is the last truck
+    reserved_more: dict[str, int] = Field(default_factory=dict)  # reserved at the source for it (beyond the rest)
     shipped: dict[str, int] = Field(default_factory=dict)  # picked and shipped out of the reservation
     matched: dict[str, int] = Field(default_factory=dict)  # of those, held receipt units received at once
+    explained_overage: dict[str, int] = Field(default_factory=dict)  # of those, an earlier overage undone
     beyond_reserved: dict[str, int] = Field(default_factory=dict)  # said beyond what was still reserved
 
 
@@ -290,31 +292,58 @@ def plan_receipt(lines: Iterable[TransferLine], counted: Mapping[str, int]) -> R
 
 
 # --- release 2: several trucks and receipts in any order ------------------------------------------------------
+def plan_extra_reserve(lines: Iterable[TransferLine], notified: Mapping[str, int],
+                       available: Mapping[str, int]) -> dict[str, int]:
+    """A notice beyond what is still reserved (the reservation was partial, or the rest was released when shipping
+    became final and an overtaken notice arrives now): what to reserve more at the source, so those units ship
+    out of the ledger instead of becoming an overage at the destination. At most what was requested and neither
+    shipped nor still reserved, and at most what the source has free."""
+    by_sku = {line.sku: line for line in lines}
+    out: dict[str, int] = {}
+    for sku, units in notified.items():
+        line = by_sku.get(sku)
+        if line is None:
+            continue
+        wanted = min(units - line.unshipped, line.requested - line.shipped - line.unshipped)
+        take = min(wanted, max(0, available.get(sku, 0)))
+        if take > 0:
+            out[sku] = take
+    return out
+
+
 class NoticePlan(BaseModel):
     ship: dict[str, int]  # sku -> units picked and shipped out of the reservation (reserved -> in transit)
     match: dict[str, int]  # sku -> of those, units a receipt already counted (held): in transit -> available
+    # sku -> of those, units a receipt already took in as an overage (shipping was final then): the overage is
+    # undone out of in_transit (ADJUST in_transit -n, reason receipt_overage), so they are not counted twice
+    explained_overage: dict[str, int] = Field(default_factory=dict)
     beyond_reserved: dict[str, int]  # sku -> units the notice says beyond what is still reserved
 
 
 def plan_notice(lines: Iterable[TransferLine], notified: Mapping[str, int]) -> NoticePlan:
-    """One more truck: ship at most what is still reserved and unshipped per SKU, and match units held from
-    receipts that came before it. Nothing is released here (shipping may not be final)."""
+    """One more truck: ship at most what is still reserved and unshipped per SKU, and match units receipts
+    counted before it (held ones first, then an overage already taken in). Nothing is released here."""
     by_sku = {line.sku: line for line in lines}
     ship: dict[str, int] = {}
     match: dict[str, int] = {}
+    explained: dict[str, int] = {}
     beyond: dict[str, int] = {}
     for sku, units in notified.items():
         line = by_sku.get(sku)
         room = line.unshipped if line else 0
         out = min(max(0, units), room)
         if out:
-            ship[sku] = out
             assert line is not None
-            if min(line.held, out):
-                match[sku] = min(line.held, out)
+            ship[sku] = out
+            held = min(line.held, out)
+            over = min(line.over, out - held)
+            if held:
+                match[sku] = held
+            if over:
+                explained[sku] = over
         if units > out:
             beyond[sku] = units - out
-    return NoticePlan(ship=ship, match=match, beyond_reserved=beyond)
+    return NoticePlan(ship=ship, match=match, explained_overage=explained, beyond_reserved=beyond)
 
 
 def apply_notice(lines: Iterable[TransferLine], plan: NoticePlan) -> None:
@@ -322,6 +351,7 @@ def apply_notice(lines: Iterable[TransferLine], plan: NoticePlan) -> None:
     for line in lines:
         line.shipped += plan.ship.get(line.sku, 0)
         line.held -= plan.match.get(line.sku, 0)
+        line.over -= plan.explained_overage.get(line.sku, 0)
 
 
 def plan_receipt_v2(lines: Iterable[TransferLine], counted: Mapping[str, int], shipping_final: bool) -> ReceiptPlan:

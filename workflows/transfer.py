@@ -71,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         outstanding,
         plan_notice,
         plan_receipt,
+        plan_extra_reserve,
         plan_receipt_v2,
         plan_request,
         plan_reservation,
@@ -344,6 +345,9 @@ class Transfer:
         assert s.from_location_id and s.to_location_id and self.cases is not None
         n = len(s.shipments) + 1
         notified = sum_by_sku(data.lines)
+        more: dict[str, int] = {}
+        if plan_extra_reserve(s.lines, notified, notified):  # says more than is reserved, and it was requested
+            more = await self._reserve_more(notified, n)
         plan = plan_notice(s.lines, notified)
         if plan.ship:
             await self._move(MovementKind.PICK, f"pick:{s.from_location_id}:{n}",
@@ -354,11 +358,17 @@ class Transfer:
         if plan.match:
             await self._move(MovementKind.TRANSFER_RECEIPT, f"match:{n}", self._lines(plan.match, s.to_location_id),
                              reason=f"transfer received before its shipment notice (truck {n})")
+        if plan.explained_overage:
+            await self._move(MovementKind.ADJUST, f"overage-explained:{n}",
+                             self._lines({sku: -q for sku, q in plan.explained_overage.items()}, s.to_location_id,
+                                         bucket=Bucket.IN_TRANSIT),
+                             reason=f"overage taken in earlier, shipped by truck {n}", reason_code=RECEIPT_OVERAGE)
         apply_notice(s.lines, plan)
         for sku, units in plan.beyond_reserved.items():
             s.shipped_beyond_reserved[sku] = s.shipped_beyond_reserved.get(sku, 0) + units
         s.shipments.append(ShipmentNote(event_id=event_id, notified_at=workflow.now(), lines=notified,
-                                        complete=data.complete, shipped=plan.ship, matched=plan.match,
+                                        complete=data.complete, reserved_more=more, shipped=plan.ship,
+                                        matched=plan.match, explained_overage=plan.explained_overage,
                                         beyond_reserved=plan.beyond_reserved))
         if n == 1:
             s.shipped_at = workflow.now()
@@ -370,7 +380,32 @@ class Transfer:
         if s.shipping_final_at is None:
             s.ship_grace_until = workflow.now() + self.input.policy.ship_grace
         self.log.info("transfer.shipped", truck=n, shipped=sum(plan.ship.values()), matched=sum(plan.match.values()),
+                      explained_overage=sum(plan.explained_overage.values()),
                       beyond_reserved=plan.beyond_reserved, complete=data.complete)
+
+    async def _reserve_more(self, notified: dict[str, int], n: int) -> dict[str, int]:
+        """A notice says more than is still reserved: reserve what the source still has free of what was
+        requested (one try; stock taken by others meanwhile stays beyond the reservation)."""
+        s = self.state
+        assert s.from_location_id is not None
+        skus = sorted(sku for sku in notified if s.line(sku) is not None)
+        rows = await call(ErpActivities.get_availability,
+                          AvailabilityInput(skus=skus, location_ids=[s.from_location_id]),
+                          summary=f"availability at {s.from_location_id} for truck {n}")
+        more = plan_extra_reserve(s.lines, notified, {r.sku: r.available for r in rows.rows})
+        if not more:
+            return {}
+        try:
+            await self._move(MovementKind.RESERVE, f"reserve:{s.from_location_id}:{n}",
+                             self._lines(more, s.from_location_id), reason=f"reserve for transfer, truck {n}")
+        except ActivityError as err:
+            if refusal_type(err) != ErrorType.INSUFFICIENT_STOCK:
+                raise
+            self.log.info("transfer.reserve_more_lost_race", truck=n)
+            return {}
+        for line in s.lines:
+            line.reserved += more.get(line.sku, 0)
+        return more
 
     async def _shipping_final(self, reason: str) -> None:
         """No more ships out of the reservation: release the unshipped rest at the source; what receipts counted
