@@ -646,3 +646,34 @@ async def test_genuine_overage_and_shortage_over_several_trucks_open_one_varianc
     assert await journal(engine, t) == {world.entity_a: {"inventory": ca - cb, "shrink": cb - ca}}
     assert await journal(engine, t, "overage:held") == {world.entity_a: {"inventory": ca, "shrink": -ca}}
     await assert_checker_ok(database_url)
+
+
+async def test_a_notice_overtaken_by_the_complete_one_ships_from_the_source_and_undoes_the_overage(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """Webhooks reorder: the last truck's notice (`complete`) comes first, the rest is released; the first truck's
+    units are counted while shipping is final (an overage then); its notice, last, reserves those units again at
+    the source, ships them and undoes the overage. No variance, no case, network units unchanged."""
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a, b = world.skus
+    before = await network(engine, world)
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.far, (a, 10, "EA"), (b, 4, "EA")))
+        await r.send(shipped(t, (a, 6), (b, 4), complete=True))
+        await r.send(received(t, (a, 10)))
+        s = await until(r.handle(t), lambda s: len(s.receipts) == 1, "receipt")
+        assert s.receipts[0].overage == {a: 4} and await stock(engine, a, world.dc) == {A: 24}
+        await r.send(shipped(t, (a, 4)))
+        s = await until(r.handle(t), lambda s: len(s.shipments) == 2, "overtaken notice")
+        assert s.shipments[1].reserved_more == {a: 4} and s.shipments[1].explained_overage == {a: 4}
+        assert s.line(a).over == 0 and await stock(engine, a, world.dc) == {A: 20}
+        await r.send(received(t, (b, 4)))
+        out, s = await r.finish(t)
+    assert (out.stage, out.shipped, out.received, out.short, out.over) == (TransferStage.RECEIVED, 14, 14, 0, 0)
+    assert s.exceptions == [] and s.variance == []
+    assert await stock(engine, a, world.far) == {A: 10} and await stock(engine, b, world.far) == {A: 4}
+    assert await network(engine, world) == before
+    value = 10 * world.cost[a] + 4 * world.cost[b]
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -value, "intercompany_receivable": value},
+        world.entity_b: {"inventory": value, "intercompany_payable": -value}}
+    await assert_checker_ok(database_url)
