@@ -30,6 +30,35 @@ until `transfer.requested` opens it; a redelivered event_id is applied once).
 Ops update `cancel` (with a validator): before shipment it releases the reservation and ends the process;
 once shipped (or with a shipment notice already held) it is refused with the reason.
 If `transfer.requested` never comes within `input.policy.open_timeout`, the process ends as `expired`.
+
+Release 2 (a run started on release 2, `self.v2`; the 1.0 path above is kept verbatim for runs in flight;
+rationale and examples in docs/transfers.md). Steps 2 and 3 become one loop over notices and receipts in
+arrival order, any number of each, in any order:
+- Each `transfer.shipped` is a truck (`state.shipments`): PICK + TRANSFER_SHIP of at most what is still reserved
+  and unshipped (steps `pick:{from}:{n}`, `ship:{from}:{to}:{n}`, n = truck number). The rest stays reserved.
+  A notice beyond what is still reserved first reserves more of what was requested, as far as the source has it
+  free (`reserve:{from}:{n}`), e.g. an earlier truck whose notice was overtaken by the `complete` one.
+- Shipping is final when a notice says `complete: true` (optional field, default false: "the last truck"),
+  when nothing is left reserved, or `input.policy.ship_grace` (default 24 h, `RETAILFLOW_TRANSFER_SHIP_GRACE`,
+  recorded in the process input) after the last notice with no further notice (`state.ship_grace_until`).
+  Then the unshipped rest is RELEASEd (`release:{from}`).
+- A receipt takes out of in_transit what is there. Beyond that, while shipping is not final, it is *held* up to
+  what is still reserved and unshipped (recorded in `state.receipts[].held` and the line's `held`, not posted:
+  the units are still reserved at the source) and the next notice matches it (TRANSFER_RECEIPT `match:{n}`
+  right after shipping it). What no later truck could explain is an overage at once (`overage:{event_id}`);
+  what is still held when shipping becomes final is one then (`overage:held`). A later notice that ships units
+  a receipt took in as overage undoes it (ADJUST in_transit -n, `overage-explained:{n}`): no truck the ledger
+  ships ever ends as an overage, and network units change only by a genuine overage or shrink, each with the
+  `receipt_variance` case.
+- Receiving is final once shipping is final and nothing is in transit, or `receipt_grace` after the later of the
+  last receipt and the last notice (a truck notified after the last receipt gets the grace from its notice);
+  before any receipt it waits for one, as 1.0. Shortage written off and the variance case as 1.0.
+- SLA clocks: `transfer_ship_overdue` runs from the request to the first notice (a receipt before any notice
+  leaves it running: the goods came, but the WMS has not said what shipped); `transfer_overdue` from the first
+  notice that ships something to the first receipt (a receipt before it: it never starts). Later trucks are
+  bounded by the ship grace and the receipt grace instead: a truck that never arrives ends as shrink with the
+  variance case, never waits unseen.
+- `cancel` is refused once a notice or a receipt is held or applied (goods are on the road or arrived).
 """
 from collections.abc import Mapping
 from datetime import datetime, timedelta
