@@ -125,6 +125,9 @@ class TransferRequested(_Data):
 class TransferShipped(_Data):
     transfer_id: Id
     lines: list[SkuQuantity] = Field(min_length=1, max_length=500)
+    # Optional (release 2): this is the last truck; what is still reserved and not shipped is released at once.
+    # Without it the rest stays reserved until the ship grace passes (docs/transfers.md).
+    complete: bool = False
 
 
 class ReceivedQuantity(_Data):

@@ -26,6 +26,9 @@ class ProcessPolicy(BaseModel):
     open_timeout: timedelta = timedelta(days=7)
     # Transfer: a shortage becomes final this long after the last receipt with no further receipt.
     receipt_grace: timedelta = timedelta(hours=24)
+    # Transfer (release 2): the units still reserved and unshipped are released this long after the last shipment
+    # notice with no further notice, unless a notice said `complete` first.
+    ship_grace: timedelta = timedelta(hours=24)
 
 
 class ProcessInput(BaseModel):

@@ -12,6 +12,17 @@ A transfer moves stock from one location to another through `in_transit`:
   otherwise it becomes final `receipt_grace` after the last receipt with no further receipt, and what is
   still in transit is written off as shrink in transit.
 
+Release 2 (rule 3 of issue 17: any number of shipment notices and receipts, in any order; docs/transfers.md):
+
+- A shipment notice (a truck) ships at most what is still reserved and unshipped; the rest stays reserved
+  until shipping is final: the notice says `complete` (the last truck), nothing is left reserved, or the ship
+  grace passes after the last notice. Only then is the unshipped rest released.
+- A receipt that counts more than is in transit, while a later notice could still ship it, is *held*
+  (recorded, not posted) up to what is still reserved and unshipped; the next notice matches it (shipped and
+  received at once). Only once shipping is final does a held remainder become an overage; counts beyond what
+  could still ship are an overage at once. So a later truck never becomes an overage, and every transfer
+  conserves network units except a genuine overage or shrink, each with its `receipt_variance` case.
+
 No I/O here: the workflow feeds these functions what the activities returned.
 """
 from collections.abc import Iterable, Mapping
@@ -59,11 +70,20 @@ class TransferLine(BaseModel):
     received: int = 0  # counted at the destination over all receipts, overage included
     short: int = 0  # written off as shrink in transit when receiving became final
     over: int = 0  # received beyond what was shipped, taken into available
+    # release 2: counted beyond what was in transit while a later notice could still ship it; recorded, not
+    # posted (the units are still reserved at the source in the ledger) until a notice matches them or shipping
+    # is final (then an overage). Held units are part of `received`; whenever some are held nothing is in transit.
+    held: int = 0
 
     @property
     def in_transit(self) -> int:
         """Units shipped and neither received nor written off."""
         return max(0, self.shipped - min(self.received, self.shipped) - self.short)
+
+    @property
+    def unshipped(self) -> int:
+        """Units still reserved at the source for this transfer: neither shipped nor released."""
+        return max(0, self.reserved - self.shipped - self.released)
 
 
 class RefusedLine(BaseModel):
@@ -79,7 +99,22 @@ class ReceiptNote(BaseModel):
     lines: dict[str, int]  # sku -> units counted in this receipt
     into_available: dict[str, int] = Field(default_factory=dict)  # moved in_transit -> available
     overage: dict[str, int] = Field(default_factory=dict)  # beyond what was in transit
+    held: dict[str, int] = Field(default_factory=dict)  # release 2: beyond in transit, held for a later notice
     refused: list[RefusedLine] = Field(default_factory=list)  # SKUs the item master does not know
+
+
+class ShipmentNote(BaseModel):
+    """One shipment notice (a truck), as applied (release 2)."""
+
+    event_id: str
+    notified_at: datetime
+    lines: dict[str, int]  # sku -> units the notice says
+    complete: bool = False  # the WMS says this is the last truck
+    reserved_more: dict[str, int] = Field(default_factory=dict)  # reserved at the source for it (beyond the rest)
+    shipped: dict[str, int] = Field(default_factory=dict)  # picked and shipped out of the reservation
+    matched: dict[str, int] = Field(default_factory=dict)  # of those, held receipt units received at once
+    explained_overage: dict[str, int] = Field(default_factory=dict)  # of those, an earlier overage undone
+    beyond_reserved: dict[str, int] = Field(default_factory=dict)  # said beyond what was still reserved
 
 
 class VarianceLine(BaseModel):
@@ -110,6 +145,10 @@ class TransferState(BaseModel):
     requested_at: datetime | None = None
     shipped_at: datetime | None = None
     shipped_beyond_reserved: dict[str, int] = Field(default_factory=dict)  # shipment notice beyond the reservation
+    shipments: list[ShipmentNote] = Field(default_factory=list)  # release 2: the trucks, in the order applied
+    ship_grace_until: datetime | None = None  # release 2: the unshipped rest is released then, unless a notice comes
+    shipping_final_at: datetime | None = None  # release 2: no more is shipped out of the reservation from then on
+    shipping_final_reason: str | None = None  # "complete" | "all reserved shipped" | "ship grace expired"
     receipts: list[ReceiptNote] = Field(default_factory=list)
     receipt_grace_until: datetime | None = None  # a shortage becomes final then, if no further receipt comes
     receipt_final_at: datetime | None = None
@@ -235,6 +274,7 @@ def plan_shipment(lines: Iterable[TransferLine], shipped: Mapping[str, int]) -> 
 class ReceiptPlan(BaseModel):
     into_available: dict[str, int]  # in_transit -> available at the destination
     overage: dict[str, int]  # beyond what is still in transit: straight into available, as an adjustment
+    held: dict[str, int] = Field(default_factory=dict)  # release 2: held for a later notice, not posted
 
 
 def plan_receipt(lines: Iterable[TransferLine], counted: Mapping[str, int]) -> ReceiptPlan:
@@ -249,6 +289,119 @@ def plan_receipt(lines: Iterable[TransferLine], counted: Mapping[str, int]) -> R
         if units - arrives > 0:
             over[sku] = units - arrives
     return ReceiptPlan(into_available=into, overage=over)
+
+
+# --- release 2: several trucks and receipts in any order ------------------------------------------------------
+def plan_extra_reserve(lines: Iterable[TransferLine], notified: Mapping[str, int],
+                       available: Mapping[str, int]) -> dict[str, int]:
+    """A notice beyond what is still reserved (the reservation was partial, or the rest was released when shipping
+    became final and an overtaken notice arrives now): what to reserve more at the source, so those units ship
+    out of the ledger instead of becoming an overage at the destination. At most what was requested and neither
+    shipped nor still reserved, and at most what the source has free."""
+    by_sku = {line.sku: line for line in lines}
+    out: dict[str, int] = {}
+    for sku, units in notified.items():
+        line = by_sku.get(sku)
+        if line is None:
+            continue
+        wanted = min(units - line.unshipped, line.requested - line.shipped - line.unshipped)
+        take = min(wanted, max(0, available.get(sku, 0)))
+        if take > 0:
+            out[sku] = take
+    return out
+
+
+class NoticePlan(BaseModel):
+    ship: dict[str, int]  # sku -> units picked and shipped out of the reservation (reserved -> in transit)
+    match: dict[str, int]  # sku -> of those, units a receipt already counted (held): in transit -> available
+    # sku -> of those, units a receipt already took in as an overage (shipping was final then): the overage is
+    # undone out of in_transit (ADJUST in_transit -n, reason receipt_overage), so they are not counted twice
+    explained_overage: dict[str, int] = Field(default_factory=dict)
+    beyond_reserved: dict[str, int]  # sku -> units the notice says beyond what is still reserved
+
+
+def plan_notice(lines: Iterable[TransferLine], notified: Mapping[str, int]) -> NoticePlan:
+    """One more truck: ship at most what is still reserved and unshipped per SKU, and match units receipts
+    counted before it (held ones first, then an overage already taken in). Nothing is released here."""
+    by_sku = {line.sku: line for line in lines}
+    ship: dict[str, int] = {}
+    match: dict[str, int] = {}
+    explained: dict[str, int] = {}
+    beyond: dict[str, int] = {}
+    for sku, units in notified.items():
+        line = by_sku.get(sku)
+        room = line.unshipped if line else 0
+        out = min(max(0, units), room)
+        if out:
+            assert line is not None
+            ship[sku] = out
+            held = min(line.held, out)
+            over = min(line.over, out - held)
+            if held:
+                match[sku] = held
+            if over:
+                explained[sku] = over
+        if units > out:
+            beyond[sku] = units - out
+    return NoticePlan(ship=ship, match=match, explained_overage=explained, beyond_reserved=beyond)
+
+
+def apply_notice(lines: Iterable[TransferLine], plan: NoticePlan) -> None:
+    """Record a notice's plan on the lines once its movements are posted."""
+    for line in lines:
+        line.shipped += plan.ship.get(line.sku, 0)
+        line.held -= plan.match.get(line.sku, 0)
+        line.over -= plan.explained_overage.get(line.sku, 0)
+
+
+def plan_receipt_v2(lines: Iterable[TransferLine], counted: Mapping[str, int], shipping_final: bool) -> ReceiptPlan:
+    """Split one receipt's counts into what arrives out of in_transit, what is held for a later notice (only
+    while shipping is not final, and at most what is still reserved and unshipped, less what is held already),
+    and what is an overage at once (nothing a later truck could still explain)."""
+    by_sku = {line.sku: line for line in lines}
+    into: dict[str, int] = {}
+    held: dict[str, int] = {}
+    over: dict[str, int] = {}
+    for sku, units in counted.items():
+        line = by_sku.get(sku)
+        arrives = min(units, line.in_transit if line else 0)
+        rest = units - arrives
+        hold = 0 if shipping_final or line is None else min(rest, max(0, line.unshipped - line.held))
+        for plan, value in ((into, arrives), (held, hold), (over, rest - hold)):
+            if value > 0:
+                plan[sku] = value
+    return ReceiptPlan(into_available=into, overage=over, held=held)
+
+
+def apply_receipt(lines: Iterable[TransferLine], counted: Mapping[str, int], plan: ReceiptPlan) -> None:
+    """Record a receipt on the lines once its movements are posted."""
+    for line in lines:
+        line.received += counted.get(line.sku, 0)
+        line.held += plan.held.get(line.sku, 0)
+        line.over += plan.overage.get(line.sku, 0)
+
+
+def all_reserved_shipped(lines: Iterable[TransferLine]) -> bool:
+    """Nothing is left reserved for the transfer: no later notice can ship anything out of the reservation."""
+    return all(line.unshipped == 0 for line in lines)
+
+
+class ShippingFinalPlan(BaseModel):
+    release: dict[str, int]  # sku -> reserved and never shipped: back to available at the source
+    overage: dict[str, int]  # sku -> still held: no notice will match it any more, so into available as overage
+
+
+def plan_shipping_final(lines: Iterable[TransferLine]) -> ShippingFinalPlan:
+    lines = list(lines)
+    return ShippingFinalPlan(release={line.sku: line.unshipped for line in lines if line.unshipped},
+                             overage={line.sku: line.held for line in lines if line.held})
+
+
+def apply_shipping_final(lines: Iterable[TransferLine], plan: ShippingFinalPlan) -> None:
+    for line in lines:
+        line.released += plan.release.get(line.sku, 0)
+        line.over += plan.overage.get(line.sku, 0)
+        line.held -= plan.overage.get(line.sku, 0)
 
 
 def sum_by_sku(lines: Iterable[Any]) -> dict[str, int]:
@@ -319,5 +472,11 @@ def details_markdown(state: TransferState) -> str:
         *rows,
     ])
     notes = [n for n in (state.refusal_reason, state.cancel_reason and f"cancelled: {state.cancel_reason}") if n]
+    if state.shipments:
+        held = sum(line.held for line in state.lines)
+        notes.append(f"{len(state.shipments)} shipment notice(s), {len(state.receipts)} receipt(s)"
+                     + (f", {held} received units held for a later notice" if held else "")
+                     + (f"; shipping final: {state.shipping_final_reason}" if state.shipping_final_reason else
+                        "; more may ship"))
     return "\n\n".join([head, table, *notes])
 

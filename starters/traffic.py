@@ -265,8 +265,10 @@ async def order(day: Day, n: int, variant: str = "ship") -> list[Expectation]:
 
 
 async def transfer(day: Day, n: int, variant: str = "plain") -> list[Expectation]:
-    """A DC-to-store transfer. Variants: plain, short (one unit never arrives), split (two receipts),
-    cancel (cancelled before shipment is not an event in the contract: ops cancel; here: never shipped)."""
+    """A DC-to-store transfer. Variants: plain, short (one unit never arrives), split (two receipts), trucks
+    (two shipment notices, the first truck's receipt counting both before the second notice, which says
+    `complete`), cancel (cancelled before shipment is not an event in the contract: ops cancel; here: never
+    shipped)."""
     transfer_id = day.id("T", n)
     source = day.rng.choice(DISTRIBUTION_CENTERS)
     dest = day.rng.choice(STORES)
@@ -278,12 +280,18 @@ async def transfer(day: Day, n: int, variant: str = "plain") -> list[Expectation
     if variant == "short":
         received[0]["quantity"] -= 1
     steps = [("wms", "transfer.shipped", {"transfer_id": transfer_id, "lines": shipped})]
-    if variant == "split":
+    if variant == "trucks":
+        first = [{**line, "quantity": 1} for line in shipped]
+        rest = [{**line, "quantity": line["quantity"] - 1} for line in shipped]
+        steps = [("wms", "transfer.shipped", {"transfer_id": transfer_id, "lines": first}),
+                 ("pos", "transfer.received", {"transfer_id": transfer_id, "lines": received}),
+                 ("wms", "transfer.shipped", {"transfer_id": transfer_id, "lines": rest, "complete": True})]
+    elif variant == "split":
         first = [{**line, "quantity": 1} for line in received]
         rest = [{**line, "quantity": line["quantity"] - 1} for line in received]
         steps += [("pos", "transfer.received", {"transfer_id": transfer_id, "lines": first}),
                   ("pos", "transfer.received", {"transfer_id": transfer_id, "lines": rest})]
-    else:
+    elif variant != "trucks":
         steps.append(("pos", "transfer.received", {"transfer_id": transfer_id, "lines": received}))
     await day.follow_up(steps)
     # a short receipt is final only `receipt_grace` (24 h by default) after the last receipt: until then it waits

@@ -53,9 +53,11 @@ def requested(tid: str, src: str, dst: str, *lines: tuple[str, int, str]) -> Eve
                                                 "lines": [{"sku": s, "quantity": q, "uom": u} for s, q, u in lines]})
 
 
-def shipped(tid: str, *lines: tuple[str, int], event_id: str | None = None) -> Event:
-    return event(EventType.TRANSFER_SHIPPED,
-                 {"transfer_id": tid, "lines": [{"sku": s, "quantity": q} for s, q in lines]}, event_id)
+def shipped(tid: str, *lines: tuple[str, int], event_id: str | None = None, complete: bool | None = None) -> Event:
+    data: dict = {"transfer_id": tid, "lines": [{"sku": s, "quantity": q} for s, q in lines]}
+    if complete is not None:
+        data["complete"] = complete
+    return event(EventType.TRANSFER_SHIPPED, data, event_id)
 
 
 def received(tid: str, *lines: tuple[str, int], event_id: str | None = None) -> Event:
@@ -172,7 +174,7 @@ async def test_within_one_entity_with_uom_conversion_moves_value_through_in_tran
         await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
         assert await stock(engine, a, world.dc) == {A: 6}
         assert await stock(engine, a, world.store) == {T: 24}
-        assert await journal(engine, t, f"ship:{world.dc}:{world.store}") == {
+        assert await journal(engine, t, f"ship:{world.dc}:{world.store}:1") == {
             world.entity_a: {"inventory": -(24 * ca + 5 * cb), "inventory_in_transit": 24 * ca + 5 * cb}}
         await r.send(received(t, (a, 24), (b, 5)))
         out, s = await r.finish(t)
@@ -197,7 +199,7 @@ async def test_across_two_entities_short_receipt_is_written_off_after_the_grace(
         await r.send(shipped(t, (a, 10)))
         s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
         assert s.intercompany and (s.from_legal_entity, s.to_legal_entity) == (world.entity_a, world.entity_b)
-        assert await journal(engine, t, f"ship:{world.dc}:{world.far}") == {
+        assert await journal(engine, t, f"ship:{world.dc}:{world.far}:1") == {
             world.entity_a: {"inventory": -10 * c, "intercompany_receivable": 10 * c},
             world.entity_b: {"inventory_in_transit": 10 * c, "intercompany_payable": -10 * c}}
         await r.send(received(t, (a, 8)))
@@ -232,9 +234,10 @@ async def test_partial_reservation_and_partial_shipment_release_the_rest(
         assert s.lines[1].shortfall_reason == f"{world.dc} has 10 of {b} available, 36 requested"
         assert [(x.sku, x.reason) for x in s.refused_lines] == [
             ("NOPE", "unknown SKU NOPE"), (a, f"unit 'PALLET' is not defined for {a} (known: CASE, EA)")]
-        await r.send(shipped(t, (a, 7), (b, 10)))
-        s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
+        await r.send(shipped(t, (a, 7), (b, 10), complete=True))  # the last truck: the rest is released at once
+        s = await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT and s.shipping_final_at, "in transit")
         assert [(x.shipped, x.released) for x in s.lines] == [(7, 5), (10, 0)]
+        assert s.shipping_final_reason == "complete"
         assert await stock(engine, a, world.dc) == {A: 23}
         assert await stock(engine, b, world.dc) == {}
         await r.send(received(t, (a, 7), (b, 10)))
@@ -449,4 +452,228 @@ async def test_demo_catalog_across_entities_on_the_dev_server_shows_search_attri
     assert await journal(engine, t) == {
         "RF-EAST": {"inventory": -12 * cost, "intercompany_receivable": 12 * cost},
         "RF-WEST": {"inventory": 12 * cost, "intercompany_payable": -12 * cost}}
+    await assert_checker_ok(database_url)
+
+
+# --- release 2: several trucks and receipts, in any order ---------------------------------------------------
+async def network(engine: AsyncEngine, world: World) -> dict[str, int]:
+    """Units per SKU over every location of the world, all buckets: a transfer must not change them except by a
+    genuine overage or shrink."""
+    out = {}
+    for sku in world.skus:
+        out[sku] = sum([sum((await stock(engine, sku, loc)).values()) for loc in world.location_ids])
+    return out
+
+
+async def test_two_trucks_then_one_receipt_ship_the_reservation_in_two_parts(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    c = world.cost[a]
+    before = await network(engine, world)
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.far, (a, 10, "EA")))
+        await r.send(shipped(t, (a, 6)))
+        s = await until(r.handle(t), lambda s: len(s.shipments) == 1, "first truck")
+        assert s.stage is TransferStage.IN_TRANSIT and s.shipping_final_at is None and s.ship_grace_until
+        assert await stock(engine, a, world.dc) == {A: 20, R: 4}  # the rest stays reserved for the next truck
+        assert await stock(engine, a, world.far) == {T: 6}
+        await r.send(shipped(t, (a, 4)))
+        s = await until(r.handle(t), lambda s: len(s.shipments) == 2, "second truck")
+        assert s.shipping_final_reason == "all reserved shipped"
+        assert await stock(engine, a, world.far) == {T: 10}
+        await r.send(received(t, (a, 10)))
+        out, s = await r.finish(t)
+    assert (out.stage, out.shipped, out.received, out.short, out.over) == (TransferStage.RECEIVED, 10, 10, 0, 0)
+    assert [n.shipped for n in s.shipments] == [{a: 6}, {a: 4}] and s.exceptions == []
+    assert s.receipts[0].into_available == {a: 10} and s.receipts[0].held == {}
+    assert await stock(engine, a, world.dc) == {A: 20}
+    assert await stock(engine, a, world.far) == {A: 10}
+    assert await network(engine, world) == before
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -10 * c, "intercompany_receivable": 10 * c},
+        world.entity_b: {"inventory": 10 * c, "intercompany_payable": -10 * c}}
+    assert await journal(engine, t, f"ship:{world.dc}:{world.far}:2") == {
+        world.entity_a: {"inventory": -4 * c, "intercompany_receivable": 4 * c},
+        world.entity_b: {"inventory_in_transit": 4 * c, "intercompany_payable": -4 * c}}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_receipt_before_the_second_notice_is_held_then_matched_never_an_overage(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    c = world.cost[a]
+    before = await network(engine, world)
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.store, (a, 10, "EA")))
+        await r.send(shipped(t, (a, 6)))
+        await r.send(received(t, (a, 10)))  # the second truck came before its notice
+        s = await until(r.handle(t), lambda s: len(s.receipts) == 1, "receipt")
+        assert s.stage is TransferStage.RECEIVING
+        assert s.receipts[0].into_available == {a: 6} and s.receipts[0].held == {a: 4} and s.receipts[0].overage == {}
+        assert s.line(a).held == 4
+        assert await stock(engine, a, world.store) == {A: 6}  # held units are not posted
+        assert await stock(engine, a, world.dc) == {A: 20, R: 4}
+        assert await network(engine, world) == before
+        await r.send(shipped(t, (a, 4), complete=True))
+        out, s = await r.finish(t)
+    assert (out.stage, out.shipped, out.received, out.over, out.short) == (TransferStage.RECEIVED, 10, 10, 0, 0)
+    assert s.shipments[1].matched == {a: 4} and s.shipping_final_reason == "complete"
+    assert s.receipt_final_reason == "all received" and s.exceptions == []
+    assert await stock(engine, a, world.store) == {A: 10}
+    assert await stock(engine, a, world.dc) == {A: 20}
+    assert await network(engine, world) == before
+    assert await journal(engine, t) == {}  # all within entity A
+    assert await journal(engine, t, "match:2") == {
+        world.entity_a: {"inventory": 4 * c, "inventory_in_transit": -4 * c}}
+    await assert_checker_ok(database_url)
+
+
+async def test_receipts_before_any_notice_wait_for_it_and_the_ship_clock_keeps_running(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a, b = world.skus
+    before = await network(engine, world)
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.far, (a, 8, "EA"), (b, 2, "EA")))
+        await until(r.handle(t), lambda s: any(x.reserved for x in s.lines), "reserved")
+        await r.send(received(t, (a, 5)))
+        await r.send(received(t, (a, 3), (b, 2)))
+        s = await until(r.handle(t), lambda s: len(s.receipts) == 2, "two receipts")
+        assert [x.held for x in s.lines] == [8, 2] and s.stage is TransferStage.RECEIVING
+        assert await stock(engine, a, world.far) == {} and await stock(engine, a, world.dc) == {A: 22, R: 8}
+        with pytest.raises(WorkflowUpdateFailedError):  # goods arrived: no cancel any more
+            await r.handle(t).execute_update("cancel", CancelRequest(reason="too late"), result_type=TransferState)
+        await time_skipping_env.sleep(timedelta(hours=25))  # the WMS never said what shipped: ops are told
+        await until(r.handle(t), lambda s: case_kinds(s, "open") == ["transfer_ship_overdue"], "ship overdue")
+        await r.send(shipped(t, (a, 8), (b, 2)))
+        out, s = await r.finish(t)
+    assert (out.stage, out.shipped, out.received, out.over, out.short) == (TransferStage.RECEIVED, 10, 10, 0, 0)
+    assert s.shipments[0].matched == {a: 8, b: 2}
+    assert case_kinds(s, "resolved") == ["transfer_ship_overdue"] and case_kinds(s, "open") == []
+    assert await stock(engine, a, world.far) == {A: 8} and await stock(engine, b, world.far) == {A: 2}
+    assert await stock(engine, a, world.dc) == {A: 22} and await stock(engine, b, world.dc) == {A: 8}
+    assert await network(engine, world) == before
+    value = 8 * world.cost[a] + 2 * world.cost[b]
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -value, "intercompany_receivable": value},
+        world.entity_b: {"inventory": value, "intercompany_payable": -value}}
+    await assert_checker_ok(database_url)
+
+
+async def test_the_complete_flag_releases_the_unshipped_rest_at_once(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    before = await network(engine, world)
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.store, (a, 10, "EA")))
+        await r.send(shipped(t, (a, 6), complete=True))
+        s = await until(r.handle(t), lambda s: s.shipping_final_at is not None, "shipping final")
+        assert s.shipping_final_reason == "complete" and s.ship_grace_until is None
+        assert s.line(a).released == 4 and s.line(a).unshipped == 0
+        assert await stock(engine, a, world.dc) == {A: 24}
+        await r.send(received(t, (a, 6)))
+        out, s = await r.finish(t)
+    assert (out.stage, out.reserved, out.shipped, out.received, out.short) == (TransferStage.RECEIVED, 10, 6, 6, 0)
+    assert s.exceptions == []
+    assert await stock(engine, a, world.store) == {A: 6} and await stock(engine, a, world.dc) == {A: 24}
+    assert await network(engine, world) == before
+    assert await journal(engine, t) == {}
+    await assert_checker_ok(database_url)
+
+
+async def test_the_ship_grace_releases_the_unshipped_rest_after_the_last_notice(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url, transfer_ship_grace=timedelta(hours=6)), tid()
+    a = world.skus[0]
+    c = world.cost[a]
+    before = await network(engine, world)
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.far, (a, 10, "EA")))
+        await r.send(shipped(t, (a, 3)))
+        await until(r.handle(t), lambda s: len(s.shipments) == 1, "first truck")
+        await time_skipping_env.sleep(timedelta(hours=4))
+        await r.send(shipped(t, (a, 3)))  # a second truck within the grace: the grace starts again
+        await r.send(received(t, (a, 6)))
+        s = await until(r.handle(t), lambda s: len(s.receipts) == 1, "receipt")
+        assert s.stage is TransferStage.RECEIVING and s.shipping_final_at is None  # all shipped so far is in
+        assert await stock(engine, a, world.dc) == {A: 20, R: 4}
+        await time_skipping_env.sleep(timedelta(hours=4))  # 8 h after the first notice, 4 h after the last
+        assert (await state(r.handle(t))).shipping_final_at is None
+        await time_skipping_env.sleep(timedelta(hours=3))
+        out, s = await r.finish(t)
+    assert (out.stage, out.shipped, out.received, out.short, out.over) == (TransferStage.RECEIVED, 6, 6, 0, 0)
+    assert s.shipping_final_reason == "ship grace expired" and s.line(a).released == 4
+    assert s.receipt_final_reason == "all received" and s.exceptions == []
+    assert await stock(engine, a, world.dc) == {A: 24} and await stock(engine, a, world.far) == {A: 6}
+    assert await network(engine, world) == before
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -6 * c, "intercompany_receivable": 6 * c},
+        world.entity_b: {"inventory": 6 * c, "intercompany_payable": -6 * c}}
+    await assert_checker_ok(database_url)
+
+
+async def test_genuine_overage_and_shortage_over_several_trucks_open_one_variance_case(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a, b = world.skus
+    ca, cb = world.cost[a], world.cost[b]
+    before = await network(engine, world)
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.store, (a, 10, "EA"), (b, 4, "EA")))
+        await r.send(shipped(t, (a, 6)))
+        await r.send(received(t, (a, 9), (b, 0)))  # 6 in transit, 3 held for a later truck
+        await until(r.handle(t), lambda s: len(s.receipts) == 1, "first receipt")
+        await r.send(shipped(t, (a, 2), (b, 4), complete=True))  # 2 of the held match; 1 held is an overage now
+        s = await until(r.handle(t), lambda s: s.shipping_final_at is not None, "shipping final")
+        assert s.line(a).over == 1 and s.line(a).released == 2 and s.line(a).held == 0
+        await r.send(received(t, (b, 3)))
+        s = await until(r.handle(t), lambda s: len(s.receipts) == 2, "second receipt")
+        assert s.stage is TransferStage.RECEIVING and s.receipt_grace_until is not None
+        await time_skipping_env.sleep(timedelta(hours=25))  # the receipt grace: one of b never arrives
+        out, s = await r.finish(t)
+    assert (out.shipped, out.received, out.short, out.over) == (12, 12, 1, 1)
+    assert [v.model_dump() for v in s.variance] == [
+        {"sku": a, "shipped": 8, "received": 9, "short": 0, "over": 1},
+        {"sku": b, "shipped": 4, "received": 3, "short": 1, "over": 0}]
+    assert case_kinds(s) == ["receipt_variance"] and s.receipt_final_reason == "grace expired"
+    assert await stock(engine, a, world.store) == {A: 9} and await stock(engine, b, world.store) == {A: 3}
+    assert await stock(engine, a, world.dc) == {A: 22} and await stock(engine, b, world.dc) == {A: 6}
+    after = await network(engine, world)
+    assert after == {a: before[a] + 1, b: before[b] - 1}  # only the genuine overage and shrink, with their case
+    assert await journal(engine, t) == {world.entity_a: {"inventory": ca - cb, "shrink": cb - ca}}
+    assert await journal(engine, t, "overage:held") == {world.entity_a: {"inventory": ca, "shrink": -ca}}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_notice_overtaken_by_the_complete_one_ships_from_the_source_and_undoes_the_overage(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """Webhooks reorder: the last truck's notice (`complete`) comes first, the rest is released; the first truck's
+    units are counted while shipping is final (an overage then); its notice, last, reserves those units again at
+    the source, ships them and undoes the overage. No variance, no case, network units unchanged."""
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a, b = world.skus
+    before = await network(engine, world)
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.far, (a, 10, "EA"), (b, 4, "EA")))
+        await r.send(shipped(t, (a, 6), (b, 4), complete=True))
+        await r.send(received(t, (a, 10)))
+        s = await until(r.handle(t), lambda s: len(s.receipts) == 1, "receipt")
+        assert s.receipts[0].overage == {a: 4} and await stock(engine, a, world.dc) == {A: 24}
+        await r.send(shipped(t, (a, 4)))
+        s = await until(r.handle(t), lambda s: len(s.shipments) == 2, "overtaken notice")
+        assert s.shipments[1].reserved_more == {a: 4} and s.shipments[1].explained_overage == {a: 4}
+        assert s.line(a).over == 0 and await stock(engine, a, world.dc) == {A: 20}
+        await r.send(received(t, (b, 4)))
+        out, s = await r.finish(t)
+    assert (out.stage, out.shipped, out.received, out.short, out.over) == (TransferStage.RECEIVED, 14, 14, 0, 0)
+    assert s.exceptions == [] and s.variance == []
+    assert await stock(engine, a, world.far) == {A: 10} and await stock(engine, b, world.far) == {A: 4}
+    assert await network(engine, world) == before
+    value = 10 * world.cost[a] + 4 * world.cost[b]
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -value, "intercompany_receivable": value},
+        world.entity_b: {"inventory": value, "intercompany_payable": -value}}
     await assert_checker_ok(database_url)

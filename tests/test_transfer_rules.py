@@ -2,19 +2,30 @@
 receipts adding up, and the variance."""
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from domain.events import SkuQuantityUom
 from domain.items import Item
 from domain.process import PartialPolicy
 from domain.transfer import (
     TransferLine,
     TransferStage,
+    all_reserved_shipped,
+    apply_notice,
+    apply_receipt,
+    apply_shipping_final,
     cancel_refusal,
     describe_variance,
     outstanding,
+    plan_extra_reserve,
+    plan_notice,
     plan_receipt,
+    plan_receipt_v2,
     plan_request,
     plan_reservation,
     plan_shipment,
+    plan_shipping_final,
     variance,
 )
 
@@ -99,3 +110,224 @@ def test_the_receipt_grace_comes_from_settings_into_the_transfer_policy() -> Non
                       ).process_policy("transfer", None)
     assert policy.receipt_grace == timedelta(hours=2) and policy.partial is PartialPolicy.REJECT
     assert Settings().process_policy("transfer", None).receipt_grace == timedelta(hours=24)
+
+
+# --- release 2: several trucks and receipts, in any order ---------------------------------------------------
+def reserved_line(sku: str, reserved: int, requested: int | None = None) -> TransferLine:
+    return TransferLine(sku=sku, as_requested=f"{reserved} EA", requested=requested or reserved, reserved=reserved)
+
+
+class Network:
+    """The ledger buckets a transfer touches, moved exactly as the Transfer workflow moves them on release 2
+    (workflows/transfer.py `_ship_and_receive`), driven by the pure rules."""
+
+    def __init__(self, lines: list[TransferLine], free: int = 5) -> None:
+        self.lines = lines
+        self.src = {line.sku: {"available": free, "reserved": line.reserved, "picked": 0} for line in lines}
+        self.dst = {line.sku: {"available": 0, "in_transit": 0} for line in lines}
+        self.start = self.units()
+        self.overage = {line.sku: 0 for line in lines}
+        self.shrink = {line.sku: 0 for line in lines}
+        self.shipping_final = False
+
+    def units(self) -> dict[str, int]:
+        return {sku: sum(self.src[sku].values()) + sum(self.dst[sku].values()) for sku in self.src}
+
+    def notice(self, notified: dict[str, int], complete: bool = False) -> None:
+        free = {sku: self.src[sku]["available"] for sku in self.src}
+        for sku, n in plan_extra_reserve(self.lines, notified, free).items():  # RESERVE
+            self.src[sku]["available"] -= n
+            self.src[sku]["reserved"] += n
+            self.lines_by_sku()[sku].reserved += n
+        plan = plan_notice(self.lines, notified)
+        for sku, n in plan.ship.items():
+            self.src[sku]["reserved"] -= n  # PICK
+            self.src[sku]["picked"] += n
+            self.src[sku]["picked"] -= n  # TRANSFER_SHIP
+            self.dst[sku]["in_transit"] += n
+        for sku, n in plan.match.items():  # TRANSFER_RECEIPT of units a receipt already counted
+            self.dst[sku]["in_transit"] -= n
+            self.dst[sku]["available"] += n
+        for sku, n in plan.explained_overage.items():  # ADJUST in_transit -n: an earlier overage undone
+            self.dst[sku]["in_transit"] -= n
+            self.overage[sku] -= n
+        apply_notice(self.lines, plan)
+        if not self.shipping_final and (complete or all_reserved_shipped(self.lines)):
+            self.final_shipping()
+
+    def final_shipping(self) -> None:
+        plan = plan_shipping_final(self.lines)
+        for sku, n in plan.release.items():
+            self.src[sku]["reserved"] -= n
+            self.src[sku]["available"] += n
+        for sku, n in plan.overage.items():
+            self.dst[sku]["available"] += n
+            self.overage[sku] += n
+        apply_shipping_final(self.lines, plan)
+        self.shipping_final = True
+
+    def receipt(self, counted: dict[str, int]) -> None:
+        plan = plan_receipt_v2(self.lines, counted, self.shipping_final)
+        for sku, n in plan.into_available.items():
+            self.dst[sku]["in_transit"] -= n
+            self.dst[sku]["available"] += n
+        for sku, n in plan.overage.items():
+            self.dst[sku]["available"] += n
+            self.overage[sku] += n
+        apply_receipt(self.lines, counted, plan)
+
+    def close(self) -> None:
+        """Receiving final: the grace passed; what is still in transit is written off."""
+        if not self.shipping_final:
+            self.final_shipping()
+        for sku, n in outstanding(self.lines).items():
+            self.dst[sku]["in_transit"] -= n
+            self.shrink[sku] += n
+            self.lines_by_sku()[sku].short += n
+
+    def lines_by_sku(self) -> dict[str, TransferLine]:
+        return {line.sku: line for line in self.lines}
+
+    def check(self) -> None:
+        now = self.units()
+        for sku in self.src:
+            assert now[sku] == self.start[sku] + self.overage[sku] - self.shrink[sku], sku  # network units conserved
+            assert min(self.src[sku].values()) >= 0 and min(self.dst[sku].values()) >= 0
+            line = self.lines_by_sku()[sku]
+            assert self.dst[sku]["in_transit"] == line.in_transit  # the ledger and the state agree
+            assert self.src[sku]["reserved"] == line.unshipped
+            assert 0 <= line.held <= line.unshipped
+            assert line.held == 0 or line.in_transit == 0
+            assert line.over == self.overage[sku]
+
+
+def test_two_trucks_then_one_receipt_matches_everything() -> None:
+    net = Network([reserved_line("MUG", 10)])
+    net.notice({"MUG": 6})
+    assert net.lines[0].unshipped == 4 and not net.shipping_final  # the rest stays reserved
+    net.notice({"MUG": 4})
+    assert net.shipping_final  # nothing left reserved
+    net.receipt({"MUG": 10})
+    net.check()
+    assert outstanding(net.lines) == {} and net.overage == {"MUG": 0} and net.dst["MUG"]["available"] == 10
+
+
+def test_a_receipt_before_the_second_notice_is_held_then_matched() -> None:
+    net = Network([reserved_line("MUG", 10)])
+    net.notice({"MUG": 6})
+    plan = plan_receipt_v2(net.lines, {"MUG": 10}, shipping_final=False)
+    assert (plan.into_available, plan.held, plan.overage) == ({"MUG": 6}, {"MUG": 4}, {})
+    net.receipt({"MUG": 10})
+    net.check()
+    assert net.lines[0].held == 4 and net.dst["MUG"]["available"] == 6
+    late = plan_notice(net.lines, {"MUG": 4})
+    assert late.ship == {"MUG": 4} and late.match == {"MUG": 4}
+    net.notice({"MUG": 4}, complete=True)
+    net.check()
+    assert net.lines[0].held == 0 and net.dst["MUG"] == {"available": 10, "in_transit": 0}
+    assert net.overage == {"MUG": 0}
+
+
+def test_receipts_before_any_notice_are_held_up_to_the_reservation_the_rest_is_over_at_once() -> None:
+    net = Network([reserved_line("MUG", 10)])
+    plan = plan_receipt_v2(net.lines, {"MUG": 12}, shipping_final=False)
+    assert (plan.into_available, plan.held, plan.overage) == ({}, {"MUG": 10}, {"MUG": 2})
+    net.receipt({"MUG": 12})
+    net.notice({"MUG": 10})
+    net.check()
+    assert net.overage == {"MUG": 2} and net.dst["MUG"]["available"] == 12 and net.src["MUG"]["reserved"] == 0
+
+
+def test_shipping_final_releases_the_unshipped_rest_and_turns_what_is_held_into_overage() -> None:
+    net = Network([reserved_line("MUG", 10), reserved_line("TEE", 4)])
+    net.notice({"MUG": 6})
+    net.receipt({"MUG": 8, "TEE": 1})
+    assert [line.held for line in net.lines] == [2, 1]
+    final = plan_shipping_final(net.lines)
+    assert final.release == {"MUG": 4, "TEE": 4} and final.overage == {"MUG": 2, "TEE": 1}
+    net.final_shipping()  # the ship grace passed
+    net.check()
+    assert net.src["MUG"] == {"available": 9, "reserved": 0, "picked": 0}
+    assert net.overage == {"MUG": 2, "TEE": 1}
+    assert plan_receipt_v2(net.lines, {"MUG": 1}, shipping_final=True).overage == {"MUG": 1}  # nothing held now
+
+
+def test_a_notice_beyond_what_is_still_reserved_ships_only_the_reservation() -> None:
+    lines = [reserved_line("MUG", 5)]
+    plan = plan_notice(lines, {"MUG": 7, "ODD": 2})
+    assert plan.ship == {"MUG": 5} and plan.beyond_reserved == {"MUG": 2, "ODD": 2} and plan.match == {}
+
+
+def test_the_ship_grace_comes_from_settings_into_the_transfer_policy() -> None:
+    from datetime import timedelta
+
+    from domain.events import TransferShipped
+    from worker.settings import Settings
+
+    assert Settings(transfer_ship_grace=timedelta(hours=3)).process_policy("transfer", None).ship_grace == timedelta(
+        hours=3)
+    assert Settings().process_policy("transfer", None).ship_grace == timedelta(hours=24)
+    assert TransferShipped.model_validate({"transfer_id": "T", "lines": [{"sku": "A", "quantity": 1}]}).complete is False
+
+
+def test_a_notice_overtaken_by_the_complete_one_reserves_again_and_undoes_the_overage() -> None:
+    """The `complete` notice arrives first (webhooks reorder): the rest is released; the earlier truck's receipt
+    is an overage then; its notice, arriving last, reserves again what the source has free and undoes it."""
+    net = Network([reserved_line("MUG", 10), reserved_line("TEE", 4)], free=5)
+    net.notice({"MUG": 6, "TEE": 4}, complete=True)
+    assert net.src["MUG"]["available"] == 9  # the rest released
+    net.receipt({"MUG": 10})
+    assert net.overage == {"MUG": 4, "TEE": 0}
+    assert plan_extra_reserve(net.lines, {"MUG": 4}, {"MUG": 9}) == {"MUG": 4}
+    assert plan_extra_reserve(net.lines, {"MUG": 6}, {"MUG": 9}) == {"MUG": 4}  # never beyond the request
+    assert plan_extra_reserve(net.lines, {"MUG": 4}, {"MUG": 1}) == {"MUG": 1}  # nor what the source has
+    plan = plan_notice(net.lines, {"MUG": 4})
+    assert plan.ship == {} and plan.beyond_reserved == {"MUG": 4}  # before the extra reservation
+    net.notice({"MUG": 4})
+    net.check()
+    assert net.overage == {"MUG": 0, "TEE": 0} and net.src["MUG"] == {"available": 5, "reserved": 0, "picked": 0}
+    assert net.dst["MUG"] == {"available": 10, "in_transit": 0} and net.dst["TEE"]["in_transit"] == 4
+
+
+SKUS = ["MUG", "TEE"]
+step = st.one_of(
+    st.tuples(st.just("notice"), st.dictionaries(st.sampled_from(SKUS), st.integers(1, 8), min_size=1),
+              st.booleans()),
+    st.tuples(st.just("receipt"), st.dictionaries(st.sampled_from(SKUS), st.integers(0, 8), min_size=1),
+              st.just(False)),
+    st.tuples(st.just("ship grace"), st.just({}), st.just(False)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(reserved=st.fixed_dictionaries({sku: st.integers(1, 12) for sku in SKUS}),
+       unreserved=st.fixed_dictionaries({sku: st.integers(0, 4) for sku in SKUS}),
+       free=st.integers(0, 6), steps=st.lists(step, max_size=12))
+def test_any_interleaving_of_notices_and_receipts_conserves_network_units(
+        reserved: dict[str, int], unreserved: dict[str, int], free: int, steps: list) -> None:
+    """Random notices (some saying `complete`), receipts and ship-grace expiries in any order, on a reservation
+    that may be short of the request, then receiving is final. At every step the network holds the units it
+    started with plus overage minus shrink, the ledger agrees with the state (in transit, still reserved), and no
+    bucket is negative. At the end nothing is left reserved, held or in transit, and per SKU the overage is what
+    was counted beyond what shipped and the shrink what shipped beyond what was counted, never both: no truck the
+    ledger shipped ever ends as an overage."""
+    net = Network([reserved_line(sku, q, q + unreserved[sku]) for sku, q in reserved.items()], free=free)
+    for kind, quantities, complete in steps:
+        if kind == "notice":
+            net.notice(quantities, complete=complete)
+        elif kind == "receipt":
+            net.receipt(quantities)
+        elif not net.shipping_final:
+            net.final_shipping()
+        net.check()
+    net.close()
+    net.check()
+    for line in net.lines:
+        sku = line.sku
+        counted = sum(q.get(sku, 0) for kind, q, _ in steps if kind == "receipt")
+        assert line.shipped <= line.requested
+        assert line.unshipped == 0 and line.in_transit == 0 and line.held == 0
+        assert net.overage[sku] == max(0, counted - line.shipped), (sku, counted, line.shipped)
+        assert net.shrink[sku] == max(0, line.shipped - counted)
+        assert net.dst[sku]["available"] == counted
+        assert net.src[sku]["available"] + line.shipped == free + reserved[sku]

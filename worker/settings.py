@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     partial_orders_by_channel: dict[str, PartialPolicy] = Field(default_factory=dict)
     partial_transfers: PartialPolicy = PartialPolicy.ACCEPT
     transfer_receipt_grace: timedelta = timedelta(hours=24)  # a transfer's shortage is final this long after its last receipt
+    transfer_ship_grace: timedelta = timedelta(hours=24)  # a transfer's unshipped rest is released this long after its last notice
     settlement_tolerance: Decimal = Decimal("0.00")
     safety_stock: dict[str, int] = Field(default_factory=dict)  # location_id -> units held back per SKU
     reconciliation_every: timedelta = timedelta(minutes=15)
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
             partial=partial,
             settlement_tolerance=self.settlement_tolerance,
             receipt_grace=self.transfer_receipt_grace,
+            ship_grace=self.transfer_ship_grace,
         )
 
     def secrets_for(self, source: str) -> list[str]:

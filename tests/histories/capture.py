@@ -12,7 +12,7 @@ they are the pre-change histories of a `workflow.patched` change and must keep r
 Stories: orders shipped, split, short-picked, cancelled before and after the pick (by event), cancelled by ops
 (update), pickup and POS sale, picked late (pick_overdue breach, resolved by the pick), never settled
 (settlement_overdue breach, escalated, still open), settled for less (settlement_mismatch, resolved by ops);
-transfers plain, split and short (receipt_variance), one never shipped (transfer_ship_overdue) then cancelled
+transfers plain, split, short (receipt_variance) and in two trucks (release 2), one never shipped (transfer_ship_overdue) then cancelled
 by ops; an order with its return refunded; a return never received (return_not_received: expired); a
 reconciliation run.
 """
@@ -50,7 +50,7 @@ ESCALATE_EVERY = timedelta(seconds=15)
 RECEIPT_GRACE = timedelta(seconds=10)  # a short transfer receipt becomes final (receipt_variance case) after this
 ORDER_VARIANTS = ["ship", "split", "short_pick", "cancel_before_pick", "cancel_after_pick", "pickup", "pos_sale",
                   "late_pick", "unsettled", "mismatch"]
-TRANSFER_VARIANTS = ["plain", "split", "short"]
+TRANSFER_VARIANTS = ["plain", "split", "short", "trucks"]
 
 
 def say(message: str) -> None:
