@@ -21,8 +21,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
+from activities.adapters.stub_pos import PostgresPos
 from activities.adapters.stub_wms import PostgresWms
 from activities.checker import check
+from activities.pos import CaptureInput
 from activities.wms import ShipmentRecord, ShippedLine
 from domain import ids
 from domain.cases import CaseSnapshot
@@ -69,7 +71,12 @@ class Sale:
     def price(self, line_id: str) -> Decimal:
         return D(self.world.items[self.lines[line_id][0]].price)
 
-    async def ship(self, engine: AsyncEngine, location_id: str) -> None:
+    async def ship(self, engine: AsyncEngine, location_id: str, *, payment_id: str | None = None,
+                   capture: Decimal | None = None, charged: dict[str, Decimal] | None = None,
+                   unit_prices: dict[str, Decimal] | None = None) -> None:
+        """Ship every line from `location_id`. With `payment_id` the shipment record names the payment (release
+        2) and `charged` (line_id -> amount) each line's charged amount; `capture` captures that much on the
+        payment, referencing the shipment, as ShipToSettle does."""
         erp, w = PostgresErp(engine), self.world
         per_sku: dict[str, int] = {}
         for n, q in self.lines.values():
@@ -78,12 +85,21 @@ class Sale:
             await erp.post_movement(movement(
                 f"{self.workflow_id}:{kind}", kind, *[line(sku, location_id, q) for sku, q in sorted(per_sku.items())],
                 workflow_id=self.workflow_id, reference=self.order_id))
+        shipment_id = unique("s")
+        prices, charged = unit_prices or {}, charged or {}
         await PostgresWms(engine).record_shipment(ShipmentRecord(
-            key=f"{self.workflow_id}:shipment:s1", shipment_id="s1", channel=self.channel, order_id=self.order_id,
-            location_id=location_id, carrier="ups", tracking_number="1Z",
-            lines=[ShippedLine(line_id=lid, sku=w.skus[n], quantity=q, unit_price=self.price(lid), currency="USD")
+            key=f"{self.workflow_id}:shipment:{shipment_id}", shipment_id=shipment_id, channel=self.channel,
+            order_id=self.order_id, location_id=location_id, carrier="ups", tracking_number="1Z",
+            payment_id=payment_id,
+            lines=[ShippedLine(line_id=lid, sku=w.skus[n], quantity=q, unit_price=prices.get(lid, self.price(lid)),
+                               currency="USD", amount=charged.get(lid))
                    for lid, (n, q) in self.lines.items()],
         ))
+        if capture is not None:
+            assert payment_id is not None
+            await PostgresPos(engine).capture(CaptureInput(
+                key=f"{self.workflow_id}:capture:{shipment_id}", payment_id=payment_id, authorized_amount=capture,
+                amount=capture, currency="USD", reference=shipment_id))
 
 
 class Return:
@@ -250,12 +266,16 @@ async def test_partial_return(time_skipping_env: WorkflowEnvironment, engine: As
         await send(client, settings, ret.authorized(world.dc, ("l1", 1), ("l2", 2)),
                    ret.received(world.dc, (0, 1), (1, 1)), ret.inspected((0, 1, RESTOCK), (1, 1, RESTOCK)),
                    ret.settled(refund))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received and inspected")
+        assert await refunds(engine, ret) == []  # a second parcel may still come within the receipt grace
+        await time_skipping_env.sleep(timedelta(hours=25))
         outcome, state = await finish(client, ret)
 
     assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
     by_id = lines_by_id(state)
     assert (by_id["l1"]["authorized"], by_id["l1"]["received"], by_id["l1"]["shipped"]) == (1, 1, 3)
     assert (by_id["l2"]["authorized"], by_id["l2"]["received"], by_id["l2"]["accepted"]) == (2, 1, 1)
+    assert any("1 authorized units never came back" in n for n in state.notes)
     assert await refunds(engine, ret) == [refund]
     assert await stock(engine, world, 0, world.dc) == {"available": 1}
     assert await stock(engine, world, 1, world.dc) == {"available": 1}
@@ -267,30 +287,35 @@ async def test_partial_return(time_skipping_env: WorkflowEnvironment, engine: As
 
 async def test_mixed_dispositions_in_one_return(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
                                                 world: World, database_url: str) -> None:
-    """Four units of one SKU: one restocked, one damaged (written off), one to the vendor, one never inspected
-    (stays in pending_inspection, out of stock and not refunded)."""
+    """Four units of one SKU: one restocked, one damaged (written off), one to the vendor, one left for a second
+    inspection pass: the return stays open (the unit in pending_inspection, out of stock) until it is inspected."""
     client, settings = time_skipping_env.client, make_settings()
     sale = Sale(world, {"l1": (0, 4), "l2": (1, 1)})
     ret = Return(sale)
-    refund = sale.price("l1") * 3 + sale.price("l2")
+    refund = sale.price("l1") * 4 + sale.price("l2")
     async with build_worker(client, engine, settings):
         await sale.ship(engine, world.dc)
         await send(client, settings, ret.authorized(world.dc, ("l1", 4), ("l2", 1)),
                    ret.received(world.dc, (0, 4), (1, 1)),
                    ret.inspected((0, 1, RESTOCK), (0, 1, DAMAGED), (0, 1, VENDOR), (1, 1, RESTOCK)),
                    ret.settled(refund))
+        await until(lambda: _pending_is(client, ret, 1), "first inspection pass applied")
+        state = await state_of(client, ret)
+        assert state.stage is ReturnStage.AWAITING_INSPECTION and await refunds(engine, ret) == []
+        assert await stock(engine, world, 0, world.dc) == {"available": 1, "vendor_return": 1,
+                                                           "pending_inspection": 1}
+        await send(client, settings, ret.inspected((0, 1, RESTOCK)))
         outcome, state = await finish(client, ret)
 
     assert outcome.stage is ReturnStage.REFUNDED
-    assert (outcome.received_units, outcome.accepted_units, outcome.refund_amount) == (5, 4, refund)
+    assert (outcome.received_units, outcome.accepted_units, outcome.refund_amount) == (5, 5, refund)
     l1 = lines_by_id(state)["l1"]
-    assert (l1["restocked"], l1["damaged"], l1["vendor_return"], l1["pending_inspection"]) == (1, 1, 1, 1)
-    assert await stock(engine, world, 0, world.dc) == {"available": 1, "vendor_return": 1, "pending_inspection": 1}
+    assert (l1["restocked"], l1["damaged"], l1["vendor_return"], l1["pending_inspection"]) == (2, 1, 1, 0)
+    assert await stock(engine, world, 0, world.dc) == {"available": 2, "vendor_return": 1}
     assert await stock(engine, world, 1, world.dc) == {"available": 1}
     a = world.entity_a
     assert await journal(engine, ret) == {
-        (a, "returns_pending_inspection"): cost(world, 0),  # the unit nobody inspected
-        (a, "inventory"): cost(world, 0, 2) + cost(world, 1),  # restocked + awaiting the vendor
+        (a, "inventory"): cost(world, 0, 3) + cost(world, 1),  # restocked + awaiting the vendor
         (a, "shrink"): cost(world, 0),  # the damaged unit written off
         (a, "cogs"): -(cost(world, 0, 4) + cost(world, 1)),
         (a, "sales_returns"): refund, (a, "cash_clearing"): -refund,
@@ -331,14 +356,21 @@ async def test_return_to_a_store_of_an_order_shipped_from_the_dc(
     await assert_checker_ok(database_url)
 
 
+async def _pending_is(client: Client, ret: Return, units: int) -> bool:
+    state = await state_of(client, ret)
+    return bool(state.lines) and sum(ln["pending_inspection"] for ln in state.lines) == units and any(
+        ln["accepted"] for ln in state.lines)
+
+
 async def _has_note(client: Client, ret: Return, text_: str) -> bool:
     return any(text_ in n for n in (await state_of(client, ret)).notes)
 
 
 async def test_return_of_more_than_shipped(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
                                            world: World, database_url: str) -> None:
-    """Line 1 asks back more than shipped and line 9 never shipped: both refused with their reasons, line 2 goes
-    on. Units of the refused line that arrive anyway are not taken into stock (noted as excess)."""
+    """Line 1 asks back more than shipped (over_return case) and line 9 never shipped: both refused with their
+    reasons, line 2 goes on. Units beyond the authorization that arrive anyway are received into
+    pending_inspection (never lost), inspected like the rest and never refunded."""
     client, settings = time_skipping_env.client, make_settings()
     sale = Sale(world, {"l1": (0, 2), "l2": (1, 1)})
     ret = Return(sale)
@@ -346,20 +378,35 @@ async def test_return_of_more_than_shipped(time_skipping_env: WorkflowEnvironmen
     async with build_worker(client, engine, settings):
         await sale.ship(engine, world.dc)
         await send(client, settings, ret.authorized(world.dc, ("l1", 3), ("l2", 1), ("l9", 1)),
-                   ret.received(world.dc, (0, 3), (1, 2)), ret.inspected((1, 1, RESTOCK)), ret.settled(refund))
+                   ret.received(world.dc, (0, 3), (1, 2)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received")
+        assert await stock(engine, world, 0, world.dc) == {"pending_inspection": 3}
+        assert await stock(engine, world, 1, world.dc) == {"pending_inspection": 2}
+        await send(client, settings, ret.inspected((1, 1, RESTOCK), (0, 3, RESTOCK), (1, 1, DAMAGED)),
+                   ret.settled(refund))
         outcome, state = await finish(client, ret)
+        await client.get_workflow_handle(ids.exception_workflow_id(ret.workflow_id, "over_return")).terminate(
+            "test cleanup")
 
     assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
     by_id = lines_by_id(state)
     assert by_id["l1"]["authorized"] == 0 and "only 2 of 2 EA" in by_id["l1"]["refused_reason"]
+    assert by_id["l1"]["refusal"] == "over_return"
     assert by_id["l9"]["authorized"] == 0 and "never shipped" in by_id["l9"]["refused_reason"]
     assert by_id["l2"]["authorized"] == 1 and by_id["l2"]["refused_reason"] is None
+    assert by_id[f"unauthorized:{world.skus[0]}"]["restocked"] == 3
+    assert by_id[f"unauthorized:{world.skus[1]}"]["damaged"] == 1
+    assert cases(state, "open") == ["over_return"]
     [receipt] = state.receipts
-    assert receipt.units == {world.skus[1]: 1} and receipt.excess == {world.skus[0]: 3, world.skus[1]: 1}
-    assert await stock(engine, world, 0, world.dc) == {}
+    assert receipt.units == {world.skus[0]: 3, world.skus[1]: 2}
+    assert receipt.excess == {world.skus[0]: 3, world.skus[1]: 1}
+    assert await stock(engine, world, 0, world.dc) == {"available": 3}
     assert await stock(engine, world, 1, world.dc) == {"available": 1}
-    a, value = world.entity_a, cost(world, 1)
-    assert await journal(engine, ret) == {(a, "inventory"): value, (a, "cogs"): -value,
+    assert await refunds(engine, ret) == [refund]
+    a = world.entity_a
+    assert await journal(engine, ret) == {(a, "inventory"): cost(world, 0, 3) + cost(world, 1),
+                                          (a, "shrink"): cost(world, 1),
+                                          (a, "cogs"): -(cost(world, 0, 3) + cost(world, 1, 2)),
                                           (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
     await assert_checker_ok(database_url)
 
@@ -371,13 +418,13 @@ async def test_every_line_refused_rejects_the_return(time_skipping_env: Workflow
     ret = Return(sale)
     async with build_worker(client, engine, settings):
         await sale.ship(engine, world.dc)
-        await send(client, settings, ret.authorized(world.dc, ("l1", 2)))
+        await send(client, settings, ret.authorized(world.dc, ("l9", 2)))
         outcome, state = await finish(client, ret)
         with pytest.raises(ProcessClosed):  # a late receipt finds the process ended
             await dispatch(client, ret.received(world.dc, (0, 2)), settings)
 
     assert (outcome.outcome, outcome.stage) == ("rejected", ReturnStage.REJECTED)
-    assert "only 1 of 1 EA" in state.lines[0]["refused_reason"]
+    assert "never shipped" in state.lines[0]["refused_reason"] and state.exception_cases == []
     assert await stock(engine, world, 0, world.dc) == {}
     assert await journal(engine, ret) == {} and await refunds(engine, ret) == []
     await assert_checker_ok(database_url)
