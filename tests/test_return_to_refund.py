@@ -582,3 +582,176 @@ async def test_never_authorized_ends_cleanly(time_skipping_env: WorkflowEnvironm
     assert state.held_events == ["return.received"]
     assert await stock(engine, world, 0, world.dc) == {} and await journal(engine, ret) == {}
     await assert_checker_ok(database_url)
+
+
+# --- release 2 (issue 17): rules 1, 4 and 8 ----------------------------------------------------------------------
+async def refunds_on(engine: AsyncEngine, ret: Return) -> list[tuple[str | None, Decimal]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT payment_id, amount FROM refunds WHERE return_id = :r"),
+                                  {"r": ret.return_id})
+        return [(r.payment_id, D(r.amount)) for r in rows]
+
+
+async def full_return(client: Client, settings: Settings, ret: Return, location_id: str, line_id: str, n: int,
+                      units: int, refund: Decimal) -> ReturnOutcome:
+    await send(client, settings, ret.authorized(location_id, (line_id, units)), ret.received(location_id, (n, units)),
+               ret.inspected((n, units, RESTOCK)), ret.settled(refund))
+    outcome, _ = await finish(client, ret)
+    return outcome
+
+
+async def test_a_second_return_of_a_returned_and_refunded_line_is_refused_and_its_goods_still_received(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 1)})
+    payment = unique("pay")
+    first, second = Return(sale), Return(sale)
+    price = sale.price("l1")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc, payment_id=payment, capture=price)
+        assert (await full_return(client, settings, first, world.dc, "l1", 0, 1, price)).stage is ReturnStage.REFUNDED
+        await send(client, settings, second.authorized(world.dc, ("l1", 1)))
+        await until(lambda: _case_is(client, second, "over_return", "open"), "over_return case")
+        refused = await state_of(client, second)
+        assert refused.stage is ReturnStage.AWAITING_RECEIPT  # the goods may come anyway
+        assert "only 0 of 1 EA" in refused.lines[0]["refused_reason"]
+        assert "1 EA held by other returns" in refused.lines[0]["refused_reason"]
+        # the customer sends it anyway: received into pending_inspection, never lost, never refunded
+        await send(client, settings, second.received(world.dc, (0, 1)))
+        await until(lambda: _stage_is(client, second, ReturnStage.AWAITING_INSPECTION), "received anyway")
+        assert await stock(engine, world, 0, world.dc) == {"available": 1, "pending_inspection": 1}
+        await send(client, settings, second.inspected((0, 1, RESTOCK)))
+        outcome, state = await finish(client, second)
+        await client.get_workflow_handle(ids.exception_workflow_id(second.workflow_id, "over_return")).terminate(
+            "test cleanup")
+
+    assert (outcome.outcome, outcome.stage, outcome.received_units) == ("rejected", ReturnStage.REJECTED, 1)
+    assert cases(state, "open") == ["over_return"] and state.refund is None
+    assert await refunds_on(engine, first) == [(payment, price)] and await refunds_on(engine, second) == []
+    assert await stock(engine, world, 0, world.dc) == {"available": 2}
+    a, value = world.entity_a, cost(world, 0)
+    assert await journal(engine, second) == {(a, "inventory"): value, (a, "cogs"): -value}  # no sales return
+    assert await journal(engine, first) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                            (a, "sales_returns"): price, (a, "cash_clearing"): -price}
+    await assert_checker_ok(database_url)
+
+
+async def test_refunds_go_to_the_original_payment_and_never_beyond_what_it_captured(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """The refund names the shipment's payment, so the POS's refunds <= captured check runs: a payment that
+    captured less than the refund refuses it (over_capture case, nothing posted but the goods)."""
+    client, settings = time_skipping_env.client, make_settings()
+    paid, short = Sale(world, {"l1": (0, 2)}), Sale(world, {"l1": (0, 2)})
+    pay_paid, pay_short = unique("pay"), unique("pay")
+    price = paid.price("l1")
+    ok, refused = Return(paid), Return(short)
+    async with build_worker(client, engine, settings):
+        await paid.ship(engine, world.dc, payment_id=pay_paid, capture=price * 2)
+        await short.ship(engine, world.dc, payment_id=pay_short, capture=price)  # half was never captured
+        assert (await full_return(client, settings, ok, world.dc, "l1", 0, 2, price * 2)).stage is ReturnStage.REFUNDED
+        await send(client, settings, refused.authorized(world.dc, ("l1", 2)), refused.received(world.dc, (0, 2)),
+                   refused.inspected((0, 2, RESTOCK)))
+        outcome, state = await finish(client, refused)
+        await client.get_workflow_handle(ids.exception_workflow_id(refused.workflow_id, "over_capture")).terminate(
+            "test cleanup")
+
+    assert await refunds_on(engine, ok) == [(pay_paid, price * 2)]
+    assert (outcome.outcome, outcome.stage) == ("refund_refused", ReturnStage.REFUND_REFUSED)
+    assert cases(state, "open") == ["over_capture"] and await refunds_on(engine, refused) == []
+    assert any("would exceed what was captured" in n for n in state.notes)
+    assert await stock(engine, world, 0, world.dc) == {"available": 4}
+    a, value = world.entity_a, cost(world, 0, 2)
+    assert await journal(engine, refused) == {(a, "inventory"): value, (a, "cogs"): -value}
+    assert await journal(engine, ok) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                         (a, "sales_returns"): price * 2, (a, "cash_clearing"): -price * 2}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_ten_euro_line_of_three_units_returned_unit_by_unit_refunds_exactly_ten(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 3)})
+    payment = unique("pay")
+    returns = [Return(sale) for _ in range(3)]
+    expected = [D("3.33"), D("3.34"), D("3.33")]
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc, payment_id=payment, capture=D("10.00"), charged={"l1": D("10.00")},
+                        unit_prices={"l1": D("3.3333")})
+        outcomes = [await full_return(client, settings, ret, world.dc, "l1", 0, 1, amount)
+                    for ret, amount in zip(returns, expected, strict=True)]
+
+    assert [o.refund_amount for o in outcomes] == expected and sum(expected) == D("10.00")
+    assert [await refunds_on(engine, r) for r in returns] == [[(payment, x)] for x in expected]
+    assert await stock(engine, world, 0, world.dc) == {"available": 3}
+    a = world.entity_a
+    for ret, amount in zip(returns, expected, strict=True):
+        assert await journal(engine, ret) == {(a, "inventory"): cost(world, 0), (a, "cogs"): -cost(world, 0),
+                                              (a, "sales_returns"): amount, (a, "cash_clearing"): -amount}
+    await assert_checker_ok(database_url)
+
+
+async def test_two_parcels_and_two_inspection_passes_with_units_overdue_for_inspection(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """Parcel 1 (2 units) is inspected at once; parcel 2 (1 unit) waits past inspection_overdue: a case opens,
+    the second inspection pass resolves it, and the refund covers all three units."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 3)})
+    ret = Return(sale)
+    refund = sale.price("l1") * 3
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 3)), ret.received(world.dc, (0, 2)),
+                   ret.inspected((0, 2, RESTOCK)))
+        await until(lambda: _pending_is(client, ret, 0), "first parcel inspected")
+        first = await state_of(client, ret)
+        assert first.stage is ReturnStage.AWAITING_INSPECTION and await refunds(engine, ret) == []  # 1 to come
+        await send(client, settings, ret.received(world.store, (0, 1)))
+        await until(lambda: _pending_is(client, ret, 1), "second parcel received")
+        await time_skipping_env.sleep(timedelta(hours=73))
+        await until(lambda: _case_is(client, ret, "inspection_overdue", "open"), "inspection_overdue case")
+        assert await stock(engine, world, 0, world.store) == {"pending_inspection": 1}
+        await send(client, settings, ret.inspected((0, 1, DAMAGED)), ret.settled(refund))
+        outcome, state = await finish(client, ret)
+        await case_resolved(client, ret, "inspection_overdue")
+
+    assert (outcome.stage, outcome.received_units, outcome.accepted_units) == (ReturnStage.REFUNDED, 3, 3)
+    assert outcome.refund_amount == refund and await refunds(engine, ret) == [refund]
+    assert [(r.location_id, r.units) for r in state.receipts] == [(world.dc, {world.skus[0]: 2}),
+                                                                   (world.store, {world.skus[0]: 1})]
+    assert cases(state, "resolved") == ["inspection_overdue"]
+    assert await stock(engine, world, 0, world.dc) == {"available": 2}
+    assert await stock(engine, world, 0, world.store) == {}  # damaged, written off
+    a = world.entity_a
+    assert await journal(engine, ret) == {(a, "inventory"): cost(world, 0, 2), (a, "shrink"): cost(world, 0),
+                                          (a, "cogs"): -cost(world, 0, 3),
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_return_to_a_store_of_another_entity_posts_in_the_selling_entity_with_intercompany(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """Sold and shipped by entity A's DC, brought back to entity B's store: A reverses the cost of goods and
+    owes the refund; B holds the units, owed to A through intercompany."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 2)})
+    ret = Return(sale)
+    payment = unique("pay")
+    refund = sale.price("l1") * 2
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc, payment_id=payment, capture=refund)
+        await send(client, settings, ret.authorized(world.far, ("l1", 2)), ret.received(world.far, (0, 2)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received at the far store")
+        await assert_checker_ok(database_url)  # in pending_inspection at B, valued in B's books
+        await send(client, settings, ret.inspected((0, 2, RESTOCK)), ret.settled(refund))
+        outcome, state = await finish(client, ret)
+
+    assert outcome.stage is ReturnStage.REFUNDED and state.refund is not None
+    assert state.refund.by_location == {world.dc: refund} and state.refund.payment_id == payment
+    assert await stock(engine, world, 0, world.far) == {"available": 2}
+    a, b, value = world.entity_a, world.entity_b, cost(world, 0, 2)
+    assert await journal(engine, ret) == {
+        (a, "intercompany_receivable"): value, (a, "cogs"): -value,
+        (a, "sales_returns"): refund, (a, "cash_clearing"): -refund,
+        (b, "inventory"): value, (b, "intercompany_payable"): -value,
+    }
+    await assert_checker_ok(database_url)
