@@ -6,6 +6,8 @@
   is not running. Describe is strongly consistent, but a process may release and close between the ledger
   read and the describe; each candidate is therefore read again after the describe, and only what it still
   holds is reported (a process that closed cleanly holds nothing by then).
+- `find_uninspected` (issue 17): units in `pending_inspection` whose return is not running and that no open
+  exception case of that return covers (not yet called by the Reconciliation workflow: the lead wires it).
 - `find_stale_processes`: open runs of the four process types started longer ago than their `stale_after`,
   through the Temporal visibility list API (eventually consistent, fine for an alarm).
 - `open_reconciliation_cases`: the case register's open reconciliation cases (to resolve those that cleared).
@@ -66,6 +68,13 @@ class OrphanResult(BaseModel):
     orphans: list[OrphanHolding]
     total: int  # orphaning processes found; more than listed when over ORPHAN_LIMIT
     complete: bool
+
+
+PENDING_INSPECTION = "pending_inspection"
+
+
+class UninspectedQuery(BaseModel):
+    """No parameters yet (issue 17 rule 4: pending_inspection units without a running return or open case)."""
 
 
 class OpenCasesQuery(BaseModel):
@@ -168,6 +177,40 @@ class ReconciliationActivities:
         confirmed = await read_holdings(self.engine, query.buckets, candidates)
         out: dict[str, OrphanHolding] = {}
         for h in confirmed:
+            orphan = out.setdefault(h.workflow_id, OrphanHolding(workflow_id=h.workflow_id,
+                                                                 process_status=statuses[h.workflow_id],
+                                                                 holdings=[]))
+            if len(orphan.holdings) < HOLDINGS_PER_ORPHAN:
+                orphan.holdings.append(h)
+        listed = list(out.values())[:ORPHAN_LIMIT]
+        return OrphanResult(orphans=listed, total=len(out), complete=len(out) <= ORPHAN_LIMIT)
+
+    @activity.defn(name="reconcile_find_uninspected")
+    async def find_uninspected(self, query: UninspectedQuery) -> OrphanResult:
+        """Units in `pending_inspection` (issue 17 rule 4) whose return is not running and that no open
+        exception case of that return covers: goods received and left with nobody responsible. Same two-read
+        confirmation as `find_orphans`; a return whose case is open (over_return, inspection_overdue, ...) is
+        ops' business already and not reported."""
+        holdings = await read_holdings(self.engine, [PENDING_INSPECTION])
+        workflow_ids = sorted({h.workflow_id for h in holdings})
+        gate = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
+
+        async def status(workflow_id: str) -> tuple[str, str]:
+            async with gate:
+                return workflow_id, await process_status(self.client, workflow_id)
+
+        statuses = dict(await asyncio.gather(*(status(w) for w in workflow_ids)))
+        candidates = [w for w, st in statuses.items() if st != "running"]
+        if candidates:
+            async with self.engine.connect() as conn:
+                covered = {r[0] for r in (await conn.execute(text(
+                    "SELECT DISTINCT process_workflow_id FROM exception_cases "
+                    "WHERE status = 'open' AND process_workflow_id = ANY(:ids)"), {"ids": candidates})).all()}
+            candidates = [w for w in candidates if w not in covered]
+        if not candidates:
+            return OrphanResult(orphans=[], total=0, complete=True)
+        out: dict[str, OrphanHolding] = {}
+        for h in await read_holdings(self.engine, [PENDING_INSPECTION], candidates):
             orphan = out.setdefault(h.workflow_id, OrphanHolding(workflow_id=h.workflow_id,
                                                                  process_status=statuses[h.workflow_id],
                                                                  holdings=[]))
