@@ -20,6 +20,13 @@
   case stays open for ops and the process ends `expired`), inspection_overdue (72 h from the first receipt),
   refund_overdue (5 d from inspection to refund.settled).
 - never opened within `policy.open_timeout` (started by an early event): ends `never_opened`, nothing moved.
+
+Release 2 (`self.v2`, issue 17; the 1.0 path above is kept as it was for runs started on 1.0): returnable and
+refundable quantities are decided in PostgreSQL under the order's row lock (`authorize_return`, `close_return`),
+an over-return is refused with an `over_return` case and its goods still received into `pending_inspection`,
+the return stays open through several parcels and inspection passes, the refund is priced cumulatively at the
+charged amount and sent to the original payment, and receipts and refunds post in the entity that sold the
+line (intercompany where the return lands in another entity). docs/returns.md has the rules.
 """
 from collections import defaultdict
 from datetime import datetime, timedelta
