@@ -43,7 +43,8 @@ from worker.main import _ensure_reconciliation_schedule
 from worker.settings import Settings
 
 CHECKS = {"no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
-          "keys_applied_once", "inventory_by_legal_entity", "orphan_holdings", "stale_processes"}
+          "keys_applied_once", "refunds_within_captures", "returns_within_shipped", "inventory_by_legal_entity",
+          "orphan_holdings", "stale_processes"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
