@@ -181,7 +181,7 @@ class ReturnState(BaseModel):
 
 class ReturnOutcome(BaseModel):
     workflow_id: str
-    outcome: str  # refunded | closed_without_refund | rejected | expired | never_opened
+    outcome: str  # refunded | closed_without_refund | rejected | expired | never_opened | refund_refused
     stage: ReturnStage
     received_units: int = 0
     accepted_units: int = 0
