@@ -86,15 +86,6 @@ CHECKS: list[tuple[str, str, str]] = [
      f"""SELECT legal_entity, account, units_at_cost, journal_balance FROM ({ENTITY_INVENTORY_SQL}) figures
          WHERE units_at_cost <> journal_balance
          ORDER BY 1, 2"""),
-    ("refunds_within_captures", "no payment has refunded more than it captured",
-     """SELECT r.payment_id, sum(r.amount) AS refunded, COALESCE(c.captured, 0) AS captured
-          FROM refunds r
-          LEFT JOIN (SELECT payment_id, sum(amount) AS captured FROM captures GROUP BY payment_id) c
-            ON c.payment_id = r.payment_id
-         WHERE r.payment_id IS NOT NULL
-         GROUP BY r.payment_id, c.captured
-        HAVING sum(r.amount) > COALESCE(c.captured, 0)
-         ORDER BY 1"""),
     ("keys_applied_once", "no transaction key was applied twice (ledger rows or journal entries)",
      """SELECT 'movement' AS what, key, line::text AS part, location_id || '/' || bucket AS target, count(*) AS times
           FROM movements GROUP BY key, line, location_id, bucket HAVING count(*) > 1
@@ -105,6 +96,26 @@ CHECKS: list[tuple[str, str, str]] = [
         SELECT 'journal', source_key, legal_entity, currency, count(*)
           FROM journal_entries GROUP BY source_key, legal_entity, currency HAVING count(*) > 1
          ORDER BY 1, 2"""),
+    # issue 17 rule 1 (returns across processes)
+    ("refunds_within_captures", "per payment, the refunds tied to it never exceed what it captured",
+     """SELECT r.payment_id, r.refunded, COALESCE(c.captured, 0) AS captured
+          FROM (SELECT payment_id, sum(amount) AS refunded FROM refunds WHERE payment_id IS NOT NULL
+                 GROUP BY payment_id) r
+          LEFT JOIN (SELECT payment_id, sum(amount) AS captured FROM captures GROUP BY payment_id) c
+            ON c.payment_id = r.payment_id
+         WHERE r.refunded > COALESCE(c.captured, 0)
+         ORDER BY 1"""),
+    ("returns_within_shipped",
+     "per order line, the units held by its returns (authorized, not released) never exceed what shipped",
+     """SELECT a.channel, a.order_id, a.line_id, a.held, COALESCE(s.shipped, 0) AS shipped
+          FROM (SELECT channel, order_id, line_id, sum(authorized - released) AS held
+                  FROM return_authorization_lines GROUP BY channel, order_id, line_id) a
+          LEFT JOIN (SELECT sh.channel, sh.order_id, sl.line_id, sum(sl.quantity) AS shipped
+                       FROM shipments sh JOIN shipment_lines sl ON sl.shipment_key = sh.key
+                      GROUP BY sh.channel, sh.order_id, sl.line_id) s
+            ON s.channel = a.channel AND s.order_id = a.order_id AND s.line_id = a.line_id
+         WHERE a.held > COALESCE(s.shipped, 0)
+         ORDER BY 1, 2, 3"""),
 ]
 
 

@@ -56,6 +56,15 @@ class RefundResult(BaseModel):
     refund_reference: str
 
 
+class PaymentLookupInput(BaseModel):
+    references: list[str]  # shipment_ids (a capture's reference)
+
+
+class PaymentLookupResult(BaseModel):
+    payment_id: str | None = None  # None when no capture, or captures of several payments, match
+    candidates: list[str] = []
+
+
 class PosActivities:
     """Activities over the POS port; a team swaps the port, never these."""
 
@@ -76,3 +85,7 @@ class PosActivities:
     async def refund_payment(self, input: RefundInput) -> RefundResult:
         """Raises non-retryable OverCapture when refunds would exceed what the payment captured."""
         return await guarded(self.faults, "pos.refund_payment", lambda: self.pos.refund(input))
+
+    @activity.defn(name="find_payment")
+    async def find_payment(self, input: PaymentLookupInput) -> PaymentLookupResult:
+        return await guarded(self.faults, "pos.find_payment", lambda: self.pos.payment_for(input))

@@ -6,6 +6,8 @@
   is not running. Describe is strongly consistent, but a process may release and close between the ledger
   read and the describe; each candidate is therefore read again after the describe, and only what it still
   holds is reported (a process that closed cleanly holds nothing by then).
+- `find_uninspected` (issue 17): units in `pending_inspection` whose return is not running and that no open
+  exception case of that return covers (not yet called by the Reconciliation workflow: the lead wires it).
 - `find_stale_processes`: open runs of the four process types started longer ago than their `stale_after`,
   through the Temporal visibility list API (eventually consistent, fine for an alarm).
 - `open_reconciliation_cases`: the case register's open reconciliation cases (to resolve those that cleared).

@@ -62,7 +62,10 @@ class MovementLine(BaseModel):
     """One SKU's part of a movement, in base units (EA).
 
     `to_location_id` only for transfer_ship (the units are held in_transit on the destination);
-    `to_bucket` only for disposition; `bucket` and a signed `quantity` only for adjust.
+    `to_bucket` only for disposition; `bucket` and a signed `quantity` only for adjust; `sale_location_id`
+    only for return_receipt: the location that shipped the returned units, whose legal entity sold them and
+    reverses their cost of goods (with intercompany entries when they land in another entity). It moves no
+    units: the buckets are those of `location_id`.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -73,6 +76,7 @@ class MovementLine(BaseModel):
     to_location_id: str | None = None
     to_bucket: Bucket | None = None
     bucket: Bucket | None = None
+    sale_location_id: str | None = None
 
 
 class BucketDelta(BaseModel):
@@ -133,6 +137,8 @@ def check_line(kind: MovementKind, line: MovementLine) -> None:
             raise refuse(f"disposition goes to available, damaged or vendor_return, not {line.to_bucket}")
     elif line.to_bucket is not None:
         raise refuse("only disposition names a target bucket")
+    if line.sale_location_id is not None and kind is not MovementKind.RETURN_RECEIPT:
+        raise refuse("only return_receipt names the location that sold the units")
 
 
 def deltas(kind: MovementKind, line: MovementLine) -> list[BucketDelta]:

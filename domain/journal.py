@@ -104,6 +104,15 @@ def movement_postings(
         return [(entity, _pair(Account.SHRINK, account, value))]
     source = next((d for d in moved if d.delta < 0), None)
     target = next((d for d in moved if d.delta > 0), None)
+    if kind is MovementKind.RETURN_RECEIPT and line.sale_location_id is not None and target is not None:
+        # the entity that sold the units reverses their cost of goods; if they land in another entity's store,
+        # it hands them over at cost, as a transfer between entities does
+        seller, holder = entity_of[line.sale_location_id], entity_of[target.location_id]
+        if seller != holder:
+            return [
+                (seller, _pair(Account.INTERCOMPANY_RECEIVABLE, Account.COGS, value)),
+                (holder, _pair(BUCKET_ACCOUNT[target.bucket], Account.INTERCOMPANY_PAYABLE, value)),
+            ]
     if source is None and target is not None:
         return [(entity_of[target.location_id], _pair(BUCKET_ACCOUNT[target.bucket], _INFLOW[kind], value))]
     if target is None and source is not None:

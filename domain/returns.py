@@ -17,6 +17,17 @@ Decisions (documented in the workflow's docstring too):
 - the refund covers the accepted units: received AND inspected, whatever the disposition (a unit the
   customer returned damaged is refunded; what happens to it is the retailer's loss), at the original line's
   unit price from the shipment record.
+
+Release 2 (issue 17; the workflow calls these only on its v2 path):
+- `authorize(..., already=)` counts what other returns of the order hold on each line (authorized and not
+  released again); the count and the decision are made by the WMS adapter under the order's row lock
+  (activities/adapters/stub_wms.py), with this same rule. An over-return is refused with reason kind
+  `over_return`.
+- units received beyond the authorization are taken into `pending_inspection` all the same (never lost), on
+  an `unauthorized_line` of their SKU; they are inspected like the others and never refunded.
+- the refund is priced by the adapter at close: for each line, `share_of_units(charged, shipped, refunded
+  before, accepted)` (domain/money.py), cumulative over all returns of that order line, so returning every
+  unit, one return at a time, refunds exactly what was charged.
 """
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -27,7 +38,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from domain.events import Disposition
-from domain.money import Amount, round_money
+from domain.money import Amount, round_money, share_of_units
 
 
 class ReturnStage(StrEnum):
@@ -42,10 +53,19 @@ class ReturnStage(StrEnum):
     REJECTED = "rejected"  # every line refused at authorization
     EXPIRED = "expired"  # nothing received within return_not_received
     NEVER_OPENED = "never_opened"
+    REFUND_REFUSED = "refund_refused"  # release 2: the payment refused the refund (over what it captured); case
 
 
 TERMINAL_STAGES = frozenset({ReturnStage.REFUNDED, ReturnStage.CLOSED_WITHOUT_REFUND, ReturnStage.REJECTED,
-                             ReturnStage.EXPIRED, ReturnStage.NEVER_OPENED})
+                             ReturnStage.EXPIRED, ReturnStage.NEVER_OPENED, ReturnStage.REFUND_REFUSED})
+
+
+class Refusal(StrEnum):
+    """Why a requested return line was refused (release 2 records it beside the reason text)."""
+
+    NOT_SHIPPED = "not_shipped"
+    WRONG_SKU = "wrong_sku"
+    OVER_RETURN = "over_return"  # more than shipped minus what other returns hold on the line
 
 
 class Shipped(BaseModel):
@@ -56,6 +76,8 @@ class Shipped(BaseModel):
     quantity: int
     unit_price: Amount
     currency: str
+    amount: Amount | None = None  # release 2: the money charged for the line over its shipments
+    location_id: str | None = None  # release 2: the location that shipped the line (its entity sold it)
 
 
 class ReturnLineState(BaseModel):
@@ -77,6 +99,12 @@ class ReturnLineState(BaseModel):
     restocked: int = 0
     damaged: int = 0  # dispositioned damaged, then written off
     vendor_return: int = 0  # dispositioned to vendor_return, awaiting return to the vendor
+    # release 2
+    line_no: int = 0  # position in the authorization (the adapter's key of the line)
+    refusal: Refusal | None = None
+    sale_location_id: str | None = None  # the location that shipped the line: its legal entity sold it
+    unauthorized: bool = False  # units received without (or beyond) an authorization; never refunded
+    refund: Amount | None = None  # priced by the adapter at close (cumulative over the line's returns)
 
     @property
     def received(self) -> int:
@@ -92,6 +120,8 @@ class ReturnLineState(BaseModel):
 
     @property
     def refund_amount(self) -> Decimal:
+        if self.refund is not None:
+            return self.refund
         return round_money(self.unit_price * self.accepted)
 
     def summary(self) -> dict[str, Any]:
@@ -120,6 +150,8 @@ class Move(BaseModel):
 class RefundState(BaseModel):
     amount: Amount
     currency: str
+    payment_id: str | None = None  # release 2: the original payment the refund goes back to
+    by_location: dict[str, Amount] = Field(default_factory=dict)  # release 2: per selling location (entity)
     refund_reference: str | None = None
     issued_at: datetime | None = None
     refund_id: str | None = None  # the payments provider's, from refund.settled
@@ -149,7 +181,7 @@ class ReturnState(BaseModel):
 
 class ReturnOutcome(BaseModel):
     workflow_id: str
-    outcome: str  # refunded | closed_without_refund | rejected | expired | never_opened
+    outcome: str  # refunded | closed_without_refund | rejected | expired | never_opened | refund_refused
     stage: ReturnStage
     received_units: int = 0
     accepted_units: int = 0
@@ -158,32 +190,66 @@ class ReturnOutcome(BaseModel):
 
 
 # --- rules ---------------------------------------------------------------------------------------------------
-def authorize(requested: Iterable[tuple[str, str, int, str]], shipped: Sequence[Shipped]) -> list[ReturnLineState]:
+def authorize(requested: Iterable[tuple[str, str, int, str]], shipped: Sequence[Shipped],
+              already: Mapping[str, int] | None = None) -> list[ReturnLineState]:
     """Check each requested line (line_id, sku, quantity, customer reason) against what the order shipped.
 
-    Two requested lines naming the same order line share what was shipped on it, in order.
+    Two requested lines naming the same order line share what was shipped on it, in order. `already` (release
+    2): line_id -> units other returns of the order hold on that line (authorized, not released again).
     """
     by_line = {s.line_id: s for s in shipped}
-    left = {s.line_id: s.quantity for s in shipped}
+    held = dict(already or {})
+    left = {s.line_id: s.quantity - held.get(s.line_id, 0) for s in shipped}
     out = []
-    for line_id, sku, quantity, reason in requested:
-        line = ReturnLineState(line_id=line_id, sku=sku, requested=quantity, customer_reason=reason)
+    for n, (line_id, sku, quantity, reason) in enumerate(requested):
+        line = ReturnLineState(line_id=line_id, sku=sku, requested=quantity, customer_reason=reason, line_no=n)
         ship = by_line.get(line_id)
         if ship is None or ship.quantity <= 0:
             line.refused_reason = f"line {line_id} was never shipped on this order"
+            line.refusal = Refusal.NOT_SHIPPED
         elif ship.sku != sku:
             line.shipped, line.unit_price = ship.quantity, ship.unit_price
             line.refused_reason = f"line {line_id} shipped {ship.sku}, not {sku}"
+            line.refusal = Refusal.WRONG_SKU
         else:
             line.shipped, line.unit_price = ship.quantity, ship.unit_price
+            line.sale_location_id = ship.location_id
             if quantity > left[line_id]:
-                line.refused_reason = (f"{quantity} EA asked back but only {left[line_id]} of {ship.quantity} EA "
-                                       f"shipped on line {line_id} remain returnable")
+                others = held.get(line_id, 0)
+                line.refused_reason = (f"{quantity} EA asked back but only {max(left[line_id], 0)} of "
+                                       f"{ship.quantity} EA shipped on line {line_id} remain returnable"
+                                       + (f" ({others} EA held by other returns of this order)" if others else ""))
+                line.refusal = Refusal.OVER_RETURN
             else:
                 line.authorized = quantity
                 left[line_id] -= quantity
         out.append(line)
     return out
+
+
+def refund_of_line(charged: Decimal, shipped: int, refunded_before: int, accepted: int) -> Decimal:
+    """The refund for `accepted` units of an order line of `shipped` units charged `charged` in all, after
+    `refunded_before` of its units were refunded by earlier returns: cumulative, so every unit returned (in any
+    number of returns) refunds exactly `charged`. Never more units than shipped."""
+    count = max(0, min(accepted, shipped - refunded_before))
+    return share_of_units(charged, shipped, refunded_before, count)
+
+
+def unauthorized_line(sku: str, sale_location_id: str | None = None) -> ReturnLineState:
+    """The line that carries units of `sku` received without (or beyond) an authorization (release 2)."""
+    return ReturnLineState(line_id=f"unauthorized:{sku}", sku=sku, requested=0, customer_reason="",
+                           refused_reason="received without an authorization: in pending_inspection for ops, "
+                                          "not refunded", unauthorized=True, sale_location_id=sale_location_id,
+                           line_no=-1)
+
+
+def pending_units(lines: Iterable[ReturnLineState]) -> int:
+    return sum(ln.pending_inspection for ln in lines)
+
+
+def all_received(lines: Iterable[ReturnLineState]) -> bool:
+    """Every authorized unit has come back (release 2: receiving is complete)."""
+    return all(ln.received >= ln.authorized for ln in lines if not ln.unauthorized)
 
 
 def allocate_receipt(lines: Sequence[ReturnLineState], received: Mapping[str, int]

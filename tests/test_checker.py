@@ -55,14 +55,25 @@ PLANTS: dict[str, tuple[list[str], set[str]]] = {
          "'receivable', 1)"],
         {"keys_applied_once", "balances_match_ledger"},
     ),
-    "a payment refunded beyond what it captured": (
-        ["INSERT INTO payments (payment_id, authorized_amount, currency) VALUES ('pay-x', 20, 'USD')",
+    "a refund beyond what its payment captured": (
+        ["INSERT INTO payments (payment_id, authorized_amount, currency) VALUES ('pay-x', 10, 'USD')",
          "INSERT INTO captures (key, payment_id, amount, currency, reference, request_hash, result) "
-         "VALUES ('cap-x', 'pay-x', 10, 'USD', 's1', 'h', '{}')",
+         "VALUES ('cap-x', 'pay-x', 10, 'USD', 's-x', 'h', '{}')",
          "INSERT INTO refunds (key, payment_id, return_id, amount, currency, refund_reference, request_hash, result) "
-         "VALUES ('rf-x1', 'pay-x', 'r1', 10, 'USD', 'rf_x1', 'h', '{}'), "
-         "('rf-x2', 'pay-x', 'r2', 0.01, 'USD', 'rf_x2', 'h', '{}')"],
+         "VALUES ('rf-x', 'pay-x', 'R-x', 10.01, 'USD', 'rf_x', 'h', '{}')"],
         {"refunds_within_captures"},
+    ),
+    "a line returned more often than it shipped": (
+        ["INSERT INTO shipments (key, shipment_id, channel, order_id, location_id, request_hash) "
+         "VALUES ('sh-x', 's-x', 'web', 'O-x', 'DC-EAST', 'h')",
+         "INSERT INTO shipment_lines (shipment_key, line_id, sku, quantity, unit_price, currency) "
+         "VALUES ('sh-x', 'l1', 'X', 1, 5, 'USD')",
+         "INSERT INTO return_orders (channel, order_id) VALUES ('web', 'O-x')",
+         "INSERT INTO return_authorizations (key, return_id, channel, order_id, request_hash, result) "
+         "VALUES ('ra-1', 'R-1', 'web', 'O-x', 'h', '{}'), ('ra-2', 'R-2', 'web', 'O-x', 'h', '{}')",
+         "INSERT INTO return_authorization_lines (authorization_key, line_no, channel, order_id, line_id, sku, "
+         "authorized) VALUES ('ra-1', 0, 'web', 'O-x', 'l1', 'X', 1), ('ra-2', 0, 'web', 'O-x', 'l1', 'X', 1)"],
+        {"returns_within_shipped"},
     ),
 }
 
@@ -79,7 +90,7 @@ async def test_a_clean_ledger_passes(engine: AsyncEngine, database_url: str, cap
     report = await check(database_url)
     assert report.ok and {c.name for c in report.checks} == {
         "no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
-        "refunds_within_captures", "keys_applied_once"}
+        "keys_applied_once", "refunds_within_captures", "returns_within_shipped"}
     assert await cli(database_url) == 0
     assert '"ok": true' in capsys.readouterr().out
 

@@ -43,7 +43,8 @@ from worker.main import _ensure_reconciliation_schedule
 from worker.settings import Settings
 
 CHECKS = {"no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
-          "keys_applied_once", "refunds_within_captures", "late_events_have_case", "inventory_by_legal_entity",
+          "keys_applied_once", "refunds_within_captures", "returns_within_shipped", "late_events_have_case",
+          "inventory_by_legal_entity",
           "orphan_holdings", "stale_processes"}
 
 

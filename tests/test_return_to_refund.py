@@ -21,8 +21,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
+from activities.adapters.stub_pos import PostgresPos
 from activities.adapters.stub_wms import PostgresWms
 from activities.checker import check
+from activities.pos import CaptureInput
 from activities.wms import ShipmentRecord, ShippedLine
 from domain import ids
 from domain.cases import CaseSnapshot
@@ -77,7 +79,12 @@ class Sale:
     def price(self, line_id: str) -> Decimal:
         return D(self.world.items[self.lines[line_id][0]].price)
 
-    async def ship(self, engine: AsyncEngine, location_id: str) -> None:
+    async def ship(self, engine: AsyncEngine, location_id: str, *, payment_id: str | None = None,
+                   capture: Decimal | None = None, charged: dict[str, Decimal] | None = None,
+                   unit_prices: dict[str, Decimal] | None = None) -> None:
+        """Ship every line from `location_id`. With `payment_id` the shipment record names the payment (release
+        2) and `charged` (line_id -> amount) each line's charged amount; `capture` captures that much on the
+        payment, referencing the shipment, as ShipToSettle does."""
         erp, w = PostgresErp(engine), self.world
         per_sku: dict[str, int] = {}
         for n, q in self.lines.values():
@@ -86,12 +93,21 @@ class Sale:
             await erp.post_movement(movement(
                 f"{self.workflow_id}:{kind}", kind, *[line(sku, location_id, q) for sku, q in sorted(per_sku.items())],
                 workflow_id=self.workflow_id, reference=self.order_id))
+        shipment_id = unique("s")
+        prices, charged = unit_prices or {}, charged or {}
         await PostgresWms(engine).record_shipment(ShipmentRecord(
-            key=f"{self.workflow_id}:shipment:s1", shipment_id="s1", channel=self.channel, order_id=self.order_id,
-            location_id=location_id, carrier="ups", tracking_number="1Z",
-            lines=[ShippedLine(line_id=lid, sku=w.skus[n], quantity=q, unit_price=self.price(lid), currency="USD")
+            key=f"{self.workflow_id}:shipment:{shipment_id}", shipment_id=shipment_id, channel=self.channel,
+            order_id=self.order_id, location_id=location_id, carrier="ups", tracking_number="1Z",
+            payment_id=payment_id,
+            lines=[ShippedLine(line_id=lid, sku=w.skus[n], quantity=q, unit_price=prices.get(lid, self.price(lid)),
+                               currency="USD", amount=charged.get(lid))
                    for lid, (n, q) in self.lines.items()],
         ))
+        if capture is not None:
+            assert payment_id is not None
+            await PostgresPos(engine).capture(CaptureInput(
+                key=f"{self.workflow_id}:capture:{shipment_id}", payment_id=payment_id, authorized_amount=capture,
+                amount=capture, currency="USD", reference=shipment_id))
 
 
 class Return:
@@ -258,12 +274,16 @@ async def test_partial_return(time_skipping_env: WorkflowEnvironment, engine: As
         await send(client, settings, ret.authorized(world.dc, ("l1", 1), ("l2", 2)),
                    ret.received(world.dc, (0, 1), (1, 1)), ret.inspected((0, 1, RESTOCK), (1, 1, RESTOCK)),
                    ret.settled(refund))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received and inspected")
+        assert await refunds(engine, ret) == []  # a second parcel may still come within the receipt grace
+        await time_skipping_env.sleep(timedelta(hours=25))
         outcome, state = await finish(client, ret)
 
     assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
     by_id = lines_by_id(state)
     assert (by_id["l1"]["authorized"], by_id["l1"]["received"], by_id["l1"]["shipped"]) == (1, 1, 3)
     assert (by_id["l2"]["authorized"], by_id["l2"]["received"], by_id["l2"]["accepted"]) == (2, 1, 1)
+    assert any("1 authorized units never came back" in n for n in state.notes)
     assert await refunds(engine, ret) == [refund]
     assert await stock(engine, world, 0, world.dc) == {"available": 1}
     assert await stock(engine, world, 1, world.dc) == {"available": 1}
@@ -275,30 +295,35 @@ async def test_partial_return(time_skipping_env: WorkflowEnvironment, engine: As
 
 async def test_mixed_dispositions_in_one_return(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
                                                 world: World, database_url: str) -> None:
-    """Four units of one SKU: one restocked, one damaged (written off), one to the vendor, one never inspected
-    (stays in pending_inspection, out of stock and not refunded)."""
+    """Four units of one SKU: one restocked, one damaged (written off), one to the vendor, one left for a second
+    inspection pass: the return stays open (the unit in pending_inspection, out of stock) until it is inspected."""
     client, settings = time_skipping_env.client, make_settings()
     sale = Sale(world, {"l1": (0, 4), "l2": (1, 1)})
     ret = Return(sale)
-    refund = sale.price("l1") * 3 + sale.price("l2")
+    refund = sale.price("l1") * 4 + sale.price("l2")
     async with build_worker(client, engine, settings):
         await sale.ship(engine, world.dc)
         await send(client, settings, ret.authorized(world.dc, ("l1", 4), ("l2", 1)),
                    ret.received(world.dc, (0, 4), (1, 1)),
                    ret.inspected((0, 1, RESTOCK), (0, 1, DAMAGED), (0, 1, VENDOR), (1, 1, RESTOCK)),
                    ret.settled(refund))
+        await until(lambda: _pending_is(client, ret, 1), "first inspection pass applied")
+        state = await state_of(client, ret)
+        assert state.stage is ReturnStage.AWAITING_INSPECTION and await refunds(engine, ret) == []
+        assert await stock(engine, world, 0, world.dc) == {"available": 1, "vendor_return": 1,
+                                                           "pending_inspection": 1}
+        await send(client, settings, ret.inspected((0, 1, RESTOCK)))
         outcome, state = await finish(client, ret)
 
     assert outcome.stage is ReturnStage.REFUNDED
-    assert (outcome.received_units, outcome.accepted_units, outcome.refund_amount) == (5, 4, refund)
+    assert (outcome.received_units, outcome.accepted_units, outcome.refund_amount) == (5, 5, refund)
     l1 = lines_by_id(state)["l1"]
-    assert (l1["restocked"], l1["damaged"], l1["vendor_return"], l1["pending_inspection"]) == (1, 1, 1, 1)
-    assert await stock(engine, world, 0, world.dc) == {"available": 1, "vendor_return": 1, "pending_inspection": 1}
+    assert (l1["restocked"], l1["damaged"], l1["vendor_return"], l1["pending_inspection"]) == (2, 1, 1, 0)
+    assert await stock(engine, world, 0, world.dc) == {"available": 2, "vendor_return": 1}
     assert await stock(engine, world, 1, world.dc) == {"available": 1}
     a = world.entity_a
     assert await journal(engine, ret) == {
-        (a, "returns_pending_inspection"): cost(world, 0),  # the unit nobody inspected
-        (a, "inventory"): cost(world, 0, 2) + cost(world, 1),  # restocked + awaiting the vendor
+        (a, "inventory"): cost(world, 0, 3) + cost(world, 1),  # restocked + awaiting the vendor
         (a, "shrink"): cost(world, 0),  # the damaged unit written off
         (a, "cogs"): -(cost(world, 0, 4) + cost(world, 1)),
         (a, "sales_returns"): refund, (a, "cash_clearing"): -refund,
@@ -339,14 +364,21 @@ async def test_return_to_a_store_of_an_order_shipped_from_the_dc(
     await assert_checker_ok(database_url)
 
 
+async def _pending_is(client: Client, ret: Return, units: int) -> bool:
+    state = await state_of(client, ret)
+    return bool(state.lines) and sum(ln["pending_inspection"] for ln in state.lines) == units and any(
+        ln["accepted"] for ln in state.lines)
+
+
 async def _has_note(client: Client, ret: Return, text_: str) -> bool:
     return any(text_ in n for n in (await state_of(client, ret)).notes)
 
 
 async def test_return_of_more_than_shipped(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine,
                                            world: World, database_url: str) -> None:
-    """Line 1 asks back more than shipped and line 9 never shipped: both refused with their reasons, line 2 goes
-    on. Units of the refused line that arrive anyway are not taken into stock (noted as excess)."""
+    """Line 1 asks back more than shipped (over_return case) and line 9 never shipped: both refused with their
+    reasons, line 2 goes on. Units beyond the authorization that arrive anyway are received into
+    pending_inspection (never lost), inspected like the rest and never refunded."""
     client, settings = time_skipping_env.client, make_settings()
     sale = Sale(world, {"l1": (0, 2), "l2": (1, 1)})
     ret = Return(sale)
@@ -354,20 +386,35 @@ async def test_return_of_more_than_shipped(time_skipping_env: WorkflowEnvironmen
     async with build_worker(client, engine, settings):
         await sale.ship(engine, world.dc)
         await send(client, settings, ret.authorized(world.dc, ("l1", 3), ("l2", 1), ("l9", 1)),
-                   ret.received(world.dc, (0, 3), (1, 2)), ret.inspected((1, 1, RESTOCK)), ret.settled(refund))
+                   ret.received(world.dc, (0, 3), (1, 2)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received")
+        assert await stock(engine, world, 0, world.dc) == {"pending_inspection": 3}
+        assert await stock(engine, world, 1, world.dc) == {"pending_inspection": 2}
+        await send(client, settings, ret.inspected((1, 1, RESTOCK), (0, 3, RESTOCK), (1, 1, DAMAGED)),
+                   ret.settled(refund))
         outcome, state = await finish(client, ret)
+        await client.get_workflow_handle(ids.exception_workflow_id(ret.workflow_id, "over_return")).terminate(
+            "test cleanup")
 
     assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
     by_id = lines_by_id(state)
     assert by_id["l1"]["authorized"] == 0 and "only 2 of 2 EA" in by_id["l1"]["refused_reason"]
+    assert by_id["l1"]["refusal"] == "over_return"
     assert by_id["l9"]["authorized"] == 0 and "never shipped" in by_id["l9"]["refused_reason"]
     assert by_id["l2"]["authorized"] == 1 and by_id["l2"]["refused_reason"] is None
+    assert by_id[f"unauthorized:{world.skus[0]}"]["restocked"] == 3
+    assert by_id[f"unauthorized:{world.skus[1]}"]["damaged"] == 1
+    assert cases(state, "open") == ["over_return"]
     [receipt] = state.receipts
-    assert receipt.units == {world.skus[1]: 1} and receipt.excess == {world.skus[0]: 3, world.skus[1]: 1}
-    assert await stock(engine, world, 0, world.dc) == {}
+    assert receipt.units == {world.skus[0]: 3, world.skus[1]: 2}
+    assert receipt.excess == {world.skus[0]: 3, world.skus[1]: 1}
+    assert await stock(engine, world, 0, world.dc) == {"available": 3}
     assert await stock(engine, world, 1, world.dc) == {"available": 1}
-    a, value = world.entity_a, cost(world, 1)
-    assert await journal(engine, ret) == {(a, "inventory"): value, (a, "cogs"): -value,
+    assert await refunds(engine, ret) == [refund]
+    a = world.entity_a
+    assert await journal(engine, ret) == {(a, "inventory"): cost(world, 0, 3) + cost(world, 1),
+                                          (a, "shrink"): cost(world, 1),
+                                          (a, "cogs"): -(cost(world, 0, 3) + cost(world, 1, 2)),
                                           (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
     await assert_checker_ok(database_url)
 
@@ -379,15 +426,15 @@ async def test_every_line_refused_rejects_the_return(time_skipping_env: Workflow
     ret = Return(sale)
     async with build_worker(client, engine, settings):
         await sale.ship(engine, world.dc)
-        await send(client, settings, ret.authorized(world.dc, ("l1", 2)))
+        await send(client, settings, ret.authorized(world.dc, ("l9", 2)))
         outcome, state = await finish(client, ret)
         late = await dispatch(client, ret.received(world.dc, (0, 2)), settings)
         assert late.status == "late"  # a receipt after the end is never dropped: a LateEvent process has it
         await late_event_done(client, late.case_id)
 
     assert (outcome.outcome, outcome.stage) == ("rejected", ReturnStage.REJECTED)
-    assert "only 1 of 1 EA" in state.lines[0]["refused_reason"]
-    assert await stock(engine, world, 0, world.dc) == {"pending_inspection": 2}  # the parcel is in the ledger
+    assert "never shipped" in state.lines[0]["refused_reason"] and state.exception_cases == []
+    assert await stock(engine, world, 0, world.dc) == {"pending_inspection": 2}  # the late parcel is in the ledger
     assert await journal(engine, ret) == {} and await refunds(engine, ret) == []
     await assert_checker_ok(database_url)
 
@@ -545,4 +592,177 @@ async def test_never_authorized_ends_cleanly(time_skipping_env: WorkflowEnvironm
     assert (outcome.outcome, outcome.stage) == ("never_opened", ReturnStage.NEVER_OPENED)
     assert state.held_events == ["return.received"]
     assert await stock(engine, world, 0, world.dc) == {} and await journal(engine, ret) == {}
+    await assert_checker_ok(database_url)
+
+
+# --- release 2 (issue 17): rules 1, 4 and 8 ----------------------------------------------------------------------
+async def refunds_on(engine: AsyncEngine, ret: Return) -> list[tuple[str | None, Decimal]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT payment_id, amount FROM refunds WHERE return_id = :r"),
+                                  {"r": ret.return_id})
+        return [(r.payment_id, D(r.amount)) for r in rows]
+
+
+async def full_return(client: Client, settings: Settings, ret: Return, location_id: str, line_id: str, n: int,
+                      units: int, refund: Decimal) -> ReturnOutcome:
+    await send(client, settings, ret.authorized(location_id, (line_id, units)), ret.received(location_id, (n, units)),
+               ret.inspected((n, units, RESTOCK)), ret.settled(refund))
+    outcome, _ = await finish(client, ret)
+    return outcome
+
+
+async def test_a_second_return_of_a_returned_and_refunded_line_is_refused_and_its_goods_still_received(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 1)})
+    payment = unique("pay")
+    first, second = Return(sale), Return(sale)
+    price = sale.price("l1")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc, payment_id=payment, capture=price)
+        assert (await full_return(client, settings, first, world.dc, "l1", 0, 1, price)).stage is ReturnStage.REFUNDED
+        await send(client, settings, second.authorized(world.dc, ("l1", 1)))
+        await until(lambda: _case_is(client, second, "over_return", "open"), "over_return case")
+        refused = await state_of(client, second)
+        assert refused.stage is ReturnStage.AWAITING_RECEIPT  # the goods may come anyway
+        assert "only 0 of 1 EA" in refused.lines[0]["refused_reason"]
+        assert "1 EA held by other returns" in refused.lines[0]["refused_reason"]
+        # the customer sends it anyway: received into pending_inspection, never lost, never refunded
+        await send(client, settings, second.received(world.dc, (0, 1)))
+        await until(lambda: _stage_is(client, second, ReturnStage.AWAITING_INSPECTION), "received anyway")
+        assert await stock(engine, world, 0, world.dc) == {"available": 1, "pending_inspection": 1}
+        await send(client, settings, second.inspected((0, 1, RESTOCK)))
+        outcome, state = await finish(client, second)
+        await client.get_workflow_handle(ids.exception_workflow_id(second.workflow_id, "over_return")).terminate(
+            "test cleanup")
+
+    assert (outcome.outcome, outcome.stage, outcome.received_units) == ("rejected", ReturnStage.REJECTED, 1)
+    assert cases(state, "open") == ["over_return"] and state.refund is None
+    assert await refunds_on(engine, first) == [(payment, price)] and await refunds_on(engine, second) == []
+    assert await stock(engine, world, 0, world.dc) == {"available": 2}
+    a, value = world.entity_a, cost(world, 0)
+    assert await journal(engine, second) == {(a, "inventory"): value, (a, "cogs"): -value}  # no sales return
+    assert await journal(engine, first) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                            (a, "sales_returns"): price, (a, "cash_clearing"): -price}
+    await assert_checker_ok(database_url)
+
+
+async def test_refunds_go_to_the_original_payment_and_never_beyond_what_it_captured(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """The refund names the shipment's payment, so the POS's refunds <= captured check runs: a payment that
+    captured less than the refund refuses it (over_capture case, nothing posted but the goods)."""
+    client, settings = time_skipping_env.client, make_settings()
+    paid, short = Sale(world, {"l1": (0, 2)}), Sale(world, {"l1": (0, 2)})
+    pay_paid, pay_short = unique("pay"), unique("pay")
+    price = paid.price("l1")
+    ok, refused = Return(paid), Return(short)
+    async with build_worker(client, engine, settings):
+        await paid.ship(engine, world.dc, payment_id=pay_paid, capture=price * 2)
+        await short.ship(engine, world.dc, payment_id=pay_short, capture=price)  # half was never captured
+        assert (await full_return(client, settings, ok, world.dc, "l1", 0, 2, price * 2)).stage is ReturnStage.REFUNDED
+        await send(client, settings, refused.authorized(world.dc, ("l1", 2)), refused.received(world.dc, (0, 2)),
+                   refused.inspected((0, 2, RESTOCK)))
+        outcome, state = await finish(client, refused)
+        await client.get_workflow_handle(ids.exception_workflow_id(refused.workflow_id, "over_capture")).terminate(
+            "test cleanup")
+
+    assert await refunds_on(engine, ok) == [(pay_paid, price * 2)]
+    assert (outcome.outcome, outcome.stage) == ("refund_refused", ReturnStage.REFUND_REFUSED)
+    assert cases(state, "open") == ["over_capture"] and await refunds_on(engine, refused) == []
+    assert any("would exceed what was captured" in n for n in state.notes)
+    assert await stock(engine, world, 0, world.dc) == {"available": 4}
+    a, value = world.entity_a, cost(world, 0, 2)
+    assert await journal(engine, refused) == {(a, "inventory"): value, (a, "cogs"): -value}
+    assert await journal(engine, ok) == {(a, "inventory"): value, (a, "cogs"): -value,
+                                         (a, "sales_returns"): price * 2, (a, "cash_clearing"): -price * 2}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_ten_euro_line_of_three_units_returned_unit_by_unit_refunds_exactly_ten(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 3)})
+    payment = unique("pay")
+    returns = [Return(sale) for _ in range(3)]
+    expected = [D("3.33"), D("3.34"), D("3.33")]
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc, payment_id=payment, capture=D("10.00"), charged={"l1": D("10.00")},
+                        unit_prices={"l1": D("3.3333")})
+        outcomes = [await full_return(client, settings, ret, world.dc, "l1", 0, 1, amount)
+                    for ret, amount in zip(returns, expected, strict=True)]
+
+    assert [o.refund_amount for o in outcomes] == expected and sum(expected) == D("10.00")
+    assert [await refunds_on(engine, r) for r in returns] == [[(payment, x)] for x in expected]
+    assert await stock(engine, world, 0, world.dc) == {"available": 3}
+    a = world.entity_a
+    for ret, amount in zip(returns, expected, strict=True):
+        assert await journal(engine, ret) == {(a, "inventory"): cost(world, 0), (a, "cogs"): -cost(world, 0),
+                                              (a, "sales_returns"): amount, (a, "cash_clearing"): -amount}
+    await assert_checker_ok(database_url)
+
+
+async def test_two_parcels_and_two_inspection_passes_with_units_overdue_for_inspection(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """Parcel 1 (2 units) is inspected at once; parcel 2 (1 unit) waits past inspection_overdue: a case opens,
+    the second inspection pass resolves it, and the refund covers all three units."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 3)})
+    ret = Return(sale)
+    refund = sale.price("l1") * 3
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        await send(client, settings, ret.authorized(world.dc, ("l1", 3)), ret.received(world.dc, (0, 2)),
+                   ret.inspected((0, 2, RESTOCK)))
+        await until(lambda: _pending_is(client, ret, 0), "first parcel inspected")
+        first = await state_of(client, ret)
+        assert first.stage is ReturnStage.AWAITING_INSPECTION and await refunds(engine, ret) == []  # 1 to come
+        await send(client, settings, ret.received(world.store, (0, 1)))
+        await until(lambda: _pending_is(client, ret, 1), "second parcel received")
+        await time_skipping_env.sleep(timedelta(hours=73))
+        await until(lambda: _case_is(client, ret, "inspection_overdue", "open"), "inspection_overdue case")
+        assert await stock(engine, world, 0, world.store) == {"pending_inspection": 1}
+        await send(client, settings, ret.inspected((0, 1, DAMAGED)), ret.settled(refund))
+        outcome, state = await finish(client, ret)
+        await case_resolved(client, ret, "inspection_overdue")
+
+    assert (outcome.stage, outcome.received_units, outcome.accepted_units) == (ReturnStage.REFUNDED, 3, 3)
+    assert outcome.refund_amount == refund and await refunds(engine, ret) == [refund]
+    assert [(r.location_id, r.units) for r in state.receipts] == [(world.dc, {world.skus[0]: 2}),
+                                                                   (world.store, {world.skus[0]: 1})]
+    assert cases(state, "resolved") == ["inspection_overdue"]
+    assert await stock(engine, world, 0, world.dc) == {"available": 2}
+    assert await stock(engine, world, 0, world.store) == {}  # damaged, written off
+    a = world.entity_a
+    assert await journal(engine, ret) == {(a, "inventory"): cost(world, 0, 2), (a, "shrink"): cost(world, 0),
+                                          (a, "cogs"): -cost(world, 0, 3),
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_return_to_a_store_of_another_entity_posts_in_the_selling_entity_with_intercompany(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """Sold and shipped by entity A's DC, brought back to entity B's store: A reverses the cost of goods and
+    owes the refund; B holds the units, owed to A through intercompany."""
+    client, settings = time_skipping_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 2)})
+    ret = Return(sale)
+    payment = unique("pay")
+    refund = sale.price("l1") * 2
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc, payment_id=payment, capture=refund)
+        await send(client, settings, ret.authorized(world.far, ("l1", 2)), ret.received(world.far, (0, 2)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received at the far store")
+        await assert_checker_ok(database_url)  # in pending_inspection at B, valued in B's books
+        await send(client, settings, ret.inspected((0, 2, RESTOCK)), ret.settled(refund))
+        outcome, state = await finish(client, ret)
+
+    assert outcome.stage is ReturnStage.REFUNDED and state.refund is not None
+    assert state.refund.by_location == {world.dc: refund} and state.refund.payment_id == payment
+    assert await stock(engine, world, 0, world.far) == {"available": 2}
+    a, b, value = world.entity_a, world.entity_b, cost(world, 0, 2)
+    assert await journal(engine, ret) == {
+        (a, "intercompany_receivable"): value, (a, "cogs"): -value,
+        (a, "sales_returns"): refund, (a, "cash_clearing"): -refund,
+        (b, "inventory"): value, (b, "intercompany_payable"): -value,
+    }
     await assert_checker_ok(database_url)

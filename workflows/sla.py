@@ -134,6 +134,16 @@ class ProcessCases:
         self._clocks[kind] = clock
         self._keep(asyncio.create_task(self._watch(clock)))
 
+    def restart_clock(self, kind: SlaKind, *, since: datetime | None = None) -> None:
+        """Start a clock that was stopped again (a return's units await inspection again after a later parcel);
+        a running clock keeps its deadline. Still at most one case per kind per process: a second breach of a
+        kind whose case exists only marks the clock breached."""
+        clock = self._clocks.get(kind)
+        if clock is not None and not clock.stopped:
+            return
+        self._clocks.pop(kind, None)
+        self.start_clock(kind, since=since)
+
     def deadline(self, kind: SlaKind) -> datetime | None:
         clock = self._clocks.get(kind)
         return clock.deadline if clock else None

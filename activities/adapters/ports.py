@@ -14,8 +14,21 @@ from activities.erp import (
     MovementResult,
     PostingResult,
 )
-from activities.pos import CaptureInput, CaptureResult, RefundInput, RefundResult, VoidInput, VoidResult
+from activities.pos import (
+    CaptureInput,
+    CaptureResult,
+    PaymentLookupInput,
+    PaymentLookupResult,
+    RefundInput,
+    RefundResult,
+    VoidInput,
+    VoidResult,
+)
 from activities.wms import (
+    AuthorizeReturnInput,
+    AuthorizeReturnResult,
+    CloseReturnInput,
+    CloseReturnResult,
     PickTaskInput,
     ReceiptRecord,
     ShipmentRecord,
@@ -59,6 +72,12 @@ class WmsPort(Protocol):
 
     async def record_receipt(self, receipt: ReceiptRecord) -> WmsRecordResult: ...
 
+    async def authorize_return(self, request: AuthorizeReturnInput) -> AuthorizeReturnResult:
+        """Returnable quantities across returns of one order, decided where two returns cannot both pass."""
+        ...
+
+    async def close_return(self, request: CloseReturnInput) -> CloseReturnResult: ...
+
 
 @runtime_checkable
 class PosPort(Protocol):
@@ -69,3 +88,7 @@ class PosPort(Protocol):
     async def void(self, void: VoidInput) -> VoidResult: ...
 
     async def refund(self, refund: RefundInput) -> RefundResult: ...
+
+    async def payment_for(self, lookup: PaymentLookupInput) -> PaymentLookupResult:
+        """The payment whose captures reference these shipments (release 1.0 shipment records name none)."""
+        ...

@@ -158,7 +158,7 @@ class PostgresErp:
         per_line = [deltas(kind, line) for line in request.lines]  # InvalidTransition for an illegal line
         if not per_line:
             raise _invalid("a movement has at least one line", kind=str(kind))
-        fingerprint = request_hash(request, exclude={"run_id", "reason"})
+        fingerprint = _movement_fingerprint(request)
         try:
             async with self.engine.begin() as conn:
                 return await self._post_movement(conn, request, kind, per_line, fingerprint)
@@ -174,6 +174,7 @@ class PostgresErp:
         location_ids = sorted(
             {line.location_id for line in request.lines}
             | {line.to_location_id for line in request.lines if line.to_location_id}
+            | {line.sale_location_id for line in request.lines if line.sale_location_id}
         )
         items = await _items(conn, skus)
         if missing := [s for s in skus if s not in items]:
@@ -279,6 +280,16 @@ class PostgresErp:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+def _movement_fingerprint(request: MovementRequest) -> str:
+    """What the request asks for (not its run or wording). `sale_location_id` (release 2) counts only where set,
+    so a release-1.0 movement retried after the upgrade still matches its first call."""
+    exclude: dict = {"run_id": True, "reason": True}
+    unset = [i for i, line in enumerate(request.lines) if line.sale_location_id is None]
+    if unset:
+        exclude["lines"] = {i: {"sale_location_id"} for i in unset}
+    return request_hash(request.model_dump(mode="json", exclude=exclude))
+
+
 async def _items(conn: AsyncConnection, skus: list[str]) -> dict[str, Item]:
     rows = (await conn.execute(select(ITEMS).where(ITEMS.c.sku.in_(skus)))).mappings()
     return {r["sku"]: _item(r) for r in rows}
@@ -301,7 +312,12 @@ def _journal(request: MovementRequest, kind: MovementKind, items: dict[str, Item
     for line in request.lines:
         item = items[line.sku]
         for entity, jlines in movement_postings(kind, line, Decimal(item.unit_cost), entity_of):
-            at = line.location_id if entity_of[line.location_id] == entity else (line.to_location_id or line.location_id)
+            if entity_of[line.location_id] == entity:
+                at = line.location_id
+            elif line.sale_location_id and entity_of[line.sale_location_id] == entity:
+                at = line.sale_location_id
+            else:
+                at = line.to_location_id or line.location_id
             grouped[(entity, item.currency)].extend((jl, line.sku, at) for jl in jlines if jl.debit or jl.credit)
     per_entity: dict[str, int] = defaultdict(int)
     for entity, _ in grouped:

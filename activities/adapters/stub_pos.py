@@ -13,7 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from activities.adapters.common import conflict, request_hash
 from activities.db.models import CaptureRow, PaymentRow, RefundRow, VoidRow
-from activities.pos import CaptureInput, CaptureResult, RefundInput, RefundResult, VoidInput, VoidResult
+from activities.pos import (
+    CaptureInput,
+    CaptureResult,
+    PaymentLookupInput,
+    PaymentLookupResult,
+    RefundInput,
+    RefundResult,
+    VoidInput,
+    VoidResult,
+)
 from domain.errors import DomainError, ErrorType
 
 PAYMENTS = PaymentRow.__table__
@@ -145,3 +154,13 @@ class PostgresPos:
                 result=result.model_dump(mode="json"),
             ))
         return result
+
+    async def payment_for(self, lookup: PaymentLookupInput) -> PaymentLookupResult:
+        """The one payment whose captures reference these shipments; None if none or several (ambiguous: a
+        shipment_id is only unique within its order, so a refund is never sent to a guessed payment)."""
+        if not lookup.references:
+            return PaymentLookupResult()
+        async with self.engine.connect() as conn:
+            found = sorted(r for (r,) in (await conn.execute(
+                select(CAPTURES.c.payment_id).where(CAPTURES.c.reference.in_(lookup.references)).distinct())).all())
+        return PaymentLookupResult(payment_id=found[0] if len(found) == 1 else None, candidates=found)

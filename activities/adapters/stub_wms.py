@@ -1,20 +1,40 @@
 """The stub WMS on PostgreSQL: pick tasks, customer shipments (with priced lines, which the returns process
 reads back to know what a customer may return and at what price), transfer shipments and receipts.
 
+Release 2: shipment records carry the payment they were charged to and each line's charged amount; and the
+returnable quantities of every order line across its returns live here (revision 0005): `authorize_return`
+and `close_return` lock the order's `return_orders` row, so two returns of one line decided at the same moment
+are decided one after the other, each seeing what the other holds.
+
 Every record is written once per key: a retry returns applied=False, a different request under a used key is
 an IdempotencyConflict. Stock itself never moves here; the workflows move it through the ERP ledger.
 """
 from collections import defaultdict
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Insert
 
 from activities.adapters.common import conflict, request_hash
-from activities.db.models import PickTaskRow, ReceiptRow, ShipmentLineRow, ShipmentRow, TransferShipmentRow
+from activities.db.models import (
+    PickTaskRow,
+    ReceiptRow,
+    ReturnAuthorizationLineRow,
+    ReturnAuthorizationRow,
+    ReturnOrderRow,
+    ShipmentLineRow,
+    ShipmentRow,
+    TransferShipmentRow,
+)
 from activities.wms import (
+    AuthorizedLine,
+    AuthorizeReturnInput,
+    AuthorizeReturnResult,
+    ClosedLine,
+    CloseReturnInput,
+    CloseReturnResult,
     PickTaskInput,
     ReceiptRecord,
     ShipmentRecord,
@@ -24,13 +44,30 @@ from activities.wms import (
     TransferShipmentInput,
     WmsRecordResult,
 )
+from domain import returns as rules
 from domain.errors import DomainError, ErrorType
+from domain.money import round_money
 
 PICK_TASKS = PickTaskRow.__table__
 SHIPMENTS = ShipmentRow.__table__
 SHIPMENT_LINES = ShipmentLineRow.__table__
 TRANSFER_SHIPMENTS = TransferShipmentRow.__table__
 RECEIPTS = ReceiptRow.__table__
+RETURN_ORDERS = ReturnOrderRow.__table__
+AUTHORIZATIONS = ReturnAuthorizationRow.__table__
+AUTH_LINES = ReturnAuthorizationLineRow.__table__
+
+
+def _shipment_fingerprint(shipment: ShipmentRecord) -> str:
+    """The release-2 fields count only when set, so a release-1.0 record retried after the upgrade still
+    matches its first call."""
+    exclude: dict = {}
+    if shipment.payment_id is None:
+        exclude["payment_id"] = True
+    unset = [i for i, line in enumerate(shipment.lines) if line.amount is None]
+    if unset:
+        exclude["lines"] = {i: {"amount"} for i in unset}
+    return request_hash(shipment.model_dump(mode="json", exclude=exclude))
 
 
 def _refuse_empty(key: str, lines: list) -> None:
@@ -69,22 +106,24 @@ class PostgresWms:
 
     async def record_shipment(self, shipment: ShipmentRecord) -> WmsRecordResult:
         _refuse_empty(shipment.key, shipment.lines)
-        fingerprint = request_hash(shipment)
+        fingerprint = _shipment_fingerprint(shipment)
         async with self.engine.begin() as conn:
             applied = await self._once(conn, SHIPMENTS, insert(SHIPMENTS).values(
                 key=shipment.key, shipment_id=shipment.shipment_id, channel=shipment.channel,
                 order_id=shipment.order_id, location_id=shipment.location_id, carrier=shipment.carrier,
-                tracking_number=shipment.tracking_number, request_hash=fingerprint,
+                tracking_number=shipment.tracking_number, request_hash=fingerprint, payment_id=shipment.payment_id,
             ), shipment.key, fingerprint, "shipment")
             if applied:
                 merged: dict[str, ShippedLine] = {}
                 for line in (x for x in shipment.lines if x.quantity > 0):  # one row per order line, even if the WMS split it
                     seen = merged.get(line.line_id)
-                    merged[line.line_id] = line if seen is None else seen.model_copy(
-                        update={"quantity": seen.quantity + line.quantity})
+                    merged[line.line_id] = line if seen is None else seen.model_copy(update={
+                        "quantity": seen.quantity + line.quantity,
+                        "amount": None if seen.amount is None or line.amount is None else seen.amount + line.amount})
                 await conn.execute(insert(SHIPMENT_LINES), [
                     {"shipment_key": shipment.key, "line_id": line.line_id, "sku": line.sku,
-                     "quantity": line.quantity, "unit_price": line.unit_price, "currency": line.currency}
+                     "quantity": line.quantity, "unit_price": line.unit_price, "currency": line.currency,
+                     "amount": line.amount}
                     for line in merged.values()
                 ])
         return WmsRecordResult(key=shipment.key, applied=applied)
@@ -138,3 +177,131 @@ class PostgresWms:
                 lines=[line.model_dump(mode="json") for line in receipt.lines], request_hash=fingerprint,
             ), receipt.key, fingerprint, "receipt")
         return WmsRecordResult(key=receipt.key, applied=applied)
+
+    # --- returns (release 2) ----------------------------------------------------------------------------------
+    async def _lock_order(self, conn: AsyncConnection, channel: str, order_id: str) -> None:
+        await conn.execute(insert(RETURN_ORDERS).values(channel=channel, order_id=order_id)
+                           .on_conflict_do_nothing(index_elements=["channel", "order_id"]))
+        await conn.execute(select(RETURN_ORDERS.c.channel).where(
+            RETURN_ORDERS.c.channel == channel, RETURN_ORDERS.c.order_id == order_id).with_for_update())
+
+    async def _shipped(self, conn: AsyncConnection, channel: str, order_id: str
+                       ) -> tuple[list[rules.Shipped], str | None, list[str]]:
+        """Per order line: units shipped, the money charged (the recorded amount, or unit price x units on
+        release 1.0 records), the location that first shipped it; the order's payment and shipment IDs."""
+        rows = (await conn.execute(
+            select(SHIPMENTS.c.shipment_id, SHIPMENTS.c.location_id, SHIPMENTS.c.payment_id,
+                   SHIPMENT_LINES.c.line_id, SHIPMENT_LINES.c.sku, SHIPMENT_LINES.c.quantity,
+                   SHIPMENT_LINES.c.unit_price, SHIPMENT_LINES.c.currency, SHIPMENT_LINES.c.amount)
+            .join(SHIPMENT_LINES, SHIPMENT_LINES.c.shipment_key == SHIPMENTS.c.key)
+            .where(SHIPMENTS.c.channel == channel, SHIPMENTS.c.order_id == order_id)
+            .order_by(SHIPMENTS.c.created_at, SHIPMENTS.c.key, SHIPMENT_LINES.c.line_id)
+        )).all()
+        lines: dict[str, rules.Shipped] = {}
+        payments: list[str] = []
+        shipment_ids: list[str] = []
+        for r in rows:
+            charged = Decimal(r.amount) if r.amount is not None else round_money(Decimal(r.unit_price) * r.quantity)
+            seen = lines.get(r.line_id)
+            if seen is None:
+                lines[r.line_id] = rules.Shipped(line_id=r.line_id, sku=r.sku, quantity=r.quantity,
+                                                 unit_price=Decimal(r.unit_price), currency=r.currency,
+                                                 amount=charged, location_id=r.location_id)
+            else:
+                seen.quantity += r.quantity
+                seen.amount = (seen.amount or Decimal(0)) + charged
+            if r.payment_id and r.payment_id not in payments:
+                payments.append(r.payment_id)
+            if r.shipment_id not in shipment_ids:
+                shipment_ids.append(r.shipment_id)
+        return list(lines.values()), (payments[0] if payments else None), shipment_ids
+
+    async def authorize_return(self, request: AuthorizeReturnInput) -> AuthorizeReturnResult:
+        if any(line.quantity <= 0 for line in request.lines) or not request.lines:
+            raise DomainError(ErrorType.INVALID_TRANSITION, f"{request.key}: a return asks for positive quantities",
+                              key=request.key)
+        fingerprint = request_hash(request)
+        async with self.engine.begin() as conn:
+            await self._lock_order(conn, request.channel, request.order_id)
+            first = (await conn.execute(select(AUTHORIZATIONS.c.request_hash, AUTHORIZATIONS.c.result)
+                                        .where(AUTHORIZATIONS.c.key == request.key))).first()
+            if first is not None:
+                if first.request_hash != fingerprint:
+                    raise conflict(request.key, "return authorization")
+                return AuthorizeReturnResult.model_validate({**first.result, "applied": False})
+            shipped, payment_id, shipment_ids = await self._shipped(conn, request.channel, request.order_id)
+            held = dict((await conn.execute(
+                select(AUTH_LINES.c.line_id,
+                       func.sum(AUTH_LINES.c.authorized - AUTH_LINES.c.released))
+                .where(AUTH_LINES.c.channel == request.channel, AUTH_LINES.c.order_id == request.order_id)
+                .group_by(AUTH_LINES.c.line_id))).all())
+            held = {k: int(v) for k, v in held.items()}
+            decided = rules.authorize([(ln.line_id, ln.sku, ln.quantity, ln.reason) for ln in request.lines],
+                                      shipped, already=held)
+            by_line = {s.line_id: s for s in shipped}
+            result = AuthorizeReturnResult(key=request.key, applied=True, payment_id=payment_id,
+                                           shipment_ids=shipment_ids, lines=[
+                AuthorizedLine(
+                    line_no=ln.line_no, line_id=ln.line_id, sku=ln.sku, requested=ln.requested,
+                    authorized=ln.authorized, refused_reason=ln.refused_reason,
+                    refusal=str(ln.refusal) if ln.refusal else None, shipped=ln.shipped,
+                    already=held.get(ln.line_id, 0),
+                    unit_price=by_line[ln.line_id].unit_price if ln.line_id in by_line else None,
+                    charged=by_line[ln.line_id].amount if ln.line_id in by_line else None,
+                    currency=by_line[ln.line_id].currency if ln.line_id in by_line else None,
+                    sale_location_id=ln.sale_location_id,
+                ) for ln in decided])
+            await conn.execute(insert(AUTHORIZATIONS).values(
+                key=request.key, return_id=request.return_id, channel=request.channel, order_id=request.order_id,
+                request_hash=fingerprint, result=result.model_dump(mode="json")))
+            await conn.execute(insert(AUTH_LINES), [
+                {"authorization_key": request.key, "line_no": ln.line_no, "channel": request.channel,
+                 "order_id": request.order_id, "line_id": ln.line_id, "sku": ln.sku, "authorized": ln.authorized}
+                for ln in result.lines])
+        return result
+
+    async def close_return(self, request: CloseReturnInput) -> CloseReturnResult:
+        """Refund units are numbered per order line across its returns in the order the returns close."""
+        async with self.engine.begin() as conn:
+            auth = (await conn.execute(select(AUTHORIZATIONS).where(AUTHORIZATIONS.c.key == request.key))
+                    ).mappings().first()
+            if auth is None:
+                raise DomainError(ErrorType.INVALID_TRANSITION, f"no return authorization {request.key!r}",
+                                  key=request.key)
+            await self._lock_order(conn, auth["channel"], auth["order_id"])
+            auth = (await conn.execute(select(AUTHORIZATIONS).where(AUTHORIZATIONS.c.key == request.key))
+                    ).mappings().one()
+            fingerprint = request_hash(request)
+            if auth["status"] == "closed":
+                first = auth["close_result"]
+                if first.get("request_hash") != fingerprint:
+                    raise conflict(request.key, "return close")
+                return CloseReturnResult.model_validate({**first["result"], "applied": False})
+            decided = AuthorizeReturnResult.model_validate(auth["result"])
+            shipped, _, _ = await self._shipped(conn, auth["channel"], auth["order_id"])
+            by_line = {s.line_id: s for s in shipped}
+            refunded_before = {k: int(v) for k, v in (await conn.execute(
+                select(AUTH_LINES.c.line_id, func.sum(AUTH_LINES.c.refunded_units))
+                .where(AUTH_LINES.c.channel == auth["channel"], AUTH_LINES.c.order_id == auth["order_id"])
+                .group_by(AUTH_LINES.c.line_id))).all()}
+            closed: list[ClosedLine] = []
+            for line in decided.lines:
+                accepted = min(max(request.accepted.get(line.line_no, 0), 0), line.authorized)
+                ship = by_line.get(line.line_id)
+                before = refunded_before.get(line.line_id, 0)
+                units = 0 if ship is None else max(0, min(accepted, ship.quantity - before))
+                amount = (rules.refund_of_line(ship.amount or Decimal(0), ship.quantity, before, units)
+                          if ship is not None else Decimal("0.00"))
+                refunded_before[line.line_id] = before + units
+                closed.append(ClosedLine(line_no=line.line_no, line_id=line.line_id, refunded_units=units,
+                                         refund=amount, released=line.authorized - units,
+                                         sale_location_id=line.sale_location_id))
+                await conn.execute(update(AUTH_LINES).where(
+                    AUTH_LINES.c.authorization_key == request.key, AUTH_LINES.c.line_no == line.line_no,
+                ).values(refunded_units=units, refunded_amount=amount, released=line.authorized - units))
+            result = CloseReturnResult(key=request.key, applied=True, lines=closed,
+                                       total=round_money(sum((c.refund for c in closed), start=Decimal(0))))
+            await conn.execute(update(AUTHORIZATIONS).where(AUTHORIZATIONS.c.key == request.key).values(
+                status="closed", closed_at=func.now(),
+                close_result={"request_hash": fingerprint, "result": result.model_dump(mode="json")}))
+        return result

@@ -195,6 +195,7 @@ class ShipmentRow(SQLModel, table=True):
     carrier: str | None = None
     tracking_number: str | None = None
     request_hash: str
+    payment_id: str | None = None  # revision 0005; NULL on release 1.0 records
     created_at: datetime | None = _created()
 
 
@@ -207,6 +208,7 @@ class ShipmentLineRow(SQLModel, table=True):
     quantity: int = Field(sa_column=Column(BigInteger, nullable=False))
     unit_price: Decimal = _money()
     currency: str
+    amount: Decimal | None = _money(nullable=True)  # revision 0005: charged for this line in this shipment
 
 
 class TransferShipmentRow(SQLModel, table=True):
@@ -233,11 +235,55 @@ class ReceiptRow(SQLModel, table=True):
     created_at: datetime | None = _created()
 
 
+class ReturnOrderRow(SQLModel, table=True):
+    """Revision 0005: the row every return of one order locks (authorize, close)."""
+
+    __tablename__ = "return_orders"
+
+    channel: str = Field(primary_key=True)
+    order_id: str = Field(primary_key=True)
+    created_at: datetime | None = _created()
+
+
+class ReturnAuthorizationRow(SQLModel, table=True):
+    """Revision 0005: one return's authorization against its order, idempotent by key."""
+
+    __tablename__ = "return_authorizations"
+
+    key: str = Field(primary_key=True)
+    return_id: str
+    channel: str
+    order_id: str
+    status: str = "open"  # open | closed
+    request_hash: str
+    result: dict[str, Any] = _json()
+    close_result: dict[str, Any] | None = _json(nullable=True)
+    created_at: datetime | None = _created()
+    closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class ReturnAuthorizationLineRow(SQLModel, table=True):
+    """Revision 0005: per requested line, units authorized, released and refunded (units and money)."""
+
+    __tablename__ = "return_authorization_lines"
+
+    authorization_key: str = Field(primary_key=True, foreign_key="return_authorizations.key")
+    line_no: int = Field(primary_key=True)
+    channel: str
+    order_id: str
+    line_id: str
+    sku: str
+    authorized: int = Field(sa_column=Column(BigInteger, nullable=False))
+    released: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    refunded_units: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    refunded_amount: Decimal = _money(default=Decimal(0))
+
+
 LEDGER_TABLES = [
     m.__table__  # type: ignore[attr-defined]
     for m in (ItemRow, LocationRow, BalanceRow, MovementBatchRow, MovementRow, JournalEntryRow, JournalLineRow,
               PaymentRow, CaptureRow, VoidRow, RefundRow, PickTaskRow, ShipmentRow, ShipmentLineRow,
-              TransferShipmentRow, ReceiptRow)
+              TransferShipmentRow, ReceiptRow, ReturnOrderRow, ReturnAuthorizationRow, ReturnAuthorizationLineRow)
 ]
 
 
