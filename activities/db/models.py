@@ -353,7 +353,7 @@ class ReconciliationRunRow(SQLModel, table=True):
 
 
 class ProcessRegistryRow(SQLModel, table=True):
-    """A process that has ended (revision 0005): its business key never opens a second process."""
+    """A process that has ended (revision 0006): its business key never opens a second process."""
 
     __tablename__ = "process_registry"
 
@@ -370,7 +370,7 @@ class ProcessRegistryRow(SQLModel, table=True):
 
 
 class LateEventRow(SQLModel, table=True):
-    """An event that came after its process had ended (revision 0005), with what was done with it."""
+    """An event that came after its process had ended (revision 0006), with what was done with it."""
 
     __tablename__ = "late_events"
 

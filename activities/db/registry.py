@@ -1,4 +1,4 @@
-"""The process registry and the late-event store in PostgreSQL (revision 0005), shared by the activities that
+"""The process registry and the late-event store in PostgreSQL (revision 0006), shared by the activities that
 write them, the door that checks a business key before it opens a process, and the read API.
 
 Both are write-once by key: a retried write changes nothing (ON CONFLICT DO NOTHING) and answers whether it

@@ -1,7 +1,7 @@
 """The process registry and late events.
 
-Revision ID: 0005_registry
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01
 
 `process_registry`: one row per process that has ended, written by the process itself as its last step. A
@@ -13,8 +13,8 @@ read API answers for it from `state` (the final state query) without replaying a
 """
 from alembic import op
 
-revision = "0005_registry"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
