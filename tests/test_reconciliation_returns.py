@@ -2,7 +2,7 @@
 return and no open exception case are orphans; those a running return or an open case covers are not."""
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
@@ -38,7 +38,7 @@ async def test_pending_inspection_without_a_running_return_or_an_open_case_is_fo
                                      line(sku, world.store, 1, to_bucket="available"), workflow_id=inspected))
     await _open_case_for(engine, covered)
     try:
-        found = await ReconciliationActivities(client, engine).find_orphans(OrphanQuery())
+        found = await ActivityEnvironment().run(ReconciliationActivities(client, engine).find_orphans, OrphanQuery())
     finally:
         await client.get_workflow_handle(running).terminate("test done")
     mine = {o.workflow_id: o for o in found.orphans if o.workflow_id in {ghost, covered, running, inspected}}

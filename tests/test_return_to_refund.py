@@ -584,14 +584,17 @@ async def test_never_authorized_ends_cleanly(time_skipping_env: WorkflowEnvironm
                                              world: World, database_url: str) -> None:
     client, settings = time_skipping_env.client, make_settings()
     ret = Return(Sale(world, {"l1": (0, 1)}))
+    parcel = ret.received(world.dc, (0, 1), event_id=unique("wh"))
     async with build_worker(client, engine, settings):
-        await send(client, settings, ret.received(world.dc, (0, 1)))
+        await send(client, settings, parcel)
         await time_skipping_env.sleep(timedelta(days=7, hours=1))  # past the open timeout
         outcome, state = await finish(client, ret)
+        # the parcel it held was handed to the late-event path as the process ended: in the ledger, with a case
+        await late_event_done(client, f"exception:late:{parcel.event_id}:late_event")
 
     assert (outcome.outcome, outcome.stage) == ("never_opened", ReturnStage.NEVER_OPENED)
     assert state.held_events == ["return.received"]
-    assert await stock(engine, world, 0, world.dc) == {} and await journal(engine, ret) == {}
+    assert await stock(engine, world, 0, world.dc) == {"pending_inspection": 1} and await journal(engine, ret) == {}
     await assert_checker_ok(database_url)
 
 

@@ -131,9 +131,11 @@ async def enter_closed(workflow_type: str, business_key: str, channel: str | Non
         workflow_id=info.workflow_id, run_id=info.run_id, workflow_type=workflow_type, business_key=business_key,
         channel=channel, outcome=outcome, stage=stage, closed_at=workflow.now(), state=state.model_dump(mode="json"),
     ), summary=f"registry: {workflow_type} {business_key} ended ({outcome})")
-    while inbox.pending:
-        event = inbox.pending.pop(0)
+    handed = 0  # events stay in the inbox (the state query shows them held); ones that arrive meanwhile follow
+    while handed < len(inbox.pending):
+        event = inbox.pending[handed]
         await call(RoutingActivities.forward_event, event, summary=f"unapplied {event.type} to the late-event path")
+        handed += 1
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
