@@ -1,4 +1,5 @@
 """WMS activities: pick tasks, customer shipments, transfer shipments and receipts. Thin wrappers over a WmsPort."""
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -32,6 +33,7 @@ class ShippedLine(BaseModel):
     quantity: int
     unit_price: Amount
     currency: str
+    amount: Amount | None = None  # the money charged for this line in this shipment, to the cent (release 2)
 
 
 class ShipmentRecord(BaseModel):
@@ -43,6 +45,7 @@ class ShipmentRecord(BaseModel):
     carrier: str | None = None  # None for a pickup hand-over
     tracking_number: str | None = None
     lines: list[ShippedLine]
+    payment_id: str | None = None  # the order's payment (release 2): refunds go back to it
 
 
 class ShippedLinesInput(BaseModel):
@@ -71,6 +74,27 @@ class ReceiptRecord(BaseModel):
     lines: list[TaskLine]
 
 
+class InterceptAnswer(StrEnum):
+    INTERCEPTED = "intercepted"  # the WMS stopped the order there: nothing left, the units are ours to put back
+    ALREADY_DISPATCHED = "already_dispatched"  # the parcel left: a shipment.dispatched is coming
+
+
+class CancelFulfillmentInput(BaseModel):
+    """Ask the WMS to stop an order's fulfilment at one location (pick task, staged parcel)."""
+
+    key: str
+    channel: str
+    order_id: str
+    location_id: str
+    reason: str
+
+
+class CancelFulfillmentResult(BaseModel):
+    key: str
+    answer: InterceptAnswer
+    applied: bool  # False: a retry of the key, answered as the first time
+
+
 class WmsRecordResult(BaseModel):
     key: str
     applied: bool
@@ -90,6 +114,11 @@ class WmsActivities:
     @activity.defn(name="record_shipment")
     async def record_shipment(self, input: ShipmentRecord) -> WmsRecordResult:
         return await guarded(self.faults, "wms.record_shipment", lambda: self.wms.record_shipment(input))
+
+    @activity.defn(name="cancel_fulfillment")
+    async def cancel_fulfillment(self, input: CancelFulfillmentInput) -> CancelFulfillmentResult:
+        """A cancel is a request the WMS answers: `intercepted`, or `already_dispatched` (the parcel left)."""
+        return await guarded(self.faults, "wms.cancel_fulfillment", lambda: self.wms.cancel_fulfillment(input))
 
     @activity.defn(name="get_shipped_lines")
     async def get_shipped_lines(self, input: ShippedLinesInput) -> ShippedLinesResult:
