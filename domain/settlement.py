@@ -41,7 +41,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from domain.events import PricedLine
-from domain.money import Amount, allocate as allocate_money, round_money
+from domain.money import Amount, round_money
+from domain.money import allocate as allocate_money
 
 MAX_SUBSET_SEARCH = 10  # unsettled shipments searched by subset; beyond it only "all" and single shipments
 
