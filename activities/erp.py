@@ -3,6 +3,7 @@
 Models and names are the contract between the workflows and the adapters.
 """
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -72,6 +73,10 @@ class FinancialPosting(BaseModel):
     workflow_id: str
     run_id: str
     reference: str | None = None
+    # a settlement only (domain.journal.financial_lines): the processor's fee and the difference (gross settled -
+    # `amount`) within the tolerance, each to its own account; `amount` is the receivable cleared
+    fee: Amount = Decimal(0)
+    difference: Amount = Decimal(0)
 
 
 class PostingResult(BaseModel):

@@ -1,4 +1,5 @@
 """WMS activities: pick tasks, customer shipments, transfer shipments and receipts. Thin wrappers over a WmsPort."""
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -137,6 +138,27 @@ class ReceiptRecord(BaseModel):
     lines: list[TaskLine]
 
 
+class InterceptAnswer(StrEnum):
+    INTERCEPTED = "intercepted"  # the WMS stopped the order there: nothing left, the units are ours to put back
+    ALREADY_DISPATCHED = "already_dispatched"  # the parcel left: a shipment.dispatched is coming
+
+
+class CancelFulfillmentInput(BaseModel):
+    """Ask the WMS to stop an order's fulfilment at one location (pick task, staged parcel)."""
+
+    key: str
+    channel: str
+    order_id: str
+    location_id: str
+    reason: str
+
+
+class CancelFulfillmentResult(BaseModel):
+    key: str
+    answer: InterceptAnswer
+    applied: bool  # False: a retry of the key, answered as the first time
+
+
 class WmsRecordResult(BaseModel):
     key: str
     applied: bool
@@ -156,6 +178,11 @@ class WmsActivities:
     @activity.defn(name="record_shipment")
     async def record_shipment(self, input: ShipmentRecord) -> WmsRecordResult:
         return await guarded(self.faults, "wms.record_shipment", lambda: self.wms.record_shipment(input))
+
+    @activity.defn(name="cancel_fulfillment")
+    async def cancel_fulfillment(self, input: CancelFulfillmentInput) -> CancelFulfillmentResult:
+        """A cancel is a request the WMS answers: `intercepted`, or `already_dispatched` (the parcel left)."""
+        return await guarded(self.faults, "wms.cancel_fulfillment", lambda: self.wms.cancel_fulfillment(input))
 
     @activity.defn(name="get_shipped_lines")
     async def get_shipped_lines(self, input: ShippedLinesInput) -> ShippedLinesResult:

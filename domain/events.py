@@ -9,9 +9,17 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from domain.money import Amount
+from domain.money import Amount, round_money
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._\-]+$")]
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")]
@@ -50,12 +58,51 @@ class Payment(_Data):
 
 
 class OrderPlaced(_Data):
+    """Placement checks the body alone can show (a 422 at the door, field by field): every line_id once, and
+    the order total (quantity x unit_price over the lines) within the authorized amount. The check against
+    the item master (currency, units) is the workflow's: it needs the ERP."""
+
     order_id: Id
     channel: Id
     currency: Currency
     lines: list[OrderLine] = Field(min_length=1, max_length=500)
     fulfillment: Fulfillment
     payment: Payment
+
+    @field_validator("lines")
+    @classmethod
+    def _line_ids_once(cls, lines: list[OrderLine]) -> list[OrderLine]:
+        seen: set[str] = set()
+        twice = [ln.line_id for ln in lines if ln.line_id in seen or seen.add(ln.line_id)]
+        if twice:
+            raise ValueError(f"line_id {', '.join(repr(i) for i in dict.fromkeys(twice))} appears more than once: "
+                             "every order line needs its own line_id")
+        return lines
+
+    @field_validator("payment")
+    @classmethod
+    def _total_within_authorization(cls, payment: Payment, info: ValidationInfo) -> Payment:
+        lines = info.data.get("lines")  # absent when the lines themselves were refused
+        if lines:
+            total = order_total(lines)
+            if total > payment.authorized_amount:
+                raise ValueError(f"the order total {total} (quantity x unit_price over the lines) exceeds the "
+                                 f"authorized amount {payment.authorized_amount}")
+        return payment
+
+    @property
+    def total(self) -> Decimal:
+        return order_total(self.lines)
+
+
+def order_total(lines: "list[OrderLine]") -> Decimal:
+    """What the lines cost: quantity x unit_price, summed, to the cent (the line amounts rule 7 splits)."""
+    return sum((line_amount(ln) for ln in lines), Decimal(0))
+
+
+def line_amount(line: OrderLine) -> Decimal:
+    """One line's charged total, to the cent: the whole a split over shipments or units must add up to."""
+    return round_money(Decimal(line.quantity) * line.unit_price)
 
 
 class OrderCancelled(_Data):
@@ -99,11 +146,21 @@ class ShipmentDelivered(_Data):
 
 
 class PaymentSettled(_Data):
+    """`amount` is the gross settled (what the payment paid for the order); the optional `fee` is what the
+    processor kept out of it, so the cash received is amount - fee. Matching compares the gross."""
+
     payment_id: Id
     order_id: Id
     channel: Id
     amount: PositiveAmount
     currency: Currency
+    fee: Annotated[Amount, Field(ge=Decimal(0), max_digits=14, decimal_places=2)] | None = None
+
+    @model_validator(mode="after")
+    def _fee_within_amount(self) -> "PaymentSettled":
+        if self.fee is not None and self.fee > self.amount:
+            raise ValueError(f"the processor fee {self.fee} exceeds the settled amount {self.amount}")
+        return self
 
 
 class SkuQuantity(_Data):
@@ -188,6 +245,9 @@ class PricedLine(_Data):
     sku: Sku
     quantity: Quantity  # base units (EA)
     unit_price: Amount  # per EA
+    # the money charged for this line in this shipment, to the cent (its share of the line total); set by
+    # release 2, so the shares of a line over its shipments add up to the line total exactly
+    amount: Amount | None = None
 
 
 class OrderShipped(_Data):

@@ -28,6 +28,8 @@ class Account(StrEnum):
     INTERCOMPANY_PAYABLE = "intercompany_payable"
     GOODS_RECEIVED = "goods_received_not_invoiced"
     VENDOR_RECEIVABLE = "vendor_receivable"
+    SETTLEMENT_DIFFERENCES = "settlement_differences"  # settled gross vs captured, within the tolerance
+    PROCESSOR_FEES = "processor_fees"  # what the payment processor kept out of a settlement
 
 
 # Where the value of units in each bucket sits.
@@ -147,6 +149,29 @@ FINANCIAL_ACCOUNTS: dict[FinancialEvent, tuple[Account, Account]] = {
 }
 
 
-def financial_lines(event: FinancialEvent, amount: Decimal) -> list[JournalLine]:
+def financial_lines(event: FinancialEvent, amount: Decimal, *, fee: Decimal = Decimal(0),
+                    difference: Decimal = Decimal(0)) -> list[JournalLine]:
+    """The lines of a money-only entry of `amount`.
+
+    A settlement may carry a processor `fee` and a `difference` (gross settled - receivable cleared, within the
+    tolerance): the receivable is credited `amount` exactly, the fee goes to processor_fees, the difference to
+    settlement_differences (credit when more came than captured, debit when less), and cash clearing gets the
+    rest (what actually arrived), so nothing is left on the receivable.
+    """
     debit, credit = FINANCIAL_ACCOUNTS[event]
-    return _pair(debit, credit, amount)
+    if not fee and not difference:
+        return _pair(debit, credit, amount)
+    if event is not FinancialEvent.SETTLEMENT:
+        raise ValueError(f"only a settlement carries a fee or a difference, not {event}")
+    cash = amount + difference - fee
+    if cash < 0 or fee < 0:
+        raise ValueError(f"settlement of {amount}: fee {fee} and difference {difference} leave {cash} in cash")
+    lines = [JournalLine(account=Account.CASH_CLEARING, debit=cash)] if cash else []
+    if fee:
+        lines.append(JournalLine(account=Account.PROCESSOR_FEES, debit=fee))
+    if difference > 0:
+        lines.append(JournalLine(account=Account.SETTLEMENT_DIFFERENCES, credit=difference))
+    elif difference < 0:
+        lines.append(JournalLine(account=Account.SETTLEMENT_DIFFERENCES, debit=-difference))
+    lines.append(JournalLine(account=Account.RECEIVABLE, credit=amount))
+    return lines

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from domain.money import Amount
+from domain.money import Amount, round_money, share_of_units
 
 
 class Decision(StrEnum):
@@ -69,6 +69,9 @@ class LineState(BaseModel):
     shipped: int = 0
     released: int = 0
     reason: str | None = None
+    # release 2: the line's charged total (quantity x unit_price as ordered, to the cent); each shipment takes
+    # its units' share of it (`charged_amount`), so the parts add up to it exactly
+    amount: Amount | None = None
 
     @property
     def unreserved(self) -> int:
@@ -87,6 +90,9 @@ class ShipmentState(BaseModel):
     tracking_number: str | None = None
     lines: dict[str, int] = Field(default_factory=dict)  # line_id -> EA
     amount: Amount = Decimal(0)
+    # False: it left after the cancel had voided the payment; not handed to ShipToSettle, a
+    # `shipped_after_cancel` case is open for ops instead (release 2)
+    billed: bool = True
 
 
 class ReleasedLine(BaseModel):
@@ -110,6 +116,9 @@ class CancelResult(BaseModel):
     released: list[ReleasedLine] = Field(default_factory=list)
     payment_voided: bool = False
     shipped_units: int = 0  # already gone, not cancelled
+    # locations whose WMS answered the cancel `already_dispatched`: their units stay picked and the order
+    # waits for the shipment.dispatched, billed for what shipped (release 2)
+    awaiting_dispatch: list[str] = Field(default_factory=list)
 
 
 class OrderState(BaseModel):
@@ -129,6 +138,8 @@ class OrderState(BaseModel):
     picked_locations: list[str] = Field(default_factory=list)
     payment_voided: bool = False
     cancel_reason: str | None = None
+    intercepted_locations: list[str] = Field(default_factory=list)  # the WMS stopped the order there
+    awaiting_dispatch: list[str] = Field(default_factory=list)  # the WMS answered the cancel: already dispatched
     exception_cases: list[dict[str, Any]] = Field(default_factory=list)
     held_events: list[str] = Field(default_factory=list)  # event types waiting for their turn
 
@@ -149,6 +160,22 @@ def unit_price_per_ea(unit_price: Decimal, factor: int) -> Decimal:
     if factor <= 1:
         return Decimal(unit_price)
     return (Decimal(unit_price) / factor).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+
+
+def charged_amount(line: LineState, quantity: int) -> Decimal:
+    """What `quantity` EA shipping next cost of `line` (release 2): the share of the line total of units
+    [shipped, shipped + quantity), cumulative rounding, so the line's shipments always add up to its total
+    to the cent (a 10.00 line of 3 units ships as 3.33 + 3.34 + 3.33, never 10.02 or 9.96)."""
+    if line.amount is None:
+        return round_money(line.unit_price * quantity)
+    return share_of_units(line.amount, line.ordered, line.shipped, quantity)
+
+
+def currency_refusal(sku: str, item_currency: str, order_currency: str) -> str | None:
+    """Why a line cannot be sold in the order's currency (release 2: the item master prices it in another)."""
+    if item_currency != order_currency:
+        return f"item {sku} is priced in {item_currency}, the order is in {order_currency}"
+    return None
 
 
 Need = tuple[str, int]  # (sku, EA wanted)

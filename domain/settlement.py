@@ -13,8 +13,18 @@ recognised once (revenue: Dr receivable, Cr revenue) and captured once against t
   *mismatch*: expected = captured value of the unsettled shipments, settled = the held amounts. Those
   shipments are then closed as settled with a mismatch, and a `settlement_mismatch` case carries both figures.
 
-Duplicates: a redelivery with the same `webhook-id` (event_id) never reaches these rules (the Inbox drops it).
-A second delivery with a new id but the same settlement (same payment, amount, currency and settlement
+Release 2 (`v2` rules below; release 1.0 runs keep the 1.0 rules to their end):
+- a settlement names its payment and currency: one for another payment_id or currency never matches; it is
+  recorded as refused (a `settlement_mismatch` case with the reason), posted nowhere and waited for by nothing;
+- two settlements are two settlements: the only duplicate is the same delivery (event_id, dropped by the Inbox),
+  so the amount fingerprint below is not used;
+- a settlement is posted so each shipment's receivable is cleared exactly by what it captured: the gross, the
+  processor fee and the difference within the tolerance are each split over the shipments with
+  `domain.money.allocate` (weights: captured), the fee posted to processor_fees and the difference to
+  settlement_differences (`settlement_postings`).
+
+Duplicates (release 1.0): a redelivery with the same `webhook-id` (event_id) never reaches these rules (the Inbox
+drops it). A second delivery with a new id but the same settlement (same payment, amount, currency and settlement
 timestamp) is recorded as a duplicate and neither posted nor matched: a processor settling two shipments of
 equal value does so at two different times. A settlement that differs in any of those is real money: it is
 posted, and if nothing captured is left to cover it, it ends as an over-settlement mismatch.
@@ -32,6 +42,7 @@ from pydantic import BaseModel, Field
 
 from domain.events import PricedLine
 from domain.money import Amount, round_money
+from domain.money import allocate as allocate_money
 
 MAX_SUBSET_SEARCH = 10  # unsettled shipments searched by subset; beyond it only "all" and single shipments
 
@@ -80,10 +91,12 @@ class SettlementRecord(BaseModel):
     allocated_to: list[str] = Field(default_factory=list)  # shipment IDs; empty while held
     duplicate_of: str | None = None  # event_id of the first delivery of the same settlement
     mismatch: bool = False
+    fee: Amount = Decimal(0)  # the processor's fee out of `amount` (the gross)
+    refused: str | None = None  # why it can never match this order (another payment_id or currency)
 
     @property
     def held(self) -> bool:
-        return not self.allocated_to and self.duplicate_of is None and not self.mismatch
+        return not self.allocated_to and self.duplicate_of is None and not self.mismatch and self.refused is None
 
     def fingerprint(self) -> tuple[str, Decimal, str, datetime]:
         return (self.payment_id, self.amount, self.currency, self.settled_at)
@@ -142,7 +155,11 @@ class SettleOutcome(BaseModel):
 
 # --- pure rules -------------------------------------------------------------------------------------------------
 def shipment_value(lines: Sequence[PricedLine]) -> Decimal:
-    """Revenue of one shipment: quantities (EA) times their unit prices, rounded to the cent."""
+    """Revenue of one shipment: the lines' charged amounts when the order process sent them (release 2: each
+    line's share of its line total, so a line's shipments add up to it to the cent), else quantities (EA) times
+    their unit prices, rounded to the cent."""
+    if lines and all(line.amount is not None for line in lines):
+        return sum((Decimal(line.amount) for line in lines if line.amount is not None), Decimal(0))
     return round_money(sum((Decimal(line.quantity) * line.unit_price for line in lines), Decimal(0)))
 
 
@@ -235,7 +252,7 @@ def totals(shipments: Sequence[ShipmentRecord], settlements: Sequence[Settlement
     return Totals(
         shipped=sum((s.value for s in shipments), zero),
         captured=sum((s.captured for s in shipments), zero),
-        settled=sum((s.amount for s in settlements if s.duplicate_of is None), zero),
+        settled=sum((s.amount for s in settlements if s.duplicate_of is None and s.refused is None), zero),
         outstanding=sum((s.captured for s in shipments if s.settlement is ShipmentSettlement.OPEN), zero),
         held=sum((s.amount for s in settlements if s.held), zero),
     )
@@ -258,3 +275,53 @@ def distribute(amount: Decimal, shipments: Sequence[ShipmentRecord]) -> list[tup
         out.append((shipment, share))
         remaining -= share
     return out
+
+
+# --- release 2 ---------------------------------------------------------------------------------------------------
+def refusal(payment_id: str, currency: str, expected_payment_id: str | None, expected_currency: str | None) -> str | None:
+    """Why a settlement can never pay for this order (another payment, another currency), else None."""
+    if expected_payment_id is not None and payment_id != expected_payment_id:
+        return f"the settlement is for payment {payment_id}, this order was paid with {expected_payment_id}"
+    if expected_currency is not None and currency != expected_currency:
+        return f"the settlement is in {currency}, this order is in {expected_currency}"
+    return None
+
+
+class SettlementPosting(BaseModel):
+    """One shipment's part of a settlement: the receivable it clears, the fee and the difference it carries."""
+
+    shipment_id: str
+    location_id: str
+    receivable: Amount  # credited to the receivable
+    fee: Amount = Decimal(0)  # debited to processor_fees
+    difference: Amount = Decimal(0)  # gross share - receivable: credited (over) or debited (under) to differences
+
+    @property
+    def gross(self) -> Decimal:
+        return self.receivable + self.difference
+
+
+def settlement_postings(gross: Decimal, fee: Decimal, shipments: Sequence[ShipmentRecord], *,
+                        matched: bool) -> list[SettlementPosting]:
+    """How a settlement of `gross` (of which the processor kept `fee`) is posted over the shipments it pays for.
+
+    Matched (equal to what they captured, or within the tolerance): the gross and the fee are split over the
+    shipments in proportion to what each captured (`allocate`: the parts add up to the cent); each shipment's
+    receivable is cleared by exactly what it captured and the rest of its share is its difference. Not matched
+    (a mismatch: ops decides): the gross clears each receivable up to what it captured, in order, the last one
+    taking whatever is left (`distribute`), so an under- or over-settlement shows on the receivable; the fee is
+    split in proportion to those shares.
+    """
+    if not shipments:
+        return []
+    if matched:
+        weights = [s.captured for s in shipments]
+        shares = allocate_money(gross, weights)
+        fees = allocate_money(fee, weights)
+        return [SettlementPosting(shipment_id=s.shipment_id, location_id=s.location_id, receivable=s.captured,
+                                  fee=f, difference=share - s.captured)
+                for s, share, f in zip(shipments, shares, fees, strict=True)]
+    parts = distribute(gross, shipments)
+    fees = allocate_money(fee, [max(share, Decimal(0)) for _, share in parts])
+    return [SettlementPosting(shipment_id=s.shipment_id, location_id=s.location_id, receivable=share, fee=f)
+            for (s, share), f in zip(parts, fees, strict=True)]

@@ -6,11 +6,12 @@ for rotation), its own idempotency key (`X-Shopify-Webhook-Id`), its own payload
 `OrderPlaced` and then handled exactly like a canonical delivery (same de-duplication, dispatch and answers).
 
 Mapping: channel `shopify`; `order_id` = the order's `id`; lines from `line_items` (`id`, `sku`, `quantity`,
-`price`, unit EA); payment `shopify-{id}` authorised for `total_price`; fulfilment `ship`, or `pickup` at the
+`price` less the line's discounts, unit EA); payment `shopify-{id}` authorised for `total_price`; fulfilment `ship`, or `pickup` at the
 location named by the note attribute `pickup_location_id`. Shopify has no signed timestamp, so there is no
 tolerance window; a replayed delivery is caught by its webhook ID instead.
 """
 from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
 from fastapi import Request
@@ -28,12 +29,34 @@ CHANNEL = "shopify"
 TOPIC = "orders/create"
 
 
+class ShopifyDiscountAllocation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    amount: str
+
+
 class ShopifyLineItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: int | str
     sku: str | None = None
     quantity: int
-    price: str
+    price: str  # before discounts
+    total_discount: str = "0"  # the line's own discounts (older payloads)
+    discount_allocations: list[ShopifyDiscountAllocation] = []  # every discount allocated to the line
+
+    def unit_price(self) -> str:
+        """The price per unit the customer pays: `price` less the line's discounts, spread over its units and
+        rounded down to the cent, so the lines never add up to more than Shopify authorised (`total_price`
+        is after discounts; order.placed refuses lines that cost more than the authorization)."""
+        try:
+            price = Decimal(self.price)
+            discount = (sum((Decimal(a.amount) for a in self.discount_allocations), Decimal(0))
+                        if self.discount_allocations else Decimal(self.total_discount or "0"))
+        except InvalidOperation:
+            return self.price  # not a number: order.placed answers the field error
+        if discount <= 0 or self.quantity <= 0:
+            return self.price
+        net = (price * self.quantity - discount) / self.quantity
+        return str(max(net, Decimal(0)).quantize(Decimal("0.01"), rounding=ROUND_FLOOR))
 
 
 class ShopifyNoteAttribute(BaseModel):
@@ -67,7 +90,7 @@ def to_order_placed(order: ShopifyOrder) -> dict[str, Any]:
         "channel": CHANNEL,
         "currency": order.currency.upper(),
         "lines": [{"line_id": str(li.id), "sku": li.sku or "", "quantity": li.quantity, "uom": "EA",
-                   "unit_price": li.price} for li in order.line_items],
+                   "unit_price": li.unit_price()} for li in order.line_items],
         "fulfillment": {"mode": "pickup", "location_id": pickup} if pickup else {"mode": "ship"},
         "payment": {"payment_id": f"shopify-{order.id}", "authorized_amount": order.total_price},
     }

@@ -106,3 +106,29 @@ async def test_wildcard_fault_hits_every_wms_operation(acts: WmsActivities) -> N
     with pytest.raises(ApplicationError) as fault:
         await ActivityEnvironment().run(faulty.get_shipped_lines, ShippedLinesInput(channel="web", order_id="x"))
     assert fault.value.type == ErrorType.INJECTED_FAULT and not fault.value.non_retryable
+
+
+async def test_cancel_fulfillment_is_answered_once_per_key(acts: WmsActivities) -> None:
+    """Intercepted unless the parcel is known to have left; a retry gets the first answer even if the parcel is
+    marked as left afterwards; the same key with another request is a conflict."""
+    from activities.wms import CancelFulfillmentInput, InterceptAnswer
+
+    env = ActivityEnvironment()
+    order = ids()
+
+    def cancel(location: str) -> CancelFulfillmentInput:
+        return CancelFulfillmentInput(key=f"order:web:{order}:cancel-fulfillment:{location}", channel="web",
+                                      order_id=order, location_id=location, reason="customer asked")
+
+    first = await env.run(acts.cancel_fulfillment, cancel("DC-EAST"))
+    assert first.answer is InterceptAnswer.INTERCEPTED and first.applied
+    await acts.wms.mark_parcel_left("web", order, "DC-EAST")  # type: ignore[attr-defined]
+    await acts.wms.mark_parcel_left("web", order, "ST-NYC")  # type: ignore[attr-defined]
+    await acts.wms.mark_parcel_left("web", order, "ST-NYC")  # type: ignore[attr-defined]  (idempotent)
+    again = await env.run(acts.cancel_fulfillment, cancel("DC-EAST"))
+    assert again.answer is InterceptAnswer.INTERCEPTED and not again.applied
+    left = await env.run(acts.cancel_fulfillment, cancel("ST-NYC"))
+    assert left.answer is InterceptAnswer.ALREADY_DISPATCHED and left.applied
+    with pytest.raises(ApplicationError) as conflict:
+        await env.run(acts.cancel_fulfillment, cancel("ST-NYC").model_copy(update={"reason": "other"}))
+    assert conflict.value.type == ErrorType.IDEMPOTENCY_CONFLICT and conflict.value.non_retryable

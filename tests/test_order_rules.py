@@ -92,3 +92,67 @@ def test_line_quantities_add_up_and_table() -> None:
     assert ln.unreserved == 2 and ln.open_units == 5
     headers, rows = details_table([ln])
     assert headers[0] == "line" and rows == [["1", "A", "X", 12, 2, 3, 4, 3, ""]]
+
+
+# --- release 2 ---------------------------------------------------------------------------------------------------
+def test_a_line_charged_over_split_shipments_adds_up_to_its_total() -> None:
+    from domain.order import charged_amount
+
+    line = LineState(line_id="1", sku="S", uom="PACK", ordered_uom_quantity=1, ordered=3,
+                     unit_price=unit_price_per_ea(Decimal("10.00"), 3), amount=Decimal("10.00"))
+    parts = []
+    for _ in range(3):  # unit by unit: 3.33 + 3.34 + 3.33, never 9.99 or 10.02
+        parts.append(charged_amount(line, 1))
+        line.shipped += 1
+    assert parts == [Decimal("3.33"), Decimal("3.34"), Decimal("3.33")] and sum(parts) == Decimal("10.00")
+    line.shipped = 0
+    first = charged_amount(line, 2)
+    line.shipped = 2
+    assert first + charged_amount(line, 1) == Decimal("10.00")
+    # a 1.0 line (no amount): unit price x quantity, as before
+    old = line.model_copy(update={"amount": None, "shipped": 0})
+    assert charged_amount(old, 3) == Decimal("10.00") and charged_amount(old, 1) == Decimal("3.33")
+
+
+def test_currency_of_the_line_against_the_item_master() -> None:
+    from domain.order import currency_refusal
+
+    assert currency_refusal("S", "USD", "USD") is None
+    assert currency_refusal("S", "EUR", "USD") == "item S is priced in EUR, the order is in USD"
+
+
+def _order(lines: list[dict], authorized: str) -> dict:
+    return {"order_id": "o1", "channel": "web", "currency": "USD", "lines": lines,
+            "fulfillment": {"mode": "ship"}, "payment": {"payment_id": "p1", "authorized_amount": authorized}}
+
+
+def test_placement_checks_the_body_shows() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from domain.events import OrderPlaced
+
+    one = {"line_id": "1", "sku": "S", "quantity": 2, "unit_price": "5.00"}
+    assert OrderPlaced.model_validate(_order([one], "10.00")).total == Decimal("10.00")  # equal is fine
+    with pytest.raises(ValidationError) as dup:
+        OrderPlaced.model_validate(_order([one, {**one, "sku": "T"}], "100.00"))
+    assert [e["loc"] for e in dup.value.errors()] == [("lines",)]
+    assert "line_id '1' appears more than once" in dup.value.errors()[0]["msg"]
+    with pytest.raises(ValidationError) as over:
+        OrderPlaced.model_validate(_order([{**one, "unit_price": "5.01"}], "10.00"))
+    assert [e["loc"] for e in over.value.errors()] == [("payment",)]
+    assert "order total 10.02" in over.value.errors()[0]["msg"] and "10.00" in over.value.errors()[0]["msg"]
+
+
+def test_shopify_discounts_keep_the_order_within_its_authorization() -> None:
+    from domain.events import OrderPlaced
+    from starters.shopify import ShopifyOrder, to_order_placed
+
+    order = ShopifyOrder.model_validate({
+        "id": 7, "currency": "usd", "total_price": "45.00",  # 2 x 19.00 + 14.00 - 7.00 discount
+        "line_items": [{"id": 1, "sku": "A", "quantity": 2, "price": "19.00",
+                        "discount_allocations": [{"amount": "5.00"}]},
+                       {"id": 2, "sku": "B", "quantity": 1, "price": "14.00", "total_discount": "2.00"}]})
+    placed = OrderPlaced.model_validate(to_order_placed(order))
+    assert [ln.unit_price for ln in placed.lines] == [Decimal("16.50"), Decimal("12.00")]
+    assert placed.total == Decimal("45.00") <= placed.payment.authorized_amount

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
@@ -18,13 +19,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
 from domain import ids
 from domain.events import Event, EventType
-from domain.inventory import MovementKind
+from domain.inventory import Bucket, MovementKind
 from domain.order import (
     CancelRequest,
     CancelResult,
@@ -43,6 +45,9 @@ from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from worker.settings import Settings
 from workflows.common import STAGE
+
+if TYPE_CHECKING:
+    from domain.settlement import SettleState
 
 T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -651,4 +656,219 @@ async def test_lines_from_two_locations_pick_and_ship_per_location(
     assert await stock(erp, w, 1, w.store) == {"available": 4}
     assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "pick", "reserve", "reserve", "ship", "ship"]
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2) + cost(w, 1, 1)
+    await checker_ok(database_url)
+
+
+# --- release 2: a cancel asks the WMS, a dispatch after cancel is the truth, line amounts without drift -----------
+async def settle_state(client: Client, order_id: str, shipments: int, seconds: float = 30.0) -> "SettleState":
+    """The order's ShipToSettle once it has recognised `shipments` shipments (handed over asynchronously)."""
+    from domain.settlement import SettleState
+
+    handle = client.get_workflow_handle(ids.settle_workflow_id("web", order_id))
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            s = await handle.query("state", result_type=SettleState)
+            if len(s.shipments) >= shipments and all(x.capture_key for x in s.shipments):
+                return s
+        except RPCError:
+            pass  # not started yet
+        assert asyncio.get_running_loop().time() < deadline, f"ShipToSettle never saw {shipments} shipment(s)"
+        await asyncio.sleep(0.1)
+
+
+async def interceptions(engine: AsyncEngine, order_id: str) -> list[tuple[str, str]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT location_id, answer FROM wms_interceptions WHERE order_id = :o AND kind = 'cancel' "
+            "ORDER BY location_id"), {"o": order_id})).all()
+    return [(loc, answer) for loc, answer in rows]
+
+
+async def test_cancel_after_pick_the_wms_intercepts(ts: Settings, module_time_skipping_env: WorkflowEnvironment,
+                                                    database_url: str, engine: AsyncEngine, erp: PostgresErp) -> None:
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    h = await start(module_time_skipping_env.client, ts, order)
+    await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
+    await h.signal("event", picked(order, w.dc, {"1": 4}))
+    await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
+    result = await h.execute_update("cancel", CancelRequest(reason="customer asked"), result_type=CancelResult)
+    assert [(r.line_id, r.released, r.unpicked) for r in result.released] == [("1", 0, 4)]
+    assert result.payment_voided and result.awaiting_dispatch == []
+    assert (await outcome(h)).outcome == "cancelled"
+    s = await state(h)
+    assert s.intercepted_locations == [w.dc] and s.awaiting_dispatch == []
+    assert await interceptions(engine, order) == [(w.dc, "intercepted")]
+    assert await stock(erp, w, 0, w.dc) == {"available": 10}
+    assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "reserve", "unpick"]
+    assert "cogs" not in await journal(engine, h.id)
+    await checker_ok(database_url)
+
+
+async def test_cancel_after_pick_already_dispatched_waits_for_the_parcel_and_bills_it(
+        ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+        erp: PostgresErp) -> None:
+    from activities.adapters.stub_wms import PostgresWms
+
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    client = module_time_skipping_env.client
+    h = await start(client, ts, order)
+    await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
+    await h.signal("event", picked(order, w.dc, {"1": 4}))
+    await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
+    await PostgresWms(engine).mark_parcel_left("web", order, w.dc)  # the truck left before the cancel came
+    result = await h.execute_update("cancel", CancelRequest(reason="too late"), result_type=CancelResult)
+    assert result.released == [] and result.awaiting_dispatch == [w.dc] and not result.payment_voided
+    s = await state(h)
+    assert s.awaiting_dispatch == [w.dc] and s.stage is OrderStage.AWAITING_DISPATCH
+    assert await stock(erp, w, 0, w.dc) == {"available": 6, "picked": 4}  # never put back: they are gone
+    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 4}))
+    done = await outcome(h)
+    assert done.shipped_units == 4 and done.shipment_ids == ["S1"] and done.released_units == 0
+    assert not (await state(h)).payment_voided
+    assert await interceptions(engine, order) == [(w.dc, "already_dispatched")]
+    assert await stock(erp, w, 0, w.dc) == {"available": 6}
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 4)
+    billed = await settle_state(client, order, 1)  # billed through the normal hand-over
+    assert billed.totals.shipped == billed.totals.captured == Decimal("39.96")
+    await replayer().replay_workflow(await h.fetch_history())
+    await checker_ok(database_url)
+
+
+async def test_dispatch_after_cancel_put_units_back_is_the_truth_and_billed(
+        ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+        erp: PostgresErp) -> None:
+    """Two locations: the WMS intercepts at the DC (units put back) but not at the far store (already
+    dispatched), so the order stays open. Then the DC reports its parcel left after all: its units are taken out
+    of the ledger again and billed, since the payment was never voided."""
+    from activities.adapters.stub_wms import PostgresWms
+
+    w = await world_with(erp, {(0, "dc"): 10, (1, "far"): 10})
+    order = new_order()
+    client = module_time_skipping_env.client
+    h = await start(client, ts, order)
+    d = await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99"), (w.skus[1], 1, "EA", "10.99")]))
+    assert [ln.location_id for ln in d.lines] == [w.dc, w.far]
+    await h.signal("event", picked(order, w.dc, {"1": 2}))
+    await h.signal("event", picked(order, w.far, {"2": 1}))
+    await until(h, lambda s: len(s.picked_locations) == 2, "picked at both")
+    await PostgresWms(engine).mark_parcel_left("web", order, w.far)
+    await h.signal("event", cancelled(order))
+    s = await until(h, lambda s: len(s.intercepted_locations) + len(s.awaiting_dispatch) == 2
+                    and not line_q(s, "1")["picked"], "the WMS answered both")
+    assert s.intercepted_locations == [w.dc] and s.awaiting_dispatch == [w.far] and not s.payment_voided
+    assert await stock(erp, w, 0, w.dc) == {"available": 10}
+    assert await stock(erp, w, 1, w.far) == {"available": 9, "picked": 1}
+    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 2}))  # the DC's parcel left anyway
+    s = await until(h, lambda s: len(s.shipments) == 1, "dispatch after cancel applied")
+    assert line_q(s, "1") == {"ordered": 2, "reserved": 0, "picked": 0, "shipped": 2, "released": 0}
+    assert await stock(erp, w, 0, w.dc) == {"available": 8}  # no phantom stock
+    await h.signal("event", dispatched(order, "S2", w.far, {"2": 1}))
+    done = await outcome(h)
+    assert done.shipped_units == 3 and done.shipment_ids == ["S1", "S2"]
+    assert await stock(erp, w, 1, w.far) == {"available": 9}
+    assert {k for _, k in await movements(engine, h.id)} >= {"after-cancel-reserve:S1", "after-cancel-pick:S1",
+                                                             "ship:S1", "ship:S2"}
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2) + cost(w, 1, 1)
+    billed = await settle_state(client, order, 2)
+    assert billed.totals.captured == Decimal("2") * Decimal("9.99") + Decimal("10.99")
+    assert "shipped_after_cancel" not in case_kinds(await state(h))
+    await replayer().replay_workflow(await h.fetch_history())
+    await checker_ok(database_url)
+
+
+async def test_dispatch_after_cancel_with_the_payment_voided_opens_a_case(
+        ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+        erp: PostgresErp) -> None:
+    """The WMS reported the dispatch (held: no pick yet) before the cancel was applied; the cancel was
+    intercepted and voided the payment. The dispatch is still the truth: the units leave the ledger, and since
+    nothing can be billed any more, a shipped_after_cancel case opens for ops."""
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    client = module_time_skipping_env.client
+    h = await start(client, ts, order)
+    await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99")]))
+    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 2}))
+    await until(h, lambda s: s.held_events == ["shipment.dispatched"], "dispatch held")
+    await h.signal("event", cancelled(order))
+    done = await outcome(h)
+    assert done.shipped_units == 2 and done.shipment_ids == ["S1"]
+    s = await state(h)
+    assert s.payment_voided and s.intercepted_locations == [w.dc] and not s.shipments[0].billed
+    assert s.shipments[0].amount == Decimal("19.98")
+    assert "shipped_after_cancel" in case_kinds(s, "open")
+    case = next(c for c in s.exception_cases if c["kind"] == "shipped_after_cancel")
+    assert "S1" in case["summary"]
+    assert await stock(erp, w, 0, w.dc) == {"available": 8}
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2)
+    with pytest.raises(RPCError):  # nothing handed to ShipToSettle: no capture on a voided payment
+        await client.get_workflow_handle(ids.settle_workflow_id("web", order)).describe()
+    await checker_ok(database_url)
+
+
+async def test_split_shipments_of_a_line_add_up_to_the_cent(
+        ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+        erp: PostgresErp) -> None:
+    """A 10.00 line of one PACK of 3 shipped unit by unit: 3.33 + 3.34 + 3.33, revenue and capture exactly
+    10.00 (1.0 rounded a price per EA to 4 decimals: 3 x 3.33 = 9.99), then settled with nothing left."""
+    from domain.items import Item
+    from domain.settlement import SettleOutcome, SettleStage
+
+    w = await world_with(erp, {})
+    sku = f"PACK3-{w.prefix}"
+    await erp.add_master_data([Item(sku=sku, name="three-pack", barcode=f"P3{w.prefix}",
+                                    units={"EA": 1, "PACK": 3}, unit_cost=Decimal("1.00"),
+                                    price=Decimal("10.00"))], [])
+    await erp.post_movement(movement(w.key("open:pack"), MovementKind.RECEIPT, line(sku, w.dc, 3)))
+    order = new_order()
+    client = module_time_skipping_env.client
+    h = await start(client, ts, order)
+    d = await place(h, placed(order, [(sku, 1, "PACK", "10.00")]))
+    assert d.decision is Decision.RESERVED and d.lines[0].reserved_quantity == 3
+    await h.signal("event", picked(order, w.dc, {"1": 3}))
+    for n in range(3):
+        await h.signal("event", dispatched(order, f"S{n + 1}", w.dc, {"1": 1}))
+        await until(h, lambda s, n=n: len(s.shipments) == n + 1, f"shipment {n + 1}")
+    done = await outcome(h)
+    assert done.outcome == "fulfilled"
+    s = await state(h)
+    assert [x.amount for x in s.shipments] == [Decimal("3.33"), Decimal("3.34"), Decimal("3.33")]
+    settle = await settle_state(client, order, 3)
+    assert settle.totals.shipped == settle.totals.captured == Decimal("10.00")
+    assert [x.lines[0].amount for x in settle.shipments] == [Decimal("3.33"), Decimal("3.34"), Decimal("3.33")]
+    await dispatch(client, ev(EventType.PAYMENT_SETTLED, {"payment_id": f"pay-{order}", "order_id": order,
+                                                          "channel": "web", "amount": "10.00", "currency": "USD"},
+                              source="payments"), ts)
+    settled = await client.get_workflow_handle(ids.settle_workflow_id("web", order),
+                                               result_type=SettleOutcome).result()
+    assert settled.stage is SettleStage.SETTLED and settled.totals.settled == Decimal("10.00")
+    money = await journal(engine, ids.settle_workflow_id("web", order))
+    assert money == {"revenue": Decimal("-10.00"), "cash_clearing": Decimal("10.00")}  # receivable cleared
+    assert (await journal(engine, h.id))["cogs"] == Decimal("3.00")
+    await checker_ok(database_url)
+
+
+async def test_item_priced_in_another_currency_is_refused(
+        ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+        erp: PostgresErp) -> None:
+    from domain.items import Item
+
+    w = await world_with(erp, {(0, "dc"): 5})
+    sku = f"EUR-{w.prefix}"
+    await erp.add_master_data([Item(sku=sku, name="euro item", barcode=f"E{w.prefix}", units={"EA": 1},
+                                    unit_cost=Decimal("1.00"), price=Decimal("5.00"), currency="EUR")], [])
+    await erp.post_movement(movement(w.key("open:eur"), MovementKind.RECEIPT, line(sku, w.dc, 5)))
+    order = new_order()
+    h = await start(module_time_skipping_env.client, ts, order)
+    d = await place(h, placed(order, [(sku, 1, "EA", "5.00"), (w.skus[0], 1, "EA", "9.99")]))
+    assert d.decision is Decision.PARTIALLY_RESERVED
+    assert [(ln.reserved_quantity, ln.reason) for ln in d.lines] == [
+        (0, f"item {sku} is priced in EUR, the order is in USD"), (1, None)]
+    assert await stock(erp, w, 0, w.dc) == {"available": 4, "reserved": 1}
+    assert (await buckets(erp, sku, w.dc))[Bucket.AVAILABLE] == 5  # never reserved
+    await h.signal("event", cancelled(order))
+    assert (await outcome(h)).outcome == "cancelled"
+    assert await stock(erp, w, 0, w.dc) == {"available": 5}
     await checker_ok(database_url)

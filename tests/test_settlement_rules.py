@@ -117,3 +117,59 @@ def test_totals_and_all_settled() -> None:
     s2.settlement = ShipmentSettlement.SETTLED
     assert all_settled([s1, s2], [e1, dup])
     assert not all_settled([s1, s2], [e1, dup, settle("e3", "1.00", 3)])
+
+
+# --- release 2 ---------------------------------------------------------------------------------------------------
+def test_a_settlement_names_its_payment_and_currency() -> None:
+    from domain.settlement import refusal
+
+    assert refusal("pay-1", "USD", "pay-1", "USD") is None
+    assert "pay-2" in (refusal("pay-2", "USD", "pay-1", "USD") or "")
+    assert "EUR" in (refusal("pay-1", "EUR", "pay-1", "USD") or "")
+    refused = settle("x", "10.00")
+    refused.refused = "another payment"
+    assert not refused.held and totals([], [refused]).settled == 0  # never matched, never counted
+
+
+def test_shipment_value_takes_the_charged_line_amounts_when_present() -> None:
+    thirds = [PricedLine(line_id="a", sku="S", quantity=1, unit_price=D("3.3333"), amount=D(a))
+              for a in ("3.33", "3.34", "3.33")]
+    assert [shipment_value([line]) for line in thirds] == [D("3.33"), D("3.34"), D("3.33")]
+    assert sum(shipment_value([line]) for line in thirds) == D("10.00")
+    # without amounts (a release 1.0 order): quantity x unit price, rounded per shipment (drifts: 9.99)
+    assert sum(shipment_value([line.model_copy(update={"amount": None})]) for line in thirds) == D("9.99")
+
+
+def test_matched_settlement_postings_clear_each_receivable_exactly() -> None:
+    from domain.settlement import settlement_postings
+
+    shipments = [ship("s1", "33.33", "DC"), ship("s2", "66.67", "FAR"), ship("s3", "0.01", "DC")]
+    postings = settlement_postings(D("99.98"), D("2.90"), shipments, matched=True)  # 0.03 short, fee 2.90
+    assert [p.receivable for p in postings] == [D("33.33"), D("66.67"), D("0.01")]
+    assert sum(p.fee for p in postings) == D("2.90") and sum(p.difference for p in postings) == D("-0.03")
+    assert sum(p.gross for p in postings) == D("99.98")
+    for p in postings:  # every part is whole cents
+        assert p.fee == p.fee.quantize(D("0.01")) and p.difference == p.difference.quantize(D("0.01"))
+
+
+def test_mismatched_settlement_postings_leave_the_difference_on_the_receivable() -> None:
+    from domain.settlement import settlement_postings
+
+    shipments = [ship("s1", "30.00"), ship("s2", "70.00")]
+    under = settlement_postings(D("90.00"), D("0.90"), shipments, matched=False)
+    assert [(p.receivable, p.difference) for p in under] == [(D("30.00"), 0), (D("60.00"), 0)]
+    assert sum(p.fee for p in under) == D("0.90")
+    assert settlement_postings(D("1.00"), D(0), [], matched=True) == []
+
+
+def test_settlement_journal_lines_balance_with_fee_and_difference() -> None:
+    from domain.journal import Account, FinancialEvent, JournalEntry, financial_lines
+
+    for difference in (D("0.03"), D("-0.03"), D(0)):
+        lines = financial_lines(FinancialEvent.SETTLEMENT, D("50.00"), fee=D("1.50"), difference=difference)
+        JournalEntry(key="k", legal_entity="LE", currency="USD", memo="m", lines=lines)  # balanced or raises
+        by = {ln.account: ln.debit - ln.credit for ln in lines}
+        assert by[Account.RECEIVABLE] == D("-50.00") and by[Account.PROCESSOR_FEES] == D("1.50")
+        assert by[Account.CASH_CLEARING] == D("50.00") + difference - D("1.50")
+        assert by.get(Account.SETTLEMENT_DIFFERENCES, D(0)) == -difference
+    assert len(financial_lines(FinancialEvent.SETTLEMENT, D("5.00"))) == 2  # the 1.0 entry, unchanged

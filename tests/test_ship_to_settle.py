@@ -5,6 +5,7 @@ webhooks and ReserveToFulfill drive it (signal-with-start). ReserveToFulfill is 
 Every test asserts the journal of the order (revenue, COGS, receivable, cash clearing, per legal entity) and
 that the invariant checker passes.
 """
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -89,11 +90,13 @@ class Order:
                                        location_id=location_id, currency="USD", payment=self.payment,
                                        lines=priced))
 
-    def settled(self, amount: str, event_id: str | None = None, at: datetime = T0) -> Event:
+    def settled(self, amount: str, event_id: str | None = None, at: datetime = T0, *, fee: str | None = None,
+                payment_id: str | None = None, currency: str = "USD") -> Event:
         return Event(event_id=event_id or unique("wh"), type=EventType.PAYMENT_SETTLED, occurred_at=at,
-                     source="payments", data=PaymentSettled(payment_id=self.payment.payment_id,
+                     source="payments", data=PaymentSettled(payment_id=payment_id or self.payment.payment_id,
                                                             order_id=self.order_id, channel=self.channel,
-                                                            amount=D(amount), currency="USD"))
+                                                            amount=D(amount), currency=currency,
+                                                            fee=D(fee) if fee is not None else None))
 
     def delivered(self, shipment_id: str) -> Event:
         return Event(event_id=unique("wh"), type=EventType.SHIPMENT_DELIVERED, occurred_at=T0, source="carrier",
@@ -294,9 +297,13 @@ async def test_under_and_over_settlement(settled: str, tolerance: str, stage: Se
         assert state.mismatch is None and outcome.cases == [] and case_kinds(state) == []
     a = world.entity_a
     got = await journal(engine, order)
-    # the settled money is posted as received; what it did not cover (or overpaid) stays on the receivable
+    # the settled money is posted as received; a mismatch's difference stays on the receivable for ops, a
+    # difference within the tolerance goes to settlement_differences and clears the receivable (release 2)
     assert got[(a, "revenue")] == -expected and got[(a, "cash_clearing")] == paid
-    assert got.get((a, "receivable"), D(0)) == expected - paid
+    if stage is SettleStage.MISMATCH:
+        assert got.get((a, "receivable"), D(0)) == expected - paid
+    else:
+        assert (a, "receivable") not in got and got[(a, "settlement_differences")] == expected - paid
     assert got[(a, "cogs")] == cogs(world, *lines)
     await assert_checker_ok(database_url)
 
@@ -376,9 +383,11 @@ async def test_early_settlement_without_shipment_ends_cleanly(
     await assert_checker_ok(database_url)
 
 
-async def test_duplicate_settlement_delivery_posts_once(
+async def test_redelivery_posts_once_and_a_resent_settlement_is_a_second_one(
         time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
-    """The same webhook-id delivered twice, and the same settlement re-sent under a new webhook-id: one posting."""
+    """The same webhook-id delivered twice is one settlement (the Inbox drops the redelivery). The same amount
+    under a new webhook-id is real money (release 2: no amount fingerprint): a second settlement, which with
+    nothing left to pay for ends as an over-settlement mismatch."""
     client, settings = time_skipping_env.client, make_settings()
     order = Order(world)
     lines = ((0, 2),)
@@ -391,17 +400,119 @@ async def test_duplicate_settlement_delivery_posts_once(
                    order.shipped("s1", world.dc, *lines), order.closed())
         outcome, state, cases = await finish(client, order)
 
-    assert outcome.stage is SettleStage.SETTLED
-    assert outcome.settlements == 1 and outcome.duplicates == 3  # 2 redeliveries by event_id + 1 by content
-    [first, resent] = state.settlements
-    assert first.event_id == "wh-settle-1" and resent.duplicate_of == "wh-settle-1" and resent.posting_keys == []
-    assert await entry_keys(engine, order, "settlement") == [f"{order.workflow_id}:settlement:s1"]
+    assert outcome.stage is SettleStage.MISMATCH and outcome.cases == ["settlement_mismatch"]
+    assert outcome.settlements == 2 and outcome.duplicates == 2  # 2 redeliveries by event_id
+    first, resent = state.settlements
+    assert first.event_id == "wh-settle-1" and first.allocated_to == ["s1"] and not first.mismatch
+    assert resent.duplicate_of is None and resent.mismatch
+    assert state.mismatch is not None and (state.mismatch.expected, state.mismatch.settled) == (D(0), amount)
+    assert await entry_keys(engine, order, "settlement") == [
+        f"{order.workflow_id}:settlement:s1", f"{order.workflow_id}:settlement:unmatched:wh-settle-1-resent"]
     assert await entry_keys(engine, order, "sale") == [f"{order.workflow_id}:sale:s1"]
     a = world.entity_a
     assert await journal(engine, order) == {
+        (a, "revenue"): -amount, (a, "cash_clearing"): 2 * amount, (a, "receivable"): -amount,  # owed back: ops
+        (a, "cogs"): cogs(world, *lines), (a, "goods_received_not_invoiced"): -cogs(world, *lines),
+    }
+    await assert_checker_ok(database_url)
+
+
+async def test_two_equal_settlements_are_two_settlements(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """Two shipments of the same value, settled one by one with the same amount at the same time: both count
+    (release 2), each clears its own shipment's receivable."""
+    client, settings = time_skipping_env.client, make_settings()
+    order = Order(world)
+    lines = ((0, 1),)
+    amount = value(world, *lines)
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *lines)
+        await ship_stock(engine, order, "s2", world.dc, *lines)
+        await send(client, settings, order.shipped("s1", world.dc, *lines), order.settled(str(amount)),
+                   order.shipped("s2", world.dc, *lines), order.settled(str(amount)), order.closed())
+        outcome, state, cases = await finish(client, order)
+
+    assert outcome.stage is SettleStage.SETTLED and outcome.cases == []
+    assert outcome.settlements == 2 and outcome.duplicates == 0
+    assert outcome.totals.settled == outcome.totals.captured == 2 * amount
+    assert sorted(s.allocated_to[0] for s in state.settlements) == ["s1", "s2"]
+    a = world.entity_a
+    assert await journal(engine, order) == {
+        (a, "revenue"): -2 * amount, (a, "cash_clearing"): 2 * amount,
+        (a, "cogs"): cogs(world, *lines, *lines), (a, "goods_received_not_invoiced"): -cogs(world, *lines, *lines),
+    }
+    await assert_checker_ok(database_url)
+
+
+@pytest.mark.parametrize("foreign", ["payment_id", "currency"])
+async def test_settlement_of_another_payment_or_currency_never_matches(
+        foreign: str, time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World,
+        database_url: str) -> None:
+    """A settlement of the right amount for another payment_id (or in another currency) is refused with the
+    reason on a settlement_mismatch case, posted nowhere; the order's own settlement then settles it."""
+    client, settings = time_skipping_env.client, make_settings()
+    order = Order(world)
+    lines = ((1, 2),)
+    amount = value(world, *lines)
+    other = order.settled(str(amount), **({"payment_id": "pay-someone-else"} if foreign == "payment_id"
+                                          else {"currency": "EUR"}))
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *lines)
+        await send(client, settings, order.shipped("s1", world.dc, *lines), other)
+        for _ in range(300):  # the signal is applied asynchronously
+            state = await handle(client, order).query("state", result_type=SettleState)
+            if state.settlements:
+                break
+            await asyncio.sleep(0.1)
+        assert state.stage is SettleStage.AWAITING_SETTLEMENT and state.settlements[0].refused
+        await send(client, settings, order.settled(str(amount)), order.closed())
+        outcome, state, cases = await finish(client, order)
+
+    assert outcome.stage is SettleStage.MISMATCH and outcome.cases == ["settlement_mismatch"]
+    refused, real = state.settlements
+    assert refused.refused and ("pay-someone-else" in refused.refused if foreign == "payment_id"
+                                else "EUR" in refused.refused)
+    assert refused.posting_keys == [] and refused.allocated_to == [] and real.allocated_to == ["s1"]
+    assert state.shipments[0].settlement == "settled" and outcome.totals.settled == amount
+    case = cases["settlement_mismatch"]
+    assert case.details["reason"] == refused.refused and D(case.details["settled"]) == amount
+    a = world.entity_a
+    assert await journal(engine, order) == {  # only the order's own money, the receivable cleared
         (a, "revenue"): -amount, (a, "cash_clearing"): amount,
         (a, "cogs"): cogs(world, *lines), (a, "goods_received_not_invoiced"): -cogs(world, *lines),
     }
+    await assert_checker_ok(database_url)
+
+
+async def test_fee_and_tolerance_go_to_their_accounts_and_nothing_stays_receivable(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """Two shipments in two legal entities, settled once for both 0.03 short (tolerance 0.05) with a processor
+    fee of 1.17 out of the gross: in each entity the receivable is cleared exactly, the fee sits in
+    processor_fees, the shortfall in settlement_differences, cash clearing holds what arrived."""
+    client, settings = time_skipping_env.client, make_settings(settlement_tolerance=D("0.05"))
+    order = Order(world)
+    one, two = ((0, 3),), ((1, 2),)
+    v1, v2 = value(world, *one), value(world, *two)
+    gross, fee = v1 + v2 - D("0.03"), D("1.17")
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *one)
+        await ship_stock(engine, order, "s2", world.far, *two)
+        await send(client, settings, order.shipped("s1", world.dc, *one), order.shipped("s2", world.far, *two),
+                   order.settled(str(gross), fee=str(fee)), order.closed())
+        outcome, state, cases = await finish(client, order)
+
+    assert outcome.stage is SettleStage.SETTLED and outcome.cases == []
+    assert state.settlements[0].fee == fee and outcome.totals.settled == gross
+    got = await journal(engine, order)
+    a, b = world.entity_a, world.entity_b
+    assert (a, "receivable") not in got and (b, "receivable") not in got  # no residual receivable anywhere
+    assert got[(a, "revenue")] == -v1 and got[(b, "revenue")] == -v2
+    assert got[(a, "processor_fees")] + got[(b, "processor_fees")] == fee
+    assert got[(a, "settlement_differences")] + got[(b, "settlement_differences")] == D("0.03")
+    assert got[(a, "cash_clearing")] + got[(b, "cash_clearing")] == gross - fee
+    for entity, captured in ((a, v1), (b, v2)):  # each entity's entry clears its own receivable
+        assert got[(entity, "cash_clearing")] + got[(entity, "processor_fees")] \
+            + got[(entity, "settlement_differences")] == captured
     await assert_checker_ok(database_url)
 
 

@@ -528,6 +528,25 @@ async def test_422_field_by_field(stack) -> None:
     _problem(await post(http, "web", [1, 2, 3]), 422)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("fault", ["duplicate_line_id", "total_over_authorized"])
+async def test_422_placement_checks_the_body_shows(fault: str, stack) -> None:
+    """Duplicate line_ids and an order total above the authorized amount are refused at the door, field by
+    field, and nothing starts (issue 17, rule 6)."""
+    http, client, engine = stack
+    keys = unique_keys("order.placed")
+    body = example("order.placed", **keys)
+    if fault == "duplicate_line_id":
+        body["data"]["lines"][1]["line_id"] = body["data"]["lines"][0]["line_id"]
+        field, words = "data.lines", "appears more than once"
+    else:
+        body["data"]["payment"]["authorized_amount"] = "51.99"  # the lines cost 52.00
+        field, words = "data.payment", "exceeds the authorized amount 51.99"
+    raw, headers = signed(body)
+    problem = _problem(await http.post("/webhooks/web", content=raw, headers=headers), 422)
+    assert [e["field"] for e in problem["errors"]] == [field] and words in problem["errors"][0]["message"]
+    await _nothing_happened(client, engine, body, "web", headers["webhook-id"])
+
+
 async def test_404_unknown_source(stack) -> None:
     http, _, _ = stack
     _problem(await post(http, "nobody", example("order.placed")), 404)

@@ -19,7 +19,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.erp import AvailabilityInput, ErpActivities, LookupItemsInput
     from activities.pos import PosActivities, VoidInput
     from activities.routing import RoutingActivities
-    from activities.wms import PickTaskInput, ShipmentRecord, ShippedLine, TaskLine, WmsActivities
+    from activities.wms import (
+        CancelFulfillmentInput,
+        InterceptAnswer,
+        PickTaskInput,
+        ShipmentRecord,
+        ShippedLine,
+        TaskLine,
+        WmsActivities,
+    )
     from domain import order as rules
     from domain.errors import DomainError, ErrorType
     from domain.events import (
@@ -34,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         OrderShipped,
         PricedLine,
         ShipmentDispatched,
+        line_amount,
     )
     from domain.inventory import MovementKind, MovementLine, MovementRequest
     from domain.money import round_money
@@ -88,6 +97,8 @@ class ReserveToFulfill:
         self.cancel_requests: list[CancelRequest] = []
         self.cancel_result: CancelResult | None = None
         self.expired = False
+        self.intercepted: list[str] = []  # release 2: locations the WMS stopped on a cancel (units put back)
+        self.awaiting_dispatch: list[str] = []  # release 2: the WMS answered the cancel `already_dispatched`
         self._show()
 
     # --- run -------------------------------------------------------------------------------------------
@@ -119,7 +130,7 @@ class ReserveToFulfill:
 
     async def _fulfil(self) -> None:
         """Apply held and arriving events in order, each when its turn has come, until nothing is held."""
-        while self._holding():
+        while self._holding() or (self.v2 and self._dispatch_after_cancel() is not None):
             await workflow.wait_condition(
                 lambda: bool(self.cancel_requests) or self._pickup_expired() or self._applicable() is not None
             )
@@ -160,7 +171,9 @@ class ReserveToFulfill:
             outcome = "fulfilled"
         else:
             outcome = "partially_fulfilled" if shipped else "cancelled"
-        if not self.shipments:
+        if self.v2:
+            await self._close_v2(outcome)
+        elif not self.shipments:
             await self._void(f"nothing shipped ({outcome})")
         else:
             await self._forward(Event(
@@ -171,6 +184,19 @@ class ReserveToFulfill:
             ), summary=f"order closed ({outcome}) to ShipToSettle")
         stage = OrderStage.FULFILLED if shipped else OrderStage.CANCELLED
         return await self._finish(outcome, stage)
+
+    async def _close_v2(self, outcome: str) -> None:
+        """Release 2: ShipToSettle is told of the shipments it was handed (a parcel that left after the payment
+        was voided was not: its case is with ops); with none, what is left of the authorization is voided."""
+        billed = [s.shipment_id for s in self.shipments if s.billed]
+        if not billed:
+            await self._void(f"nothing billed ({outcome})")
+            return
+        await self._forward(Event(
+            event_id=f"{self.workflow_id}:closed", type=EventType.ORDER_CLOSED, occurred_at=workflow.now(),
+            source="retailflow", data=OrderClosed(order_id=self._order().order_id, channel=self._order().channel,
+                                                  outcome=outcome, shipment_ids=billed),
+        ), summary=f"order closed ({outcome}) to ShipToSettle")
 
     async def _finish(self, outcome: str, stage: OrderStage) -> OrderOutcome:
         self.stage = stage
@@ -246,6 +272,7 @@ class ReserveToFulfill:
             payment_id=order.payment.payment_id if order else None, decision=self.decision,
             lines=self.lines, shipments=self.shipments, picked_locations=self.picked_locations,
             payment_voided=self.payment_voided, cancel_reason=self.cancel_reason,
+            intercepted_locations=self.intercepted, awaiting_dispatch=self.awaiting_dispatch,
             exception_cases=[ref.model_dump(mode="json") for ref in self.cases.refs()],
             held_events=[str(e.type) for e in self.inbox.pending],
         )
@@ -288,8 +315,12 @@ class ReserveToFulfill:
         for ol in order.lines:
             line = LineState(line_id=ol.line_id, sku=ol.sku, uom=ol.uom, ordered_uom_quantity=ol.quantity)
             item = found.items.get(ol.sku)
+            if self.v2:
+                line.amount = line_amount(ol)
             if item is None:
                 line.reason = f"unknown SKU {ol.sku!r}"
+            elif self.v2 and (refused := rules.currency_refusal(ol.sku, item.currency, order.currency)):
+                line.reason = refused
             else:
                 try:
                     line.ordered = item.to_base_units(ol.quantity, ol.uom)
@@ -373,6 +404,8 @@ class ReserveToFulfill:
                 if data.location_id in self.picked_locations or self._reserved_at(data.location_id):
                     return event  # (a repeated pick of a picked location is applied as a no-op)
             elif isinstance(data, ShipmentDispatched) and not pickup:
+                if self.v2 and data.location_id in self.intercepted:
+                    return event  # the parcel left although the cancel put its units back: the truth
                 if any(s.shipment_id == data.shipment_id for s in self.shipments) or \
                         (data.location_id in self.picked_locations and not self._reserved_at(data.location_id)):
                     return event
@@ -429,6 +462,9 @@ class ReserveToFulfill:
         if any(s.shipment_id == data.shipment_id for s in self.shipments):
             self.log.info("shipment already applied", shipment_id=data.shipment_id)
             return
+        if self.v2 and data.location_id in self.intercepted:
+            await self._dispatched_after_cancel(data)
+            return
         requested = {}
         for ql in data.lines:
             requested[ql.line_id] = requested.get(ql.line_id, 0) + ql.quantity
@@ -449,8 +485,9 @@ class ReserveToFulfill:
             await self._hand_over(f"pickup-{self._order().order_id}", data.location_id, moves, None, None)
 
     async def _hand_over(self, shipment_id: str, location: str, moves: dict[str, int], carrier: str | None,
-                         tracking: str | None) -> None:
-        """SHIP out of picked, record the shipment in the WMS, hand it to ShipToSettle."""
+                         tracking: str | None, *, bill: bool = True) -> None:
+        """SHIP out of picked, record the shipment in the WMS, hand it to ShipToSettle (unless `bill` is False:
+        a parcel that left after its payment was voided, release 2)."""
         order = self._order()
         by_id = {ln.line_id: ln for ln in self.lines}
         await call(ErpActivities.post_movement,
@@ -458,19 +495,34 @@ class ReserveToFulfill:
                                   "collected by the customer" if carrier is None else f"shipped by {carrier}",
                                   reference=shipment_id),
                    summary=f"ship {sum(moves.values())} units from {location} ({shipment_id})")
-        shipped_lines = [ShippedLine(line_id=i, sku=by_id[i].sku, quantity=q, unit_price=by_id[i].unit_price,
-                                     currency=order.currency) for i, q in moves.items()]
-        await call(WmsActivities.record_shipment, ShipmentRecord(
-            key=f"{self.workflow_id}:shipment:{shipment_id}", shipment_id=shipment_id, channel=order.channel,
-            order_id=order.order_id, location_id=location, carrier=carrier, tracking_number=tracking,
-            lines=shipped_lines,
-        ), summary=f"record shipment {shipment_id}")
+        if self.v2:  # release 2: each line's charged share, to the cent, travels with the shipment
+            charged = {i: rules.charged_amount(by_id[i], q) for i, q in moves.items()}
+            shipped_lines = [ShippedLine(line_id=i, sku=by_id[i].sku, quantity=q, unit_price=by_id[i].unit_price,
+                                         currency=order.currency, amount=charged[i]) for i, q in moves.items()]
+            await call(WmsActivities.record_shipment, ShipmentRecord(
+                key=f"{self.workflow_id}:shipment:{shipment_id}", shipment_id=shipment_id, channel=order.channel,
+                order_id=order.order_id, location_id=location, carrier=carrier, tracking_number=tracking,
+                lines=shipped_lines, payment_id=order.payment.payment_id,
+            ), summary=f"record shipment {shipment_id}")
+        else:
+            charged = {}
+            shipped_lines = [ShippedLine(line_id=i, sku=by_id[i].sku, quantity=q, unit_price=by_id[i].unit_price,
+                                         currency=order.currency) for i, q in moves.items()]
+            await call(WmsActivities.record_shipment, ShipmentRecord(
+                key=f"{self.workflow_id}:shipment:{shipment_id}", shipment_id=shipment_id, channel=order.channel,
+                order_id=order.order_id, location_id=location, carrier=carrier, tracking_number=tracking,
+                lines=shipped_lines,
+            ), summary=f"record shipment {shipment_id}")
         for line_id, qty in moves.items():
             by_id[line_id].picked -= qty
             by_id[line_id].shipped += qty
-        amount = round_money(sum((by_id[i].unit_price * q for i, q in moves.items()), start=Decimal(0)))
+        if self.v2:
+            amount = sum(charged.values(), start=Decimal(0))
+        else:
+            amount = round_money(sum((by_id[i].unit_price * q for i, q in moves.items()), start=Decimal(0)))
         self.shipments.append(ShipmentState(shipment_id=shipment_id, location_id=location, carrier=carrier,
-                                            tracking_number=tracking, lines=dict(moves), amount=amount))
+                                            tracking_number=tracking, lines=dict(moves), amount=amount,
+                                            billed=bill))
         if len(self.shipments) == 1:
             self.cases.stop_clock(SlaKind.SHIP_OVERDUE, by=str(EventType.SHIPMENT_DISPATCHED))
             self.cases.stop_clock(SlaKind.AUTHORIZATION_EXPIRING, by=str(EventType.SHIPMENT_DISPATCHED))
@@ -478,18 +530,26 @@ class ReserveToFulfill:
             self.cases.stop_clock(SlaKind.PICKUP_EXPIRED, by=str(EventType.ORDER_COLLECTED))
         self.stage = self._stage()
         self._show()
+        if not bill:
+            self.log.warning("shipped after cancel, not billed: the payment was voided", shipment_id=shipment_id,
+                             units=sum(moves.values()), amount=str(amount))
+            return
         await self._forward(Event(
             event_id=self._internal_id(f"shipped:{shipment_id}"), type=EventType.ORDER_SHIPPED,
             occurred_at=workflow.now(), source="retailflow",
             data=OrderShipped(order_id=order.order_id, channel=order.channel, shipment_id=shipment_id,
                               location_id=location, currency=order.currency, payment=order.payment,
                               lines=[PricedLine(line_id=i, sku=by_id[i].sku, quantity=q,
-                                                unit_price=by_id[i].unit_price) for i, q in moves.items()]),
+                                                unit_price=by_id[i].unit_price, amount=charged.get(i))
+                                     for i, q in moves.items()]),
         ), summary=f"shipment {shipment_id} to ShipToSettle")
         self.log.info("handed over", shipment_id=shipment_id, units=sum(moves.values()))
 
     # --- compensation ----------------------------------------------------------------------------------
     async def _cancel(self, reason: str, *, by: str) -> None:
+        if self.v2 and not self._is_pickup():
+            await self._cancel_v2(reason, by=by)
+            return
         if self.cancel_reason is not None and not self._holding():
             self.cancel_result = self._cancel_summary([], voided=self.payment_voided)
             return
@@ -508,6 +568,107 @@ class ReserveToFulfill:
                       released=sum(r.released + r.unpicked for r in released))
         self.stage = self._stage()
 
+    async def _cancel_v2(self, reason: str, *, by: str) -> None:
+        """Release 2: a cancel is a request the WMS answers, per location still holding units. `intercepted`:
+        the units go back (release / unpick, as in 1.0). `already_dispatched`: the parcel left, its units stay
+        picked and the order waits for its shipment.dispatched, billed through the normal hand-over (the payment
+        is not voided while a parcel is on its way)."""
+        order = self._order()
+        ask = [loc for loc in sorted({ln.location_id for ln in self.lines if ln.location_id and ln.open_units})
+               if loc not in self.awaiting_dispatch]
+        if self.cancel_reason is not None and not ask:
+            self.cancel_result = self._cancel_summary([], voided=self.payment_voided)
+            return
+        self.cancel_reason = reason
+        released: list[ReleasedLine] = []
+        for location in ask:
+            answer = await call(WmsActivities.cancel_fulfillment, CancelFulfillmentInput(
+                key=f"{self.workflow_id}:cancel-fulfillment:{location}", channel=order.channel,
+                order_id=order.order_id, location_id=location, reason=reason,
+            ), summary=f"ask the WMS to intercept the order at {location}")
+            if answer.answer is InterceptAnswer.ALREADY_DISPATCHED:
+                self.awaiting_dispatch.append(location)
+                self.log.warning("cancel: the WMS says the parcel already left; waiting for its dispatch",
+                                 location_id=location)
+                continue
+            self.intercepted.append(location)
+            released += await self._release_all("cancel", f"order cancelled: {reason}", locations={location})
+        if not self.awaiting_dispatch:
+            for kind in (SlaKind.PICK_OVERDUE, SlaKind.SHIP_OVERDUE, SlaKind.AUTHORIZATION_EXPIRING,
+                         SlaKind.PICKUP_EXPIRED):
+                if not (kind is SlaKind.PICKUP_EXPIRED and self.cases.breached(kind)):
+                    self.cases.stop_clock(kind, by=by)
+            if not self.shipments:
+                await self._void(f"order cancelled: {reason}")
+        self.cancel_result = self._cancel_summary(released, voided=self.payment_voided)
+        self.log.info("order cancelled", reason=reason, by=by, intercepted=self.intercepted,
+                      awaiting_dispatch=self.awaiting_dispatch,
+                      released=sum(r.released + r.unpicked for r in released))
+        self.stage = self._stage()
+
+    def _dispatch_after_cancel(self) -> Event | None:
+        """A held shipment.dispatched from a location the cancel put back (release 2): applied before close."""
+        for event in self.inbox.pending:
+            if isinstance(event.data, ShipmentDispatched) and event.data.location_id in self.intercepted:
+                return event
+        return None
+
+    async def _dispatched_after_cancel(self, data: ShipmentDispatched) -> None:
+        """The parcel left although the cancel put its units back (release 2): the dispatch is the truth. The
+        units are taken out of the ledger again (RESERVE and PICK from available, then the normal SHIP, each
+        keyed by the shipment), and the order is billed for what shipped if its payment was not voided, else a
+        `shipped_after_cancel` case opens. Units the ledger no longer has available (promised to another order
+        meanwhile) cannot be taken twice: the case says how many, for a count."""
+        location = data.location_id
+        requested: dict[str, int] = {}
+        for ql in data.lines:
+            requested[ql.line_id] = requested.get(ql.line_id, 0) + ql.quantity
+        retake: dict[str, int] = {}
+        for ln in self.lines:
+            if ln.location_id == location and ln.line_id in requested:
+                qty = rules.ship_quantity(ln.released, requested[ln.line_id])
+                if qty:
+                    retake[ln.line_id] = qty
+        by_id = {ln.line_id: ln for ln in self.lines}
+        missing: dict[str, int] = {}
+        if retake:
+            try:
+                await call(ErpActivities.post_movement, self._movement(
+                    f"after-cancel-reserve:{data.shipment_id}", MovementKind.RESERVE, location, retake,
+                    "shipped after cancel: units taken back for the parcel that left"),
+                    summary=f"reserve {sum(retake.values())} units shipped after cancel at {location}")
+            except ActivityError as err:
+                if refusal_type(err) != ErrorType.INSUFFICIENT_STOCK:
+                    raise
+                missing, retake = retake, {}
+        if retake:
+            await call(ErpActivities.post_movement, self._movement(
+                f"after-cancel-pick:{data.shipment_id}", MovementKind.PICK, location, retake,
+                "shipped after cancel"), summary=f"pick {sum(retake.values())} units shipped after cancel")
+            for line_id, qty in retake.items():
+                by_id[line_id].released -= qty
+                by_id[line_id].picked += qty
+            bill = not self.payment_voided
+            await self._hand_over(data.shipment_id, location, retake, data.carrier, data.tracking_number, bill=bill)
+        else:
+            bill = False
+        if not bill:
+            shipped = next((s for s in self.shipments if s.shipment_id == data.shipment_id), None)
+            details = {"shipment_id": data.shipment_id, "location_id": location,
+                       "payment_id": self._order().payment.payment_id,
+                       "payment_voided": str(self.payment_voided).lower(),
+                       "shipped_units": str(sum(retake.values())),
+                       "value": str(shipped.amount) if shipped else "0", "currency": self._order().currency}
+            details |= {f"line {k}": f"{v} EA left the building, not available in the ledger: count needed"
+                        for k, v in missing.items()}
+            self.cases.open_case(CaseKind.SHIPPED_AFTER_CANCEL, summary=(
+                f"Shipment {data.shipment_id} left {location} after the order was cancelled "
+                + ("and its payment voided: nothing was billed" if self.payment_voided else
+                   "and the ledger could not take its units out")), details=details)
+        self.log.warning("dispatched after cancel", shipment_id=data.shipment_id, location_id=location,
+                         units=sum(retake.values()), billed=bill, missing=sum(missing.values()))
+        self.stage = self._stage()
+
     async def _expire_pickup(self) -> None:
         self.expired = True
         self.log.warning("pickup expired: releasing stock, cancelling, voiding")
@@ -515,13 +676,17 @@ class ReserveToFulfill:
 
     def _cancel_summary(self, released: list[ReleasedLine], *, voided: bool) -> CancelResult:
         return CancelResult(workflow_id=self.workflow_id, stage=self._stage(), released=released,
-                            payment_voided=voided, shipped_units=sum(ln.shipped for ln in self.lines))
+                            payment_voided=voided, shipped_units=sum(ln.shipped for ln in self.lines),
+                            awaiting_dispatch=list(self.awaiting_dispatch))
 
-    async def _release_all(self, step: str, reason: str) -> list[ReleasedLine]:
-        """Give back everything still held: RELEASE what is reserved, UNPICK what is picked (per location)."""
+    async def _release_all(self, step: str, reason: str, *, locations: set[str] | None = None) -> list[ReleasedLine]:
+        """Give back everything still held (at `locations`, or everywhere): RELEASE what is reserved, UNPICK
+        what is picked (per location)."""
         out: dict[str, ReleasedLine] = {}
         for bucket, kind in (("reserved", MovementKind.RELEASE), ("picked", MovementKind.UNPICK)):
             for location, lines in self._held_by_location(bucket).items():
+                if locations is not None and location not in locations:
+                    continue
                 qtys = {ln.line_id: getattr(ln, bucket) for ln in lines}
                 await call(ErpActivities.post_movement,
                            self._movement(f"{step}-{kind}:{location}", kind, location, qtys, reason),

@@ -55,6 +55,8 @@ with workflow.unsafe.imports_passed_through():
         distribute,
         is_duplicate,
         mismatch_at_close,
+        refusal,
+        settlement_postings,
         shipment_value,
         totals,
     )
@@ -184,7 +186,7 @@ class ShipToSettle:
         while (late := self.inbox.take(EventType.SHIPMENT_DELIVERED)) is not None:  # already here: record them
             assert isinstance(late.data, ShipmentDelivered)
             self._delivered(late, late.data)
-        if self.mismatch is not None:
+        if self.mismatch is not None or any(s.refused for s in self.settlements):
             self.stage = SettleStage.MISMATCH
         elif any(s.settlement is ShipmentSettlement.NOT_CAPTURED for s in self.shipments):
             self.stage = SettleStage.CAPTURE_REFUSED
@@ -293,6 +295,9 @@ class ShipToSettle:
 
     # --- settlements ----------------------------------------------------------------------------------------
     async def _settled(self, event: Event, data: PaymentSettled) -> None:
+        if self.v2:
+            await self._settled_v2(event, data)
+            return
         record = SettlementRecord(event_id=event.event_id, payment_id=data.payment_id, amount=data.amount,
                                   currency=data.currency, settled_at=event.occurred_at, received_at=workflow.now())
         first = is_duplicate(record, self.settlements)
@@ -304,6 +309,29 @@ class ShipToSettle:
             return
         self.settlements.append(record)
         self.log.info("settle.settlement_received", event_id=event.event_id, amount=str(data.amount))
+        await self._match()
+
+    async def _settled_v2(self, event: Event, data: PaymentSettled) -> None:
+        """Release 2: a settlement for another payment_id or currency is refused (a case says why); any other is
+        real money, however much it resembles an earlier one (redeliveries never get here: same event_id)."""
+        record = SettlementRecord(event_id=event.event_id, payment_id=data.payment_id, amount=data.amount,
+                                  currency=data.currency, settled_at=event.occurred_at, received_at=workflow.now(),
+                                  fee=data.fee or Decimal(0))
+        record.refused = refusal(data.payment_id, data.currency, self.payment_id, self.currency)
+        self.settlements.append(record)
+        if record.refused is not None:
+            self.log.warning("settle.settlement_refused", event_id=event.event_id, reason=record.refused,
+                             amount=str(data.amount), currency=data.currency, payment_id=data.payment_id)
+            self._open_case(
+                CaseKind.SETTLEMENT_MISMATCH,
+                summary=f"settlement {data.amount} {data.currency} does not belong to this order: {record.refused}",
+                details={"reason": record.refused, "settled": str(data.amount), "settled_currency": data.currency,
+                         "settled_payment_id": data.payment_id, "payment_id": self.payment_id or "",
+                         "currency": self.currency or "", "settlement_event_ids": event.event_id},
+            )
+            return
+        self.log.info("settle.settlement_received", event_id=event.event_id, amount=str(data.amount),
+                      fee=str(record.fee))
         await self._match()
 
     async def _closed(self, data: OrderClosed) -> None:
@@ -332,7 +360,7 @@ class ShipToSettle:
         paid = [s for s in self.shipments if s.shipment_id in allocation.shipment_ids]
         held = [s for s in self.settlements if s.event_id in allocation.settlement_ids]
         amount = sum((s.amount for s in held), Decimal(0))
-        await self._post_settlement(amount, paid, held)
+        await self._post_settlement(amount, paid, held, matched=True)
         for shipment in paid:
             shipment.settlement = ShipmentSettlement.SETTLED
             shipment.settled_by = list(allocation.settlement_ids)
@@ -344,7 +372,7 @@ class ShipToSettle:
     async def _post_mismatch(self, mismatch: Mismatch) -> None:
         paid = [s for s in self.shipments if s.shipment_id in mismatch.shipment_ids]
         held = [s for s in self.settlements if s.event_id in mismatch.settlement_ids]
-        await self._post_settlement(mismatch.settled, paid, held)
+        await self._post_settlement(mismatch.settled, paid, held, matched=False)
         for shipment in paid:
             shipment.settlement = ShipmentSettlement.MISMATCH
             shipment.settled_by = list(mismatch.settlement_ids)
@@ -374,10 +402,13 @@ class ShipToSettle:
         )
 
     async def _post_settlement(self, amount: Decimal, paid: list[ShipmentRecord],
-                               settlements: list[SettlementRecord]) -> None:
+                               settlements: list[SettlementRecord], *, matched: bool) -> None:
         """SETTLEMENT (Dr cash clearing, Cr receivable) once per shipment paid, in its legal entity; money that
         pays for no shipment (an over-settlement after everything was settled) is posted once per settlement
         in the entity of the last shipment."""
+        if self.v2:
+            await self._post_settlement_v2(amount, paid, settlements, matched=matched)
+            return
         info = workflow.info()
         currency = self.currency or settlements[0].currency
         if paid:
@@ -397,6 +428,38 @@ class ShipToSettle:
             ), summary=f"settlement {share} {currency} ({reference})")
         for settlement in settlements:
             settlement.posting_keys = [key for key, _, share, _ in postings if share > 0]
+
+    async def _post_settlement_v2(self, amount: Decimal, paid: list[ShipmentRecord],
+                                  settlements: list[SettlementRecord], *, matched: bool) -> None:
+        """Release 2: per shipment paid, one SETTLEMENT entry that clears its receivable (domain.settlement.
+        settlement_postings): the processor fee to processor_fees, a difference within the tolerance to
+        settlement_differences, the rest to cash clearing. Money that pays for no shipment is posted per
+        settlement in the entity of the last shipment, its fee with it."""
+        info = workflow.info()
+        currency = self.currency or settlements[0].currency
+        fee = sum((s.fee for s in settlements), Decimal(0))
+        postings: list[tuple[str, str, Decimal, Decimal, Decimal, str]] = []  # key, location, receivable, fee, diff, ref
+        if paid:
+            postings = [(f"{self.workflow_id}:settlement:{p.shipment_id}", p.location_id, p.receivable, p.fee,
+                         p.difference, p.shipment_id)
+                        for p in settlement_postings(amount, fee, paid, matched=matched)]
+        else:
+            last = self.shipments[-1].location_id
+            postings = [(f"{self.workflow_id}:settlement:unmatched:{s.event_id}", last, s.amount, s.fee,
+                         Decimal(0), s.event_id) for s in settlements]
+        posted = []
+        for key, location_id, receivable, share_fee, difference, reference in postings:
+            if receivable <= 0 and not difference:
+                continue
+            await call(ErpActivities.post_financial, FinancialPosting(
+                key=key, event=FinancialEvent.SETTLEMENT, location_id=location_id, amount=receivable,
+                currency=currency, fee=share_fee, difference=difference,
+                memo=f"settlement of {self.payment_id} for {self.input.business_key}", workflow_id=self.workflow_id,
+                run_id=info.run_id, reference=reference,
+            ), summary=f"settlement {receivable + difference} {currency} ({reference})")
+            posted.append(key)
+        for settlement in settlements:
+            settlement.posting_keys = posted
 
     def _stop_clock_if_settled(self) -> None:
         assert self.cases is not None
@@ -437,7 +500,8 @@ class ShipToSettle:
     def _outcome(self) -> SettleOutcome:
         return SettleOutcome(
             workflow_id=self.workflow_id, stage=self.stage, totals=totals(self.shipments, self.settlements),
-            shipments=len(self.shipments), settlements=sum(1 for s in self.settlements if s.duplicate_of is None),
+            shipments=len(self.shipments),
+            settlements=sum(1 for s in self.settlements if s.duplicate_of is None and s.refused is None),
             duplicates=sum(1 for s in self.settlements if s.duplicate_of is not None) + self.redeliveries,
             cases=list(self.cases_opened), unapplied=self._unapplied(),
         )

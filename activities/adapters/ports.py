@@ -25,6 +25,8 @@ from activities.pos import (
     VoidResult,
 )
 from activities.wms import (
+    CancelFulfillmentInput,
+    CancelFulfillmentResult,
     AuthorizeReturnInput,
     AuthorizeReturnResult,
     CloseReturnInput,
@@ -60,13 +62,18 @@ class ErpPort(Protocol):
 
 @runtime_checkable
 class WmsPort(Protocol):
-    """Pick tasks, customer shipments, transfer shipments and receipts."""
+    """Pick tasks, customer shipments (and their interception), transfer shipments and receipts."""
 
     async def create_pick_task(self, task: PickTaskInput) -> WmsRecordResult: ...
 
     async def record_shipment(self, shipment: ShipmentRecord) -> WmsRecordResult: ...
 
     async def shipped_lines(self, query: ShippedLinesInput) -> ShippedLinesResult: ...
+
+    async def cancel_fulfillment(self, request: CancelFulfillmentInput) -> CancelFulfillmentResult:
+        """Stop the order's fulfilment at the location if the parcel has not left: `intercepted`, else
+        `already_dispatched`. Idempotent by key: a retry gets the first answer."""
+        ...
 
     async def create_transfer_shipment(self, shipment: TransferShipmentInput) -> WmsRecordResult: ...
 

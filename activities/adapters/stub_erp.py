@@ -247,7 +247,13 @@ class PostgresErp:
             raise _invalid(f"{posting.event}: amount must not be negative, got {posting.amount}", key=posting.key)
         if posting.amount == 0:
             return PostingResult(key=posting.key, applied=False)  # nothing to post: no value changed hands
-        fingerprint = request_hash(posting, exclude={"run_id", "memo"})
+        # fee and difference join the fingerprint only when set, so a key posted before they existed still replays
+        fingerprint = request_hash(posting, exclude={"run_id", "memo"} | (
+            set() if posting.fee or posting.difference else {"fee", "difference"}))
+        try:
+            lines = financial_lines(posting.event, posting.amount, fee=posting.fee, difference=posting.difference)
+        except ValueError as bad:
+            raise _invalid(str(bad), key=posting.key) from None
         async with self.engine.begin() as conn:
             entity = posting.legal_entity
             if entity is None:
@@ -274,7 +280,7 @@ class PostgresErp:
             await conn.execute(insert(LINES), [
                 {"entry_key": posting.key, "line": n, "account": str(jl.account), "debit": jl.debit,
                  "credit": jl.credit, "location_id": posting.location_id}
-                for n, jl in enumerate(financial_lines(posting.event, posting.amount))
+                for n, jl in enumerate(lines)
             ])
         return PostingResult(key=posting.key, applied=True)
 

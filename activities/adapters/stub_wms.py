@@ -1,5 +1,7 @@
 """The stub WMS on PostgreSQL: pick tasks, customer shipments (with priced lines, which the returns process
-reads back to know what a customer may return and at what price), transfer shipments and receipts.
+reads back to know what a customer may return and at what price), transfer shipments and receipts, and the
+interception of an order's fulfilment when it is cancelled (answered `intercepted` unless the stub knows the
+parcel left: `mark_parcel_left`, the stub's stand-in for the warehouse floor, as tests and the demo use it).
 
 Release 2: shipment records carry the payment they were charged to and each line's charged amount; and the
 returnable quantities of every order line across its returns live here (revision 0005): `authorize_return`
@@ -27,14 +29,18 @@ from activities.db.models import (
     ShipmentLineRow,
     ShipmentRow,
     TransferShipmentRow,
+    WmsInterceptionRow,
 )
 from activities.wms import (
     AuthorizedLine,
     AuthorizeReturnInput,
     AuthorizeReturnResult,
+    CancelFulfillmentInput,
+    CancelFulfillmentResult,
     ClosedLine,
     CloseReturnInput,
     CloseReturnResult,
+    InterceptAnswer,
     PickTaskInput,
     ReceiptRecord,
     ShipmentRecord,
@@ -53,6 +59,7 @@ SHIPMENTS = ShipmentRow.__table__
 SHIPMENT_LINES = ShipmentLineRow.__table__
 TRANSFER_SHIPMENTS = TransferShipmentRow.__table__
 RECEIPTS = ReceiptRow.__table__
+INTERCEPTIONS = WmsInterceptionRow.__table__
 RETURN_ORDERS = ReturnOrderRow.__table__
 AUTHORIZATIONS = ReturnAuthorizationRow.__table__
 AUTH_LINES = ReturnAuthorizationLineRow.__table__
@@ -127,6 +134,41 @@ class PostgresWms:
                     for line in merged.values()
                 ])
         return WmsRecordResult(key=shipment.key, applied=applied)
+
+    async def cancel_fulfillment(self, request: CancelFulfillmentInput) -> CancelFulfillmentResult:
+        fingerprint = request_hash(request)
+        where = ((INTERCEPTIONS.c.channel == request.channel) & (INTERCEPTIONS.c.order_id == request.order_id)
+                 & (INTERCEPTIONS.c.location_id == request.location_id))
+        async with self.engine.begin() as conn:
+            # one answer per order and location at a time: a racing parcel_left mark or cancel waits here
+            await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                f"wms-intercept:{request.channel}:{request.order_id}:{request.location_id}"))))
+            first = (await conn.execute(select(INTERCEPTIONS.c.answer, INTERCEPTIONS.c.request_hash)
+                                        .where(INTERCEPTIONS.c.key == request.key))).first()
+            if first is not None:
+                if first.request_hash != fingerprint:
+                    raise conflict(request.key, "cancel of a fulfilment")
+                return CancelFulfillmentResult(key=request.key, answer=InterceptAnswer(first.answer), applied=False)
+            left = await conn.scalar(select(INTERCEPTIONS.c.key).where(
+                where, INTERCEPTIONS.c.kind == "parcel_left").limit(1))
+            # (a shipment recorded for the order there says nothing about the rest: an earlier partial parcel)
+            answer = InterceptAnswer.ALREADY_DISPATCHED if left else InterceptAnswer.INTERCEPTED
+            await conn.execute(insert(INTERCEPTIONS).values(
+                key=request.key, kind="cancel", channel=request.channel, order_id=request.order_id,
+                location_id=request.location_id, answer=str(answer), reason=request.reason, request_hash=fingerprint))
+        return CancelFulfillmentResult(key=request.key, answer=answer, applied=True)
+
+    async def mark_parcel_left(self, channel: str, order_id: str, location_id: str) -> None:
+        """The stub's stand-in for the warehouse floor: the order's parcel left `location_id` (a cancel there
+        is then answered `already_dispatched`). Tests and the demo call it; a real WMS simply knows."""
+        key = f"parcel-left:{channel}:{order_id}:{location_id}"
+        async with self.engine.begin() as conn:
+            await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                f"wms-intercept:{channel}:{order_id}:{location_id}"))))
+            await conn.execute(insert(INTERCEPTIONS).values(
+                key=key, kind="parcel_left", channel=channel, order_id=order_id, location_id=location_id,
+                answer=str(InterceptAnswer.ALREADY_DISPATCHED), request_hash=key,
+            ).on_conflict_do_nothing(index_elements=["key"]))
 
     async def shipped_lines(self, query: ShippedLinesInput) -> ShippedLinesResult:
         """What left the building for one order, summed per order line over all its shipments."""

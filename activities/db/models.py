@@ -279,11 +279,29 @@ class ReturnAuthorizationLineRow(SQLModel, table=True):
     refunded_amount: Decimal = _money(default=Decimal(0))
 
 
+class WmsInterceptionRow(SQLModel, table=True):
+    """A cancel of an order's fulfilment at a location and the WMS's answer, or a parcel known to have left
+    (revision 0007)."""
+
+    __tablename__ = "wms_interceptions"
+
+    key: str = Field(primary_key=True)
+    kind: str  # cancel | parcel_left
+    channel: str
+    order_id: str
+    location_id: str
+    answer: str  # intercepted | already_dispatched
+    reason: str | None = None
+    request_hash: str
+    created_at: datetime | None = _created()
+
+
 LEDGER_TABLES = [
     m.__table__  # type: ignore[attr-defined]
     for m in (ItemRow, LocationRow, BalanceRow, MovementBatchRow, MovementRow, JournalEntryRow, JournalLineRow,
               PaymentRow, CaptureRow, VoidRow, RefundRow, PickTaskRow, ShipmentRow, ShipmentLineRow,
-              TransferShipmentRow, ReceiptRow, ReturnOrderRow, ReturnAuthorizationRow, ReturnAuthorizationLineRow)
+              TransferShipmentRow, ReceiptRow, ReturnOrderRow, ReturnAuthorizationRow, ReturnAuthorizationLineRow,
+              WmsInterceptionRow)
 ]
 
 
