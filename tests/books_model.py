@@ -50,9 +50,10 @@ class Delivery:
     raw: bytes = b""
     closed_before: bool | None = None  # its process had ended when it was first delivered
     answers: list[tuple[int, dict]] = field(default_factory=list)
+    timestamp: datetime | None = None  # when it happened (default: now)
 
     def __post_init__(self) -> None:
-        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        stamp = (self.timestamp or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
         self.raw = json.dumps({"type": self.type, "timestamp": stamp, "data": self.data}).encode()
 
     def label(self) -> str:
@@ -342,11 +343,12 @@ async def held_units_have_owner(engine: AsyncEngine, door: Door, truth: Truth) -
 
 
 async def settlements_posted(engine: AsyncEngine, door: Door, truth: Truth) -> list[str]:
-    """Once an order's ship-to-settle process has ended, every settlement delivered to it while it ran is in the
-    journal (cash clearing): two settlements are two settlements unless they are the same delivery."""
+    """Once an order can ship no more (its order process or its ship-to-settle process has ended), every
+    settlement delivered to its running settlement is in the journal (cash clearing): nothing is held any more,
+    and two settlements are two settlements unless they are the same delivery."""
     out = []
     for o in truth.orders:
-        if not await door.closed(o.settle_workflow_id):
+        if not (await door.closed(o.workflow_id) or await door.closed(o.settle_workflow_id)):
             continue
         received = sum((Decimal(d.data["amount"]) for d in truth.deliveries
                         if d.type == "payment.settled" and d.workflow_id == o.settle_workflow_id
