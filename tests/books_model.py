@@ -6,7 +6,6 @@ transfer's trucks left and arrived); the books must follow it whatever order, ho
 events describing it reach the door. Every figure is scoped to one sequence's workflow IDs (fresh business
 keys), so sequences sharing one server and one database never see each other.
 """
-import asyncio
 import json
 import os
 import uuid
@@ -390,7 +389,6 @@ async def verify(database_url: str, engine: AsyncEngine, door: Door, truth: Trut
     await door.quiet(truth.workflow_ids())
     cases = [c["exception_id"] for w in truth.workflow_ids() for c in (await door.state(w)).get("exception_cases", [])]
     await door.quiet(cases)
-    await asyncio.sleep(0)
     findings: list[tuple[type[BooksViolation], list[str]]] = [
         (JournalDriftsFromLedger, await journal_equals_ledger(database_url)),
         (NetworkUnitsChanged, await network_units(engine, truth)),

@@ -137,7 +137,7 @@ class BooksMachine(RuleBasedStateMachine):
 
     def _send(self, delivery: Delivery) -> tuple[int, dict]:
         answer = self.world.run(self.world.door.post(delivery, quiet_ids=self._quiet_ids(delivery)))
-        if delivery not in self.truth.deliveries:
+        if not any(d is delivery for d in self.truth.deliveries):
             self.truth.deliveries.append(delivery)
         return answer
 
@@ -150,9 +150,6 @@ class BooksMachine(RuleBasedStateMachine):
         self._send(delivery)
         if send == "twice":
             self.truth.held.append(delivery)
-
-    def _tag(self, kind: str) -> str:
-        return f"{kind}-{self.truth.tag}-{sum(1 for _ in self.truth.deliveries) + len(self.truth.held)}"
 
     # --- orders -------------------------------------------------------------------------------------------
     @precondition(lambda self: len(self.truth.orders) < 3)
