@@ -337,7 +337,7 @@ async def held_units_have_owner(engine: AsyncEngine, door: Door, truth: Truth) -
         if cases.get(wid) or not await door.closed(wid):
             continue
         out.append(f"{units} x {sku} left in {bucket} at {location} by {wid}, which has ended "
-                   f"({await door.status(wid)}) with no open exception case")
+                   f"({getattr(await door.status(wid), 'name', None)}) with no open exception case")
     return out
 
 

@@ -487,6 +487,9 @@ KNOWN_SEQUENCES: dict[str, list[tuple[str, dict]]] = {
         ("dispatch", dict(i=0, split=False, send="later")), ("deliver", dict(i=0, send=NOW, internal_id=True)),
         ("deliver_held", dict(k=0)), *RETURNED],
     "the same webhook-id from two sources": [("webhook_ids", dict(ids="per_source")), *SOLD],
+    "a parcel for a refused return": [("place_order", dict(lines=[(0, 1)])),
+                                      ("authorize_return", dict(i=0, one=True, send=NOW)),
+                                      ("receive_parcel", dict(j=0, whole=True, send=NOW))],
 }
 
 
