@@ -74,35 +74,22 @@ class QuiescentSender(Sender):
         return answer
 
 
-async def quiet(client: Client, workflow_ids: list[str], within: float = 60.0) -> None:
-    """Wait until none of `workflow_ids` has a workflow task or activity outstanding, twice in a row."""
-    from temporalio.api.enums.v1 import EventType
+async def quiet(client: Client, workflow_ids: list[str], within: float = 60.0, interval: float = 0.2) -> None:
+    """Wait until none of `workflow_ids` has a workflow task or activity outstanding, twice in a row.
+
+    The server's description says both (`pending_workflow_task`, `pending_activities`), so one describe per
+    workflow, all at once, is a round; a workflow not started (yet) is quiet."""
     from temporalio.service import RPCError
 
-    task_open = {EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED}
-    task_done = {EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
-                 EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT}
+    async def busy(wid: str) -> bool:
+        try:
+            raw = (await client.get_workflow_handle(wid).describe()).raw_description
+        except RPCError:
+            return False  # not started (yet): the settle process opens at dispatch
+        return bool(raw.pending_activities) or raw.HasField("pending_workflow_task")
+
     give_up = time.monotonic() + within
     calm = 0
     while calm < 2 and time.monotonic() < give_up:
-        busy = False
-        for wid in workflow_ids:
-            handle = client.get_workflow_handle(wid)
-            try:
-                description = await handle.describe()
-            except RPCError:
-                continue  # not started (yet): the settle process opens at dispatch
-            if description.raw_description.pending_activities:
-                busy = True
-                break
-            outstanding = False  # a workflow task scheduled or started and not finished yet
-            async for event in handle.fetch_history_events():
-                if event.event_type in task_open:
-                    outstanding = True
-                elif event.event_type in task_done:
-                    outstanding = event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
-            if outstanding:
-                busy = True
-                break
-        calm = 0 if busy else calm + 1
-        await asyncio.sleep(0.2)
+        calm = 0 if any(await asyncio.gather(*(busy(wid) for wid in workflow_ids))) else calm + 1
+        await asyncio.sleep(interval)
