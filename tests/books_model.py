@@ -207,6 +207,14 @@ class Truth:
             out.append(self.transfer.workflow_id)
         return out
 
+    def late_workflow_ids(self) -> list[str]:
+        """The LateEvent processes of the events that came after their process had ended (they move stock too)."""
+        return sorted({f"late:webhook:{d.source}:{d.webhook_id}" for d in self.deliveries
+                       if any(a.get("status") == "late" for _, a in d.answers)})
+
+    def stock_workflow_ids(self) -> list[str]:
+        return self.workflow_ids() + self.late_workflow_ids()
+
     def sold(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
         for o in self.orders:
@@ -274,7 +282,7 @@ async def network_units(engine: AsyncEngine, truth: Truth) -> list[str]:
     async with engine.connect() as conn:
         rows = (await conn.execute(text(
             "SELECT sku, kind, reason_code, sum(delta) AS units FROM movements WHERE workflow_id = ANY(:wids) "
-            "GROUP BY sku, kind, reason_code"), {"wids": truth.workflow_ids()})).mappings().all()
+            "GROUP BY sku, kind, reason_code"), {"wids": truth.stock_workflow_ids()})).mappings().all()
     total: dict[str, int] = defaultdict(int)
     written_off: dict[str, int] = defaultdict(int)
     for row in rows:
@@ -330,8 +338,8 @@ async def held_units_have_owner(engine: AsyncEngine, door: Door, truth: Truth) -
         rows = (await conn.execute(text(
             "SELECT workflow_id, sku, location_id, bucket, sum(delta) AS units FROM movements "
             "WHERE workflow_id = ANY(:w) AND bucket = ANY(:b) GROUP BY 1, 2, 3, 4 HAVING sum(delta) <> 0 "
-            "ORDER BY 1, 2, 3, 4"), {"w": truth.workflow_ids(), "b": [str(b) for b in HELD_BUCKETS]})).all()
-    cases = await open_cases(engine, truth.workflow_ids())
+            "ORDER BY 1, 2, 3, 4"), {"w": truth.stock_workflow_ids(), "b": [str(b) for b in HELD_BUCKETS]})).all()
+    cases = await open_cases(engine, truth.stock_workflow_ids())
     out = []
     for wid, sku, location, bucket, units in rows:
         if cases.get(wid) or not await door.closed(wid):
@@ -391,7 +399,7 @@ async def verify(database_url: str, engine: AsyncEngine, door: Door, truth: Trut
     await door.quiet(truth.workflow_ids())
     cases = [c["exception_id"] for w in truth.workflow_ids() for c in (await door.state(w)).get("exception_cases", [])]
     late = [a.get("case_id") for d in truth.deliveries for _, a in d.answers[:1] if a.get("status") == "late"]
-    await door.quiet([c.removeprefix("exception:").rsplit(":", 1)[0] for c in late if c])  # the LateEvent processes
+    await door.quiet(truth.late_workflow_ids())  # the LateEvent processes
     await door.quiet([*cases, *(c for c in late if c)])
     findings: list[tuple[type[BooksViolation], list[str]]] = [
         (JournalDriftsFromLedger, await journal_equals_ledger(database_url)),
