@@ -136,10 +136,18 @@ async def together(*stories: Coroutine[Any, Any, Any]) -> list[Any]:
 
 # ---- the stories, in two halves: what happens on the release, what happens after the deploy -----------------
 class Keys:
+    """The business keys of one run of the test, and which code each process runs on."""
+
     def __init__(self) -> None:
         tag = uuid.uuid4().hex[:8].upper()
         self.waiting_dispatch, self.waiting_settlement, self.returned = f"UA-{tag}", f"UB-{tag}", f"UC-{tag}"
         self.transfer, self.ret = f"UT-{tag}", f"UR-{tag}"
+        order, settle = ids.order_workflow_id, ids.settle_workflow_id
+        self.in_flight = [order("web", self.waiting_dispatch), settle("web", self.waiting_settlement),
+                          ids.transfer_workflow_id(self.transfer), ids.return_workflow_id(self.ret)]
+        self.closed_on_release = [order("web", self.waiting_settlement), order("web", self.returned),
+                                  settle("web", self.returned)]
+        self.started_today = [settle("web", self.waiting_dispatch)]
 
 
 def order_path(order: str) -> str:
@@ -198,7 +206,34 @@ async def on_the_release(door: Door, k: Keys) -> dict[str, Any]:
         await door.stage(f"/transfers/{k.transfer}", ids.transfer_workflow_id(k.transfer), "in_transit")
 
     a, b, c, _ = await together(waiting_dispatch(), waiting_settlement(), waiting_inspection(), in_transit())
+    await together(*(until_closed(door.client, wf) for wf in k.closed_on_release),
+                   *(until_idle(door.client, wf) for wf in k.in_flight))
     return {k.waiting_dispatch: a, k.waiting_settlement: b, k.returned: c}
+
+
+async def until_closed(client: Client, workflow_id: str, within: float = WAIT) -> None:
+    """The run has completed (its stage shows before its last commands are done)."""
+    try:
+        await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), within)
+    except TimeoutError:
+        raise AssertionError(f"{workflow_id} did not complete within {within:.0f} s") from None
+
+
+async def until_idle(client: Client, workflow_id: str, within: float = WAIT) -> None:
+    """The run waits for its next event: no activity, child or workflow task pending, so the deploy always
+    lands at the same point of its history."""
+    handle = client.get_workflow_handle(workflow_id)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while True:
+        raw = (await handle.describe()).raw_description
+        busy = [*(a.activity_type.name for a in raw.pending_activities),
+                *(c.workflow_type_name for c in raw.pending_children),
+                *(["workflow task"] if raw.HasField("pending_workflow_task") else [])]
+        if not busy:
+            return
+        assert loop.time() - began < within, f"{workflow_id} still busy after {within:.0f} s: {busy}"
+        await asyncio.sleep(0.3)
 
 
 async def after_the_deploy(door: Door, k: Keys, decisions: dict[str, Any]) -> None:
@@ -216,7 +251,15 @@ async def after_the_deploy(door: Door, k: Keys, decisions: dict[str, Any]) -> No
         await door.send("wms", "transfer.received", transfer_id=k.transfer)
         await door.stage(f"/transfers/{k.transfer}", ids.transfer_workflow_id(k.transfer), "received")
 
-    await together(dispatch_deliver_settle(), settle(door, k.waiting_settlement), inspect_and_refund(), receive())
+    async def read_closed() -> None:  # a query on a closed run replays its whole history on today's code
+        await door.stage(order_path(k.waiting_settlement), ids.order_workflow_id("web", k.waiting_settlement),
+                         "fulfilled")
+        await door.stage(order_path(k.returned), ids.order_workflow_id("web", k.returned), "fulfilled")
+        await door.stage(f"{order_path(k.returned)}/settlement", ids.settle_workflow_id("web", k.returned),
+                         "settled")
+
+    await together(dispatch_deliver_settle(), settle(door, k.waiting_settlement), inspect_and_refund(), receive(),
+                   read_closed())
 
 
 # ---- the tests --------------------------------------------------------------------------------------------------
@@ -336,15 +379,10 @@ async def test_processes_started_on_the_last_release_finish_on_todays_code(dev_e
 async def _every_process_ended_as_its_events_say(client: Client, engine, k: Keys, task_queue: str,  # noqa: ANN001
                                                  old_worker: str) -> None:
     orders = (k.waiting_dispatch, k.waiting_settlement, k.returned)
-    # workflow ID -> which workers ran it: the release's only, today's only, or both (in flight at the deploy)
-    ran_on = {ids.order_workflow_id("web", k.waiting_dispatch): {old_worker, NEW_WORKER},
-              ids.order_workflow_id("web", k.waiting_settlement): {old_worker},
-              ids.order_workflow_id("web", k.returned): {old_worker},
-              ids.settle_workflow_id("web", k.waiting_dispatch): {NEW_WORKER},
-              ids.settle_workflow_id("web", k.waiting_settlement): {old_worker, NEW_WORKER},
-              ids.settle_workflow_id("web", k.returned): {old_worker},
-              ids.transfer_workflow_id(k.transfer): {old_worker, NEW_WORKER},
-              ids.return_workflow_id(k.ret): {old_worker, NEW_WORKER}}
+    # workflow ID -> the workers that ran it: the release's only, today's only, or both (in flight at the deploy)
+    ran_on = {**{wf: {old_worker, NEW_WORKER} for wf in k.in_flight},
+              **{wf: {old_worker} for wf in k.closed_on_release},
+              **{wf: {NEW_WORKER} for wf in k.started_today}}
     problems: list[str] = []
     for workflow_id, workers in ran_on.items():
         handle = client.get_workflow_handle(workflow_id)
