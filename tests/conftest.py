@@ -5,7 +5,6 @@ tests (see tests/support.py), as the Temporal samples do.
 """
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support import (
+    create_database,
     register_search_attributes,
     search_attribute_keys,
     temporal_cli,
@@ -44,19 +44,9 @@ def postgres_server_url() -> Iterator[str]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh database for one test module, with the schema migrated to head."""
-    import asyncpg
-
     from activities.db.migrations import upgrade
 
-    server = postgres_server_url.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _, _ = postgres_server_url.rpartition("/")
-    url = f"{base}/{name}"
+    url = await create_database(postgres_server_url)
     await upgrade(url)
     yield url
 

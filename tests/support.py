@@ -53,6 +53,20 @@ async def register_search_attributes(client: "Client") -> None:
     ))
 
 
+async def create_database(postgres_server_url: str) -> str:
+    """A new, empty database on the server (not migrated: the upgrade test lets the release's code do that)."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_server_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, _ = postgres_server_url.rpartition("/")
+    return f"{base}/{name}"
+
+
 def unique(prefix: str) -> str:
     """A fresh business key or task queue, so tests sharing one server never collide."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
