@@ -26,6 +26,11 @@ class ProcessPolicy(BaseModel):
     open_timeout: timedelta = timedelta(days=7)
     # Transfer: a shortage becomes final this long after the last receipt with no further receipt.
     receipt_grace: timedelta = timedelta(hours=24)
+    # ReceiveToStock: a PO line received beyond ordered x (1 + this) opens an over_receipt case.
+    over_receipt_tolerance: Decimal = Decimal("0.05")
+    # CountToAdjust: a SKU's variance within both bounds is adjusted at once; beyond either, ops decide.
+    count_tolerance_units: int = 2
+    count_tolerance_value: Decimal = Decimal("25.00")
 
 
 class ProcessInput(BaseModel):

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     transfer_receipt_grace: timedelta = timedelta(hours=24)  # a transfer's shortage is final this long after its last receipt
     settlement_tolerance: Decimal = Decimal("0.00")
     safety_stock: dict[str, int] = Field(default_factory=dict)  # location_id -> units held back per SKU
+    receipt_over_tolerance: Decimal = Decimal("0.05")  # a PO line received beyond ordered x 1.05 opens a case
+    count_tolerance_units: int = 2  # a count variance of at most this many units per SKU ...
+    count_tolerance_value: Decimal = Decimal("25.00")  # ... and at most this value at standard cost: no approval
     reconciliation_every: timedelta = timedelta(minutes=15)
 
     # Stub adapters: "erp.reserve" / "wms.*" / "pos.capture" -> FaultSpec
@@ -95,6 +98,9 @@ class Settings(BaseSettings):
             partial=partial,
             settlement_tolerance=self.settlement_tolerance,
             receipt_grace=self.transfer_receipt_grace,
+            over_receipt_tolerance=self.receipt_over_tolerance,
+            count_tolerance_units=self.count_tolerance_units,
+            count_tolerance_value=self.count_tolerance_value,
         )
 
     def secrets_for(self, source: str) -> list[str]:
