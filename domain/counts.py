@@ -77,7 +77,7 @@ class RefusedCountLine(BaseModel):
 class DecisionRequest(BaseModel):
     """The `approve` / `reject` update's input. `decided_by` is the API's ops principal or the CLI user."""
 
-    note: Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+    note: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     decided_by: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "ops"
 
 
