@@ -44,6 +44,12 @@ BUCKET_ACCOUNT: dict[Bucket, Account] = {
     Bucket.PENDING_INSPECTION: Account.RETURNS_PENDING_INSPECTION,
 }
 INVENTORY_ACCOUNTS = frozenset(BUCKET_ACCOUNT.values())
+# Where inventory control's value goes when it is not inventory: accruals and variances the reconciliation reports
+# per legal entity beside operational vs financial inventory.
+INVENTORY_CONTROL_ACCOUNTS = (
+    Account.GOODS_RECEIVED, Account.PURCHASE_PRICE_VARIANCE, Account.SHRINK, Account.VENDOR_RECEIVABLE,
+    Account.VENDOR_CREDIT_VARIANCE, Account.ACCOUNTS_PAYABLE,
+)
 
 
 class JournalLine(BaseModel):
