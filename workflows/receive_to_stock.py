@@ -26,7 +26,13 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.erp import ErpActivities, FinancialPosting, LookupItemsInput, LookupLocationsInput
     from activities.wms import ReceiptRecord, TaskLine, WmsActivities
-    from domain.events import Event, EventType, PurchaseOrderClosed, PurchaseOrderCreated, PurchaseOrderReceived
+    from domain.events import (
+        Event,
+        EventType,
+        PurchaseOrderClosed,
+        PurchaseOrderCreated,
+        PurchaseOrderReceived,
+    )
     from domain.inventory import MovementKind, MovementLine, MovementRequest
     from domain.journal import FinancialEvent
     from domain.process import ProcessInput
