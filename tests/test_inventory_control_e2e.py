@@ -240,3 +240,35 @@ async def test_vendor_returns_credited_in_full_and_short(http, database_url) -> 
     assert stock[mug.sku]["DC-EAST"]["vendor_return"] == 0
     assert (await check(database_url)).ok
     await exported(http.client, [f"rtv:{rtv}", f"rtv:{short}"])
+
+
+async def test_the_cli_approves_a_count_and_says_why_it_cannot(http, dev_env) -> None:
+    """`retailflow counts approve|reject COUNT_ID --note` reaches the same update as the API and the UI."""
+    from typer.testing import CliRunner
+
+    from starters.cli import main
+
+    def cli(*args: str):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RETAILFLOW_")}
+        env["RETAILFLOW_TEMPORAL_ADDRESS"] = dev_env.client.service_client.config.target_host
+        return CliRunner().invoke(main, list(args), env=env)
+
+    count = f"CC-cli-{uuid.uuid4().hex[:6]}"
+    sku = "APP-JKT-M"  # standard 62.00
+    on_hand = await available(http.engine, sku, "DC-WEST")
+    await send(http, "wms", "count.submitted", {"count_id": count, "location_id": "DC-WEST",
+                                                "counted_at": datetime.now(UTC).isoformat(),
+                                                "lines": [{"sku": sku, "quantity": on_hand + 1}]})
+    await read(http, f"/counts/{count}", stage("awaiting_approval"))
+    blank = await asyncio.to_thread(cli, "counts", "approve", count, "--note", "  ")
+    assert blank.exit_code == 1 and "a note is required" in blank.output
+    approved = await asyncio.to_thread(cli, "counts", "approve", count, "--note", "found behind the racking",
+                                       "--by", "ops-cli")
+    assert approved.exit_code == 0, approved.output
+    body = json.loads(approved.output)
+    assert body["stage"] == "adjusted" and body["decision"]["decided_by"] == "ops-cli"
+    assert await available(http.engine, sku, "DC-WEST") == on_hand + 1
+    closed = await asyncio.to_thread(cli, "counts", "reject", count, "--note", "changed my mind")
+    assert closed.exit_code == 1 and "no decision is awaited" in closed.output
+    unknown = await asyncio.to_thread(cli, "counts", "reject", f"NOPE-{count}", "--note", "x")
+    assert unknown.exit_code == 1 and "no count" in unknown.output
