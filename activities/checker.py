@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from activities.db.engine import create_engine
-from domain.journal import BUCKET_ACCOUNT, INVENTORY_ACCOUNTS
+from domain.journal import BUCKET_ACCOUNT, INVENTORY_ACCOUNTS, INVENTORY_CONTROL_ACCOUNTS, Account
 
 MAX_SAMPLES = 20  # violations listed per check; `violations` counts them all
 
@@ -40,6 +40,14 @@ _BUCKET_ACCOUNT_SQL = "CASE b.bucket " + " ".join(
     f"WHEN '{bucket.value}' THEN '{account.value}'" for bucket, account in BUCKET_ACCOUNT.items()
 ) + " END"
 _INVENTORY_ACCOUNTS_SQL = ", ".join(f"'{a.value}'" for a in sorted(INVENTORY_ACCOUNTS))
+_CHART_SQL = ", ".join(f"'{a.value}'" for a in Account)
+
+# Inventory control's accruals and variances per legal entity (debit minus credit), for the reconciliation report.
+ACCRUALS_SQL = f"""
+    SELECT e.legal_entity, l.account, sum(l.debit - l.credit) AS balance
+      FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
+     WHERE l.account IN ({", ".join(f"'{a.value}'" for a in INVENTORY_CONTROL_ACCOUNTS)})
+     GROUP BY 1, 2 ORDER BY 1, 2"""
 
 # Operational and financial inventory side by side, per legal entity and inventory account: the checker compares
 # them, the reconciliation reports them.
@@ -86,6 +94,21 @@ CHECKS: list[tuple[str, str, str]] = [
      f"""SELECT legal_entity, account, units_at_cost, journal_balance FROM ({ENTITY_INVENTORY_SQL}) figures
          WHERE units_at_cost <> journal_balance
          ORDER BY 1, 2"""),
+    ("journal_accounts_known", "every journal line posts to an account of the chart of accounts",
+     f"""SELECT l.entry_key, l.line, l.account FROM journal_lines l
+         WHERE l.account NOT IN ({_CHART_SQL}) ORDER BY 1, 2"""),
+    ("grni_is_a_credit", "per purchase order, goods received not invoiced is a credit (received at PO cost, never "
+                         "more released than accrued)",
+     """SELECT e.legal_entity, e.reference, sum(l.debit - l.credit) AS balance
+          FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
+         WHERE l.account = 'goods_received_not_invoiced' AND e.reference IS NOT NULL
+         GROUP BY 1, 2 HAVING sum(l.debit - l.credit) > 0 ORDER BY 1, 2"""),
+    ("vendor_receivable_not_negative", "per return to vendor, the vendor credit receivable is never cleared beyond "
+                                       "what was returned (a differing credit goes to the variance account)",
+     """SELECT e.legal_entity, e.reference, sum(l.debit - l.credit) AS balance
+          FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
+         WHERE l.account = 'vendor_receivable' AND e.reference IS NOT NULL
+         GROUP BY 1, 2 HAVING sum(l.debit - l.credit) < 0 ORDER BY 1, 2"""),
     ("keys_applied_once", "no transaction key was applied twice (ledger rows or journal entries)",
      """SELECT 'movement' AS what, key, line::text AS part, location_id || '/' || bucket AS target, count(*) AS times
           FROM movements GROUP BY key, line, location_id, bucket HAVING count(*) > 1

@@ -4,6 +4,7 @@ Models and names are the contract between the workflows and the adapters.
 """
 from collections.abc import Mapping
 from decimal import Decimal
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -52,6 +53,20 @@ class AvailabilityRow(BaseModel):
 
 class AvailabilityResult(BaseModel):
     rows: list[AvailabilityRow]
+
+
+class StockInput(BaseModel):
+    """Buckets of some SKUs at one location, now or as the ledger stood at `as_of` (movements up to then)."""
+
+    skus: list[str]
+    location_id: str
+    as_of: datetime | None = None
+
+
+class StockResult(BaseModel):
+    location_id: str
+    as_of: datetime | None = None
+    buckets: dict[str, dict[str, int]]  # sku -> bucket -> units (every bucket, zeros included; known SKUs only)
 
 
 class MovementResult(BaseModel):
@@ -126,6 +141,15 @@ class ErpActivities:
             ])
 
         return await guarded(self.faults, "erp.get_availability", call)
+
+    @activity.defn(name="get_stock")
+    async def get_stock(self, input: StockInput) -> StockResult:
+        """The ledger's buckets at one location, now or as of a past moment (a count's `counted_at`)."""
+        async def call() -> StockResult:
+            found = await self.erp.stock_at(sorted(set(input.skus)), input.location_id, input.as_of)
+            return StockResult(location_id=input.location_id, as_of=input.as_of, buckets=found)
+
+        return await guarded(self.faults, "erp.get_stock", call)
 
     @activity.defn(name="post_movement")
     async def post_movement(self, input: MovementRequest) -> MovementResult:

@@ -129,7 +129,7 @@ class ReconciliationActivities:
     @activity.defn(name="reconcile_check_inventory")
     async def check_inventory(self, query: InventoryQuery) -> InventoryCheck:
         """The invariant checker plus per-entity figures, in one repeatable-read, read-only snapshot."""
-        from activities.checker import check_connection
+        from activities.checker import ACCRUALS_SQL, check_connection
 
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -139,6 +139,7 @@ class ReconciliationActivities:
                 rows = (await conn.execute(text(_entity_sql()))).mappings().all()
                 entities_known = (await conn.execute(
                     text("SELECT DISTINCT legal_entity FROM locations ORDER BY 1"))).scalars().all()
+                accruals = (await conn.execute(text(ACCRUALS_SQL))).all()
         by_entity: dict[str, EntityInventory] = {
             e: EntityInventory(legal_entity=e, units=0, units_at_cost=Decimal(0), journal_balance=Decimal(0))
             for e in entities_known
@@ -152,6 +153,9 @@ class ReconciliationActivities:
             entity.accounts.append(AccountFigure(account=row["account"], units_at_cost=Decimal(row["units_at_cost"]),
                                                  journal_balance=Decimal(row["journal_balance"])))
         late = await self._late_events_without_case()
+        for entity_name, account, balance in accruals:
+            if entity_name in by_entity and balance:
+                by_entity[entity_name].accruals[account] = Decimal(balance)
         return InventoryCheck(
             checked_at=report.checked_at,
             checks=[*(CheckSummary(**c.model_dump()) for c in report.checks), late],

@@ -132,7 +132,7 @@ class TransferShipmentInput(BaseModel):
 
 class ReceiptRecord(BaseModel):
     key: str
-    kind: str  # "transfer" or "return"
+    kind: str  # "transfer", "return" or "purchase_order"
     reference: str  # transfer_id or return_id
     location_id: str
     lines: list[TaskLine]

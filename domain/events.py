@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -271,6 +272,67 @@ class OrderClosed(_Data):
     shipment_ids: list[str] = Field(default_factory=list)
 
 
+# --- inventory control: receipts against purchase orders, cycle counts, returns to vendors -------------------
+class PurchaseOrderLine(_Data):
+    line_id: Id
+    sku: Sku
+    quantity: Quantity
+    uom: Uom = "EA"
+    unit_cost: Annotated[Amount, Field(ge=Decimal(0), max_digits=14, decimal_places=4)]  # per `uom`
+
+
+class PurchaseOrderCreated(_Data):
+    po_id: Id
+    supplier_id: Id
+    location_id: Id
+    currency: Currency
+    expected_at: AwareDatetime  # with its offset: a deadline is a moment, not a wall-clock reading
+    lines: list[PurchaseOrderLine] = Field(min_length=1, max_length=500)
+
+
+class ReceiptLine(_Data):
+    line_id: Id
+    sku: Sku
+    quantity: Quantity  # base units (EA)
+
+
+class PurchaseOrderReceived(_Data):
+    po_id: Id
+    receipt_id: Id
+    location_id: Id
+    lines: list[ReceiptLine] = Field(min_length=1, max_length=500)
+
+
+class PurchaseOrderClosed(_Data):
+    po_id: Id
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class CountedQuantity(_Data):
+    sku: Sku
+    quantity: ReturnQuantity  # zero is a real count: none on hand
+
+
+class CountSubmitted(_Data):
+    count_id: Id
+    location_id: Id
+    counted_at: AwareDatetime
+    lines: list[CountedQuantity] = Field(min_length=1, max_length=500)
+
+
+class VendorReturnShipped(_Data):
+    rtv_id: Id
+    location_id: Id
+    supplier_id: Id
+    lines: list[SkuQuantity] = Field(min_length=1, max_length=500)
+
+
+class VendorCreditReceived(_Data):
+    rtv_id: Id
+    amount: Annotated[Amount, Field(ge=Decimal(0), max_digits=14, decimal_places=2)]  # zero: the vendor credits nothing
+    currency: Currency
+
+
 class EventType(StrEnum):
     ORDER_PLACED = "order.placed"
     ORDER_CANCELLED = "order.cancelled"
@@ -286,6 +348,12 @@ class EventType(StrEnum):
     RETURN_RECEIVED = "return.received"
     RETURN_INSPECTED = "return.inspected"
     REFUND_SETTLED = "refund.settled"
+    PURCHASE_ORDER_CREATED = "purchase_order.created"
+    PURCHASE_ORDER_RECEIVED = "purchase_order.received"
+    PURCHASE_ORDER_CLOSED = "purchase_order.closed"
+    COUNT_SUBMITTED = "count.submitted"
+    VENDOR_RETURN_SHIPPED = "vendor_return.shipped"
+    VENDOR_CREDIT_RECEIVED = "vendor_credit.received"
     # Internal: sent by one process to another, never accepted from a webhook.
     ORDER_SHIPPED = "order.shipped"
     ORDER_CLOSED = "order.closed"
@@ -308,6 +376,12 @@ EVENT_DATA: dict[EventType, type[_Data]] = {
     EventType.REFUND_SETTLED: RefundSettled,
     EventType.ORDER_SHIPPED: OrderShipped,
     EventType.ORDER_CLOSED: OrderClosed,
+    EventType.PURCHASE_ORDER_CREATED: PurchaseOrderCreated,
+    EventType.PURCHASE_ORDER_RECEIVED: PurchaseOrderReceived,
+    EventType.PURCHASE_ORDER_CLOSED: PurchaseOrderClosed,
+    EventType.COUNT_SUBMITTED: CountSubmitted,
+    EventType.VENDOR_RETURN_SHIPPED: VendorReturnShipped,
+    EventType.VENDOR_CREDIT_RECEIVED: VendorCreditReceived,
 }
 
 # Which sources may send which event types (the contract's "sent by" column). Configured extra sources
@@ -343,6 +417,17 @@ SOURCE_EVENTS: dict[str, frozenset[EventType]] = {
     "carrier": frozenset({EventType.SHIPMENT_DELIVERED}),
     "payments": frozenset({EventType.PAYMENT_SETTLED, EventType.REFUND_SETTLED}),
 }
+# Inventory control: the ERP owns purchase orders and vendor credits; receipts and counts come from the WMS or a
+# store, a return to vendor ships from the WMS.
+INVENTORY_CONTROL_EVENTS: dict[str, frozenset[EventType]] = {
+    "erp": frozenset({EventType.PURCHASE_ORDER_CREATED, EventType.PURCHASE_ORDER_CLOSED,
+                      EventType.VENDOR_CREDIT_RECEIVED}),
+    "wms": frozenset({EventType.PURCHASE_ORDER_RECEIVED, EventType.COUNT_SUBMITTED,
+                      EventType.VENDOR_RETURN_SHIPPED}),
+    "pos": frozenset({EventType.PURCHASE_ORDER_RECEIVED, EventType.COUNT_SUBMITTED}),
+}
+for _source, _types in INVENTORY_CONTROL_EVENTS.items():
+    SOURCE_EVENTS[_source] = SOURCE_EVENTS.get(_source, frozenset()) | _types
 
 EventData = (
     OrderPlaced
@@ -361,6 +446,12 @@ EventData = (
     | RefundSettled
     | OrderShipped
     | OrderClosed
+    | PurchaseOrderCreated
+    | PurchaseOrderReceived
+    | PurchaseOrderClosed
+    | CountSubmitted
+    | VendorReturnShipped
+    | VendorCreditReceived
 )
 
 
@@ -408,4 +499,4 @@ class WebhookBody(BaseModel):
     data: dict
 
 
-ProcessName = Literal["order", "settle", "transfer", "return"]
+ProcessName = Literal["order", "settle", "transfer", "return", "po", "count", "rtv"]

@@ -17,6 +17,18 @@ def return_workflow_id(return_id: str) -> str:
     return f"return:{return_id}"
 
 
+def po_workflow_id(po_id: str) -> str:
+    return f"po:{po_id}"
+
+
+def count_workflow_id(count_id: str) -> str:
+    return f"count:{count_id}"
+
+
+def rtv_workflow_id(rtv_id: str) -> str:
+    return f"rtv:{rtv_id}"
+
+
 def exception_workflow_id(process_workflow_id: str, kind: str) -> str:
     return f"exception:{process_workflow_id}:{kind}"
 

@@ -30,6 +30,9 @@ class Account(StrEnum):
     VENDOR_RECEIVABLE = "vendor_receivable"
     SETTLEMENT_DIFFERENCES = "settlement_differences"  # settled gross vs captured, within the tolerance
     PROCESSOR_FEES = "processor_fees"  # what the payment processor kept out of a settlement
+    PURCHASE_PRICE_VARIANCE = "purchase_price_variance"
+    ACCOUNTS_PAYABLE = "accounts_payable"
+    VENDOR_CREDIT_VARIANCE = "vendor_credit_variance"
 
 
 # Where the value of units in each bucket sits.
@@ -43,6 +46,12 @@ BUCKET_ACCOUNT: dict[Bucket, Account] = {
     Bucket.PENDING_INSPECTION: Account.RETURNS_PENDING_INSPECTION,
 }
 INVENTORY_ACCOUNTS = frozenset(BUCKET_ACCOUNT.values())
+# Where inventory control's value goes when it is not inventory: accruals and variances the reconciliation reports
+# per legal entity beside operational vs financial inventory.
+INVENTORY_CONTROL_ACCOUNTS = (
+    Account.GOODS_RECEIVED, Account.PURCHASE_PRICE_VARIANCE, Account.SHRINK, Account.VENDOR_RECEIVABLE,
+    Account.VENDOR_CREDIT_VARIANCE, Account.ACCOUNTS_PAYABLE,
+)
 
 
 class JournalLine(BaseModel):
@@ -139,6 +148,13 @@ class FinancialEvent(StrEnum):
     SETTLEMENT = "settlement"  # payment settled: Dr cash clearing, Cr receivable
     SALES_RETURN = "sales_return"  # refund owed for accepted units: Dr sales returns, Cr refunds payable
     REFUND_PAID = "refund_paid"  # refund settled: Dr refunds payable, Cr cash clearing
+    # A receipt carries inventory at standard cost against GRNI (the movement's own entry); the PO's cost differs
+    # by the purchase price variance, which brings GRNI to what the supplier will invoice.
+    PRICE_VARIANCE_UNFAVOURABLE = "price_variance_unfavourable"  # PO above standard: Dr PPV, Cr GRNI
+    PRICE_VARIANCE_FAVOURABLE = "price_variance_favourable"  # PO below standard: Dr GRNI, Cr PPV
+    VENDOR_CREDIT = "vendor_credit"  # credit note for returned units: Dr accounts payable, Cr vendor receivable
+    VENDOR_CREDIT_SHORT = "vendor_credit_short"  # credited less: Dr vendor credit variance, Cr vendor receivable
+    VENDOR_CREDIT_OVER = "vendor_credit_over"  # credited more: Dr accounts payable, Cr vendor credit variance
 
 
 FINANCIAL_ACCOUNTS: dict[FinancialEvent, tuple[Account, Account]] = {
@@ -146,6 +162,11 @@ FINANCIAL_ACCOUNTS: dict[FinancialEvent, tuple[Account, Account]] = {
     FinancialEvent.SETTLEMENT: (Account.CASH_CLEARING, Account.RECEIVABLE),
     FinancialEvent.SALES_RETURN: (Account.SALES_RETURNS, Account.REFUNDS_PAYABLE),
     FinancialEvent.REFUND_PAID: (Account.REFUNDS_PAYABLE, Account.CASH_CLEARING),
+    FinancialEvent.PRICE_VARIANCE_UNFAVOURABLE: (Account.PURCHASE_PRICE_VARIANCE, Account.GOODS_RECEIVED),
+    FinancialEvent.PRICE_VARIANCE_FAVOURABLE: (Account.GOODS_RECEIVED, Account.PURCHASE_PRICE_VARIANCE),
+    FinancialEvent.VENDOR_CREDIT: (Account.ACCOUNTS_PAYABLE, Account.VENDOR_RECEIVABLE),
+    FinancialEvent.VENDOR_CREDIT_SHORT: (Account.VENDOR_CREDIT_VARIANCE, Account.VENDOR_RECEIVABLE),
+    FinancialEvent.VENDOR_CREDIT_OVER: (Account.ACCOUNTS_PAYABLE, Account.VENDOR_CREDIT_VARIANCE),
 }
 
 

@@ -29,6 +29,11 @@ class ProcessPolicy(BaseModel):
     # Transfer (release 2): the units still reserved and unshipped are released this long after the last shipment
     # notice with no further notice, unless a notice said `complete` first.
     ship_grace: timedelta = timedelta(hours=24)
+    # ReceiveToStock: a PO line received beyond ordered x (1 + this) opens an over_receipt case.
+    over_receipt_tolerance: Decimal = Decimal("0.05")
+    # CountToAdjust: a SKU's variance within both bounds is adjusted at once; beyond either, ops decide.
+    count_tolerance_units: int = 2
+    count_tolerance_value: Decimal = Decimal("25.00")
 
 
 class ProcessInput(BaseModel):

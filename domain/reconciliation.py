@@ -37,6 +37,9 @@ PROCESS_CLOCKS: dict[str, tuple[SlaKind, ...]] = {
     "ShipToSettle": (SlaKind.AUTHORIZATION_EXPIRING, SlaKind.SETTLEMENT_OVERDUE),
     "Transfer": (SlaKind.TRANSFER_SHIP_OVERDUE, SlaKind.TRANSFER_OVERDUE),
     "ReturnToRefund": (SlaKind.RETURN_NOT_RECEIVED, SlaKind.INSPECTION_OVERDUE, SlaKind.REFUND_OVERDUE),
+    # ReceiveToStock has no bound: a PO stays open until received or closed, its clock runs from its expected_at
+    "CountToAdjust": (SlaKind.COUNT_APPROVAL_OVERDUE,),
+    "VendorReturn": (SlaKind.VENDOR_CREDIT_OVERDUE,),
 }
 DEFAULT_GRACE = timedelta(hours=1)
 DEFAULT_MAX_CASES = 50  # cases opened per run at most; the report still lists every discrepancy
@@ -89,6 +92,9 @@ class EntityInventory(BaseModel):
     units_at_cost: Decimal
     journal_balance: Decimal
     accounts: list[AccountFigure] = Field(default_factory=list)
+    # inventory control's accruals and variances (GRNI, price variance, shrink, vendor credit receivable, vendor
+    # credit variance, accounts payable): debit minus credit, reported beside the inventory they came from
+    accruals: dict[str, Decimal] = Field(default_factory=dict)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -8,7 +8,7 @@ from domain.events import Event, EventType, ProcessName
 # Events that open (rather than advance) their process.
 OPENING_EVENTS = frozenset(
     {EventType.ORDER_PLACED, EventType.TRANSFER_REQUESTED, EventType.RETURN_AUTHORIZED, EventType.ORDER_SHIPPED}
-)
+) | frozenset({EventType.PURCHASE_ORDER_CREATED, EventType.COUNT_SUBMITTED, EventType.VENDOR_RETURN_SHIPPED})
 
 
 @dataclass(frozen=True)
@@ -44,4 +44,10 @@ def route(event: Event) -> Route:
         channel = getattr(d, "channel", None)
         return Route("return", "ReturnToRefund", ids.return_workflow_id(d.return_id), channel, t in OPENING_EVENTS,
                      d.return_id)
+    if t in {EventType.PURCHASE_ORDER_CREATED, EventType.PURCHASE_ORDER_RECEIVED, EventType.PURCHASE_ORDER_CLOSED}:
+        return Route("po", "ReceiveToStock", ids.po_workflow_id(d.po_id), None, t in OPENING_EVENTS, d.po_id)
+    if t is EventType.COUNT_SUBMITTED:
+        return Route("count", "CountToAdjust", ids.count_workflow_id(d.count_id), None, True, d.count_id)
+    if t in {EventType.VENDOR_RETURN_SHIPPED, EventType.VENDOR_CREDIT_RECEIVED}:
+        return Route("rtv", "VendorReturn", ids.rtv_workflow_id(d.rtv_id), None, t in OPENING_EVENTS, d.rtv_id)
     raise ValueError(f"no process for event type {t}")

@@ -20,6 +20,9 @@ class SlaKind(StrEnum):
     RETURN_NOT_RECEIVED = "return_not_received"
     INSPECTION_OVERDUE = "inspection_overdue"
     REFUND_OVERDUE = "refund_overdue"
+    PO_RECEIPT_OVERDUE = "po_receipt_overdue"
+    COUNT_APPROVAL_OVERDUE = "count_approval_overdue"
+    VENDOR_CREDIT_OVERDUE = "vendor_credit_overdue"
 
 
 class CaseKind(StrEnum):
@@ -43,6 +46,14 @@ class CaseKind(StrEnum):
     LATE_EVENT = "late_event"  # an event for a process that had already ended (stored, applied where it must be)
     SHIPPED_AFTER_CANCEL = "shipped_after_cancel"  # the WMS dispatched a parcel of a cancelled order
     OVER_RETURN = "over_return"  # a return asked for more than is still returnable (other returns counted)
+    PO_RECEIPT_OVERDUE = "po_receipt_overdue"
+    OVER_RECEIPT = "over_receipt"  # received beyond the PO line's tolerance: received all the same
+    UNKNOWN_PO_LINE = "unknown_po_line"  # a receipt line the PO does not have: received all the same
+    COUNT_APPROVAL_OVERDUE = "count_approval_overdue"
+    COUNT_BELOW_HELD = "count_below_held"  # counted fewer than running processes hold: not adjusted below that
+    VENDOR_CREDIT_OVERDUE = "vendor_credit_overdue"
+    VENDOR_CREDIT_MISMATCH = "vendor_credit_mismatch"  # the credit differs from the receivable
+    VENDOR_RETURN_SHORT = "vendor_return_short"  # shipped to the vendor more than `vendor_return` held
 
 
 SLA_DEFAULTS: dict[SlaKind, timedelta] = {
@@ -56,6 +67,10 @@ SLA_DEFAULTS: dict[SlaKind, timedelta] = {
     SlaKind.RETURN_NOT_RECEIVED: timedelta(days=30),
     SlaKind.INSPECTION_OVERDUE: timedelta(hours=72),
     SlaKind.REFUND_OVERDUE: timedelta(days=5),
+    # po_receipt_overdue runs from the PO's expected_at (not from its creation): its deadline is the grace.
+    SlaKind.PO_RECEIPT_OVERDUE: timedelta(hours=24),
+    SlaKind.COUNT_APPROVAL_OVERDUE: timedelta(hours=24),
+    SlaKind.VENDOR_CREDIT_OVERDUE: timedelta(days=30),
 }
 
 

@@ -19,7 +19,7 @@ from worker.settings import Settings
 main = typer.Typer(
     name="retailflow",
     help="Durable Temporal workflows for retail inventory: reserve-to-fulfill, ship-to-settle, transfer, "
-         "return-to-refund.",
+         "return-to-refund, receive-to-stock, count-to-adjust, vendor return.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -28,6 +28,9 @@ exceptions_app = typer.Typer(help="Exception cases opened by SLA breaches: list 
 histories_app = typer.Typer(help="Workflow histories for replay tests.", no_args_is_help=True)
 main.add_typer(exceptions_app, name="exceptions")
 main.add_typer(histories_app, name="histories")
+counts_app = typer.Typer(help="Cycle counts beyond tolerance: approve or reject their adjustment.",
+                         no_args_is_help=True)
+main.add_typer(counts_app, name="counts")
 
 
 def settings() -> Settings:
@@ -252,6 +255,50 @@ def exceptions_resolve(
     except CaseError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
+
+
+def _count_decision(verdict: str, count_id: str, note: str, decided_by: str | None) -> None:
+    import getpass
+
+    from domain.counts import DecisionRequest
+    from starters.counts import CountError, decide
+
+    by = decided_by or f"cli:{getpass.getuser()}"
+
+    async def go() -> Any:
+        from worker.client import connect
+
+        client = await connect(with_running_stack(settings()))
+        return await decide(client, count_id, verdict, DecisionRequest(note=note, decided_by=by))  # type: ignore[arg-type]
+
+    if not note.strip():
+        typer.echo("error: a note is required: say why", err=True)
+        raise typer.Exit(1)
+    try:
+        echo_json(asyncio.run(go()))
+    except CountError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
+@counts_app.command("approve")
+def counts_approve(
+    count_id: str = typer.Argument(..., help="The count's ID (its workflow is count:<COUNT_ID>)."),
+    note: str = typer.Option(..., help="Why the variance is accepted."),
+    decided_by: str = typer.Option(None, "--by", help="Who decides (default cli:<your user name>)."),
+) -> None:
+    """Approve a count's variances beyond tolerance: the adjustment is posted (reason cycle_count)."""
+    _count_decision("approve", count_id, note, decided_by)
+
+
+@counts_app.command("reject")
+def counts_reject(
+    count_id: str = typer.Argument(..., help="The count's ID."),
+    note: str = typer.Option(..., help="Why (e.g. recount ordered)."),
+    decided_by: str = typer.Option(None, "--by", help="Who decides (default cli:<your user name>)."),
+) -> None:
+    """Reject a count's variances beyond tolerance: nothing is adjusted."""
+    _count_decision("reject", count_id, note, decided_by)
 
 
 @main.command()

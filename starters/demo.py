@@ -2,7 +2,8 @@
 
 The day (starters.traffic.DayPlan): 200 orders across web, marketplace and POS, ship and pickup, cancellations
 before and after pick, short picks, split shipments, transfers (one with a receipt variance), returns with mixed
-dispositions, a few late and missing events that breach short demo SLAs, duplicate and out-of-order deliveries,
+dispositions, a purchase order received in two parts, cycle counts (one beyond tolerance, approved through the
+API), a damaged lot returned to its vendor and credited, a few late and missing events that breach short demo SLAs, duplicate and out-of-order deliveries,
 and adapter faults switched on. Then it checks that every process ended as its events call for, runs a
 reconciliation and the invariant checker, and prints what happened and where to look in the Temporal UI.
 
@@ -32,7 +33,8 @@ DEMO_SLA = {
 LATE_BY = timedelta(seconds=60)
 DEMO_FAULTS = {"*": FaultSpec(failure_rate=0.03, latency_ms=10)}
 PROCESS_OF_PREFIX = {"order": "ReserveToFulfill", "settle": "ShipToSettle", "transfer": "Transfer",
-                     "return": "ReturnToRefund"}
+                     "return": "ReturnToRefund", "po": "ReceiveToStock", "count": "CountToAdjust",
+                     "rtv": "VendorReturn"}
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -135,7 +137,8 @@ def render(summary: DemoSummary, console: Console) -> None:
     for label, query in [("SLA breached", "SlaBreached = true"),
                          ("open exception cases", "WorkflowType = 'ExceptionCase' AND ExecutionStatus = 'Running'"),
                          ("orders still open", "WorkflowType = 'ReserveToFulfill' AND ExecutionStatus = 'Running'"),
-                         ("everything at DC-EAST", "LocationIds = 'DC-EAST'")]:
+                         ("everything at DC-EAST", "LocationIds = 'DC-EAST'"),
+                         ("counts ops decided", "WorkflowType = 'CountToAdjust' AND Stage = 'adjusted'")]:
         console.print(f"  {label:<22} {ui}/namespaces/default/workflows?query={_quote(query)}")
     console.print(f"Day finished in {summary.seconds:.0f}s: "
                   + ("[green]every process ended as expected[/green]" if summary.ok else "[red]see above[/red]"))

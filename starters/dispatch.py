@@ -31,7 +31,17 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.events import Event, EventType, OrderPlaced, OrderShipped, ReturnAuthorized, TransferRequested
+from domain.events import (
+    CountSubmitted,
+    Event,
+    EventType,
+    OrderPlaced,
+    OrderShipped,
+    PurchaseOrderCreated,
+    ReturnAuthorized,
+    TransferRequested,
+    VendorReturnShipped,
+)
 from domain.ids import late_event_workflow_id
 from domain.late import ClosedProcess, LateEventInput, late_case_id
 from domain.order import OrderDecision
@@ -80,6 +90,12 @@ def start_summary(event: Event, r: Route) -> str:
         return f"Return {r.business_key} of order {d.channel}/{d.order_id}, {_lines(d.lines)}, to {d.return_location_id}"
     if isinstance(d, OrderShipped):
         return f"Settlement of order {r.business_key}, from shipment {d.shipment_id}"
+    if isinstance(d, PurchaseOrderCreated):
+        return f"PO {r.business_key} from {d.supplier_id}, {_lines(d.lines)}, to {d.location_id}"
+    if isinstance(d, CountSubmitted):
+        return f"Count {r.business_key} at {d.location_id}, {len(d.lines)} SKU(s), counted {d.counted_at:%Y-%m-%d %H:%M}"
+    if isinstance(d, VendorReturnShipped):
+        return f"Return to vendor {r.business_key}: {_lines(d.lines)} from {d.location_id} to {d.supplier_id}"
     return f"{r.workflow_type} {r.business_key} (opened by an early {event.type})"
 
 

@@ -1,10 +1,11 @@
 """The read API: what ops and the channels ask (bearer token, JSON), answered from workflow queries and the
 database.
 
-- processes (`/orders/{channel}/{order_id}`, `/transfers/{id}`, `/returns/{id}`): the workflow's `state` query
-  while the process runs; once it has ended, its final state from the process registry in PostgreSQL (no
-  history replay, and still there after Temporal's retention), with the events that came after it ended;
-  a 404 problem when there is no such process;
+- processes (`/orders/{channel}/{order_id}`, `/transfers/{id}`, `/returns/{id}`, `/purchase-orders/{id}`,
+  `/counts/{id}`, `/vendor-returns/{id}`): the workflow's `state` query while the process runs; once it has
+  ended, its final state from the process registry in PostgreSQL (no history replay, and still there after
+  Temporal's retention), with the events that came after it ended; a 404 problem when there is no such process;
+- ops' count decisions (`POST /counts/{id}/approve|reject`, `require_ops`): starters.counts;
 - stock and master data (`/inventory/{sku}`, `/items`, `/items/{sku}`, `/locations`): the ERP tables;
 - exception cases (`/exceptions`, `POST /exceptions/{id}/resolve`): starters.exceptions;
 - `/reconciliation/latest`: `latest_reconciliation(engine)` (404 until a run exists).
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -45,6 +46,24 @@ def require_token(request: Request,
     if not credentials or not ok:
         raise Problem(401, "a valid bearer token is required", slug="unauthorized",
                       headers={"WWW-Authenticate": "Bearer"})
+
+
+class OpsPrincipal(BaseModel):
+    """Who acts for ops through the API; recorded as the decider of what they decide."""
+
+    name: str
+
+
+def require_ops(request: Request,
+                credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> OpsPrincipal:
+    """The ops-scoped door (count decisions). Issue 18 brings token scopes and names: rebind this one dependency
+    there. Until then every API token may act for ops and is named by its position in RETAILFLOW_API_TOKENS
+    (never by its value)."""
+    require_token(request, credentials)
+    given = (credentials.credentials if credentials else "").encode()
+    tokens = [t.get_secret_value().encode() for t in request.app.state.settings.api_tokens]
+    index = next(i for i, token in enumerate(tokens) if hmac.compare_digest(given, token))
+    return OpsPrincipal(name=f"api-token-{index + 1}")
 
 
 router = APIRouter(dependencies=[Depends(require_token)], responses=responses(401, 422, 503))
@@ -144,6 +163,62 @@ async def get_transfer(request: Request, transfer_id: IdPath) -> dict[str, Any]:
             summary="A return's process state")
 async def get_return(request: Request, return_id: IdPath) -> dict[str, Any]:
     return await process_state(request, ids.return_workflow_id(return_id))
+
+
+@router.get("/purchase-orders/{po_id}", tags=["processes"], responses=PROCESS_RESPONSES,
+            summary="A purchase order's receive-to-stock process state")
+async def get_purchase_order(request: Request, po_id: IdPath) -> dict[str, Any]:
+    return await process_state(request, ids.po_workflow_id(po_id))
+
+
+@router.get("/counts/{count_id}", tags=["processes"], responses=PROCESS_RESPONSES,
+            summary="A cycle count's count-to-adjust process state")
+async def get_count(request: Request, count_id: IdPath) -> dict[str, Any]:
+    return await process_state(request, ids.count_workflow_id(count_id))
+
+
+class CountDecisionBody(BaseModel):
+    note: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+async def _decide(request: Request, count_id: str, verdict: str, body: CountDecisionBody,
+                  principal: OpsPrincipal) -> dict[str, Any]:
+    from domain.counts import DecisionRequest
+    from starters.counts import CountNotFound, CountRefused, decide
+
+    if not body.note.strip():
+        raise Problem(422, "a note is required: say why", slug="validation")
+    client = await _client(request)
+    try:
+        state = await decide(client, count_id, verdict,  # type: ignore[arg-type]
+                             DecisionRequest(note=body.note, decided_by=principal.name))
+    except CountNotFound as missing:
+        raise Problem(404, str(missing), slug="not-found") from None
+    except CountRefused as refused:
+        raise Problem(409, str(refused), slug="refused") from None
+    except RPCError as err:
+        raise unavailable(f"the count cannot be decided right now: {err.message}") from None
+    return state.model_dump(mode="json")
+
+
+@router.post("/counts/{count_id}/approve", tags=["processes"], responses=responses(404, 409),
+             summary="Ops approve a count's variances beyond tolerance: they are adjusted (ops token)")
+async def approve_count(request: Request, count_id: IdPath, body: CountDecisionBody,
+                        principal: Annotated[OpsPrincipal, Depends(require_ops)]) -> dict[str, Any]:
+    return await _decide(request, count_id, "approve", body, principal)
+
+
+@router.post("/counts/{count_id}/reject", tags=["processes"], responses=responses(404, 409),
+             summary="Ops reject a count's variances beyond tolerance: nothing is adjusted (ops token)")
+async def reject_count(request: Request, count_id: IdPath, body: CountDecisionBody,
+                       principal: Annotated[OpsPrincipal, Depends(require_ops)]) -> dict[str, Any]:
+    return await _decide(request, count_id, "reject", body, principal)
+
+
+@router.get("/vendor-returns/{rtv_id}", tags=["processes"], responses=PROCESS_RESPONSES,
+            summary="A return to vendor's process state")
+async def get_vendor_return(request: Request, rtv_id: IdPath) -> dict[str, Any]:
+    return await process_state(request, ids.rtv_workflow_id(rtv_id))
 
 
 @router.get("/inventory/{sku}", tags=["stock"], responses=responses(404), response_model=InventoryAnswer,

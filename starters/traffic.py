@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from domain import ids
-from domain.catalog import DISTRIBUTION_CENTERS, ITEMS, STORES
+from domain.catalog import DISTRIBUTION_CENTERS, ITEMS, ITEMS_BY_SKU, STORES
 from domain.items import Item
 from starters.signatures import sign_headers
 from workflows.common import SLA_BREACHED
@@ -95,6 +95,25 @@ class Sender:
                 wait = delay
             if asyncio.get_running_loop().time() > give_up:
                 raise TimeoutError(f"webhook {webhook_id} to {source} not acknowledged within {self.max_wait}s")
+            await asyncio.sleep(min(wait, 5.0))
+            delay = min(delay * 2, 5.0)
+
+    async def act(self, path: str, body: dict) -> httpx.Response:
+        """An ops action through the API (e.g. `POST /counts/{id}/approve`), retried while the stack is down or
+        busy (503, 5xx, transport errors); answers the first non-5xx response."""
+        headers = {"authorization": f"Bearer {self.api_token}"}
+        give_up = asyncio.get_running_loop().time() + self.max_wait
+        delay = 0.2
+        while True:
+            try:
+                response = await self.http.post(path, json=body, headers=headers)
+                if response.status_code < 500:
+                    return response
+                wait = float(response.headers.get("retry-after", delay))
+            except httpx.TransportError:
+                wait = delay
+            if asyncio.get_running_loop().time() > give_up:
+                raise TimeoutError(f"{path} not answered within {self.max_wait}s")
             await asyncio.sleep(min(wait, 5.0))
             delay = min(delay * 2, 5.0)
 
@@ -331,6 +350,112 @@ async def order_and_return(day: Day, n: int) -> list[Expectation]:
     return [*expected, Expectation(ids.return_workflow_id(return_id), frozenset({"refunded"}), scenario="return")]
 
 
+# --- inventory control: a purchase order, cycle counts, a return to vendor -----------------------------------------
+
+async def purchase_order(day: Day, n: int) -> list[Expectation]:
+    """A PO from the ERP to a DC, one line in cases at a little above standard cost (a price variance), received in
+    two parts (a first pallet, then the rest)."""
+    po_id = day.id("PO", n)
+    dc = day.rng.choice(DISTRIBUTION_CENTERS)
+    items = day.items(2)
+    lines = []
+    for i, item in enumerate(items, start=1):
+        packs = [u for u in item.units if u != "EA"]
+        uom = packs[0] if packs and i == 1 else "EA"
+        factor = item.units[uom]
+        cost = (item.unit_cost * factor * (Decimal("1.02") if i == 1 else 1)).quantize(Decimal("0.01"))
+        lines.append({"line_id": str(i), "sku": item.sku, "quantity": day.rng.randint(2, 4), "uom": uom,
+                      "unit_cost": str(cost)})
+    expected_at = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    await day.sender.send("erp", "purchase_order.created", {
+        "po_id": po_id, "supplier_id": f"SUP-{day.rng.randint(1, 9)}", "location_id": dc, "currency": "USD",
+        "expected_at": expected_at, "lines": lines})
+    units = {line["line_id"]: (line["sku"], line["quantity"] * ITEM_UNITS[line["sku"]][line["uom"]]) for line in lines}
+    first = {lid: (sku, q // 2) for lid, (sku, q) in units.items() if q // 2}
+    rest = {lid: (sku, q - first.get(lid, (sku, 0))[1]) for lid, (sku, q) in units.items()}
+    receipts = [(f"GR-{po_id}-1", first), (f"GR-{po_id}-2", rest)]
+    for receipt_id, part in receipts:
+        await day.sender.send("wms", "purchase_order.received", {
+            "po_id": po_id, "receipt_id": receipt_id, "location_id": dc,
+            "lines": [{"line_id": lid, "sku": sku, "quantity": q} for lid, (sku, q) in part.items() if q]})
+    return [Expectation(ids.po_workflow_id(po_id), frozenset({"received"}), scenario="purchase_order")]
+
+
+def _counted_buckets(body: dict, location_id: str) -> int:
+    by_location = {loc["location_id"]: loc["buckets"] for loc in body["locations"]}
+    held = by_location.get(location_id, {})
+    return sum(held.get(b, 0) for b in ("available", "reserved", "picked"))
+
+
+async def cycle_count(day: Day, n: int, variant: str = "within") -> list[Expectation]:
+    """A store counts three SKUs. `within`: one is a unit short, adjusted at once. `approval`: a costly SKU is three
+    units short, beyond tolerance: ops approve it through the API (`POST /counts/{id}/approve`). (Should a sale
+    between the read and the count push a `within` count beyond tolerance, ops approve that one too.)"""
+    count_id = day.id("CC", n)
+    counted_at = datetime.now(UTC)
+    if variant == "approval":
+        first = day.rng.choice(sorted(ITEMS, key=lambda item: item.unit_cost)[-6:])  # costly: 3 units > 25.00
+    else:
+        first = day.rng.choice([item for item in ITEMS if item.unit_cost <= 12])  # one unit stays within 25.00
+    stock = await day.sender.read(f"/inventory/{first.sku}", until=lambda b: "locations" in b)
+    stocked = [loc for loc in STORES if _counted_buckets(stock, loc) >= 3] or STORES
+    store = day.rng.choice(stocked)
+    lines = [{"sku": first.sku, "quantity": max(0, _counted_buckets(stock, store) - (3 if variant == "approval"
+                                                                                      else 1))}]
+    for item in day.items(2):
+        if item.sku == first.sku:
+            continue
+        body = await day.sender.read(f"/inventory/{item.sku}", until=lambda b: "locations" in b)
+        lines.append({"sku": item.sku, "quantity": _counted_buckets(body, store)})
+    await day.sender.send("pos", "count.submitted", {"count_id": count_id, "location_id": store,
+                                                     "counted_at": counted_at.isoformat(), "lines": lines})
+    path = f"/counts/{count_id}"
+    state = await day.sender.read(path, until=lambda s: s.get("stage") in {"adjusted", "awaiting_approval",
+                                                                           "rejected", "refused"})
+    if state["stage"] == "awaiting_approval":
+        note = ("stockroom check: breakage confirmed" if variant == "approval"
+                else "ops reviewed the count: a sale crossed it")
+        answer = await day.sender.act(f"{path}/approve", {"note": note})
+        day.sender.stats["counts_approved"] += answer.status_code == 200
+    return [Expectation(ids.count_workflow_id(count_id), frozenset({"adjusted"}), scenario=f"count_{variant}")]
+
+
+async def vendor_return(day: Day, n: int) -> list[Expectation]:
+    """A shipped order returned damaged to a store: inspected as `vendor_return`, refunded; then the store sends the
+    damaged lot back to the supplier (vendor_return.shipped) and the ERP books the vendor's credit at cost."""
+    expected = await order(day, n, "ship")
+    _, channel, order_id = expected[0].workflow_id.split(":", 2)
+    state = await day.sender.read(f"/orders/{channel}/{order_id}",
+                                  until=lambda s: s.get("stage") in {"fulfilled", "cancelled", "rejected"})
+    shipped = [line for line in state.get("lines", []) if line.get("shipped")]
+    if not shipped:
+        return expected
+    return_id, rtv_id = day.id("R", n), day.id("RTV", n)
+    store = day.rng.choice(STORES)
+    back = [{"line_id": line["line_id"], "sku": line["sku"], "quantity": line["shipped"], "reason": "damaged"}
+            for line in shipped]
+    refund = sum((Decimal(str(line["unit_price"])) * line["shipped"] for line in shipped), Decimal(0))
+    await day.sender.send(channel, "return.authorized", {"return_id": return_id, "order_id": order_id,
+                                                         "channel": channel, "return_location_id": store,
+                                                         "lines": back})
+    lot = [{"sku": line["sku"], "quantity": line["quantity"]} for line in back]
+    for step in [("pos", "return.received", {"return_id": return_id, "location_id": store, "lines": lot}),
+                 ("pos", "return.inspected", {"return_id": return_id, "lines": [
+                     {**unit, "disposition": "vendor_return"} for unit in lot]}),
+                 ("payments", "refund.settled", {"refund_id": f"rf-{return_id}", "return_id": return_id,
+                                                 "amount": str(refund.quantize(Decimal("0.01"))), "currency": "USD"})]:
+        await day.sender.send(*step)
+    await day.sender.read(f"/returns/{return_id}", until=lambda s: s.get("stage") in {
+        "awaiting_refund_settlement", "refunded"})
+    await day.sender.send("wms", "vendor_return.shipped", {"rtv_id": rtv_id, "location_id": store,
+                                                           "supplier_id": "SUP-RETURNS", "lines": lot})
+    credit = sum((ITEMS_BY_SKU[unit["sku"]].unit_cost * unit["quantity"] for unit in lot), Decimal(0))
+    await day.sender.send("erp", "vendor_credit.received", {"rtv_id": rtv_id, "amount": str(credit),
+                                                           "currency": "USD"})
+    return [*expected, Expectation(ids.return_workflow_id(return_id), frozenset({"refunded"}), scenario="return"),
+            Expectation(ids.rtv_workflow_id(rtv_id), frozenset({"credited"}), scenario="vendor_return")]
+
+
 # --- a day ----------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -350,6 +475,9 @@ class DayPlan:
     transfers: int = 6
     transfer_variances: int = 1
     returns: int = 8
+    purchase_orders: int = 1  # received in two parts
+    counts: int = 2  # one within tolerance, one beyond (ops approve it through the API)
+    vendor_returns: int = 1  # a damaged customer return sent back to the supplier and credited
 
     @classmethod
     def scaled(cls, orders: int) -> "DayPlan":
@@ -372,6 +500,9 @@ class DayPlan:
         stories += [("return", "return")] * self.returns
         stories += [("transfer", "short")] * self.transfer_variances
         stories += [("transfer", rng.choice(["plain", "split"]))] * max(0, self.transfers - self.transfer_variances)
+        stories += [("purchase_order", "two_parts")] * self.purchase_orders
+        stories += [("count", "approval" if i == 0 else "within") for i in range(self.counts)]
+        stories += [("vendor_return", "damaged")] * self.vendor_returns
         rng.shuffle(stories)
         return stories
 
@@ -394,6 +525,12 @@ async def run_day(sender: Sender, plan: DayPlan, *, seed: int = 7, concurrency: 
                 expectations.extend(await order(day, n, variant))
             elif process == "transfer":
                 expectations.extend(await transfer(day, n, variant))
+            elif process == "purchase_order":
+                expectations.extend(await purchase_order(day, n))
+            elif process == "count":
+                expectations.extend(await cycle_count(day, n, variant))
+            elif process == "vendor_return":
+                expectations.extend(await vendor_return(day, n))
             else:
                 expectations.extend(await order_and_return(day, n))
         if progress:

@@ -74,6 +74,27 @@ PLANTS: dict[str, tuple[list[str], set[str]]] = {
          "INSERT INTO return_authorization_lines (authorization_key, line_no, channel, order_id, line_id, sku, "
          "authorized) VALUES ('ra-1', 0, 'web', 'O-x', 'l1', 'X', 1), ('ra-2', 0, 'web', 'O-x', 'l1', 'X', 1)"],
         {"returns_within_shipped"},
+    "an account outside the chart": (
+        ["INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo) "
+         "VALUES ('stray', 'stray', 'manual', 'RF-EAST', 'USD', 'misc')",
+         "INSERT INTO journal_lines (entry_key, line, account, debit) VALUES ('stray', 0, 'suspense', 5)",
+         "INSERT INTO journal_lines (entry_key, line, account, credit) VALUES ('stray', 1, 'cash_clearing', 5)"],
+        {"journal_accounts_known"},
+    ),
+    "GRNI released beyond what a PO accrued": (
+        ["INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo, reference) "
+         "VALUES ('grni', 'grni', 'price_variance_favourable', 'RF-EAST', 'USD', 'too much', 'PO-X')",
+         "INSERT INTO journal_lines (entry_key, line, account, debit) "
+         "VALUES ('grni', 0, 'goods_received_not_invoiced', 5)",
+         "INSERT INTO journal_lines (entry_key, line, account, credit) VALUES ('grni', 1, 'purchase_price_variance', 5)"],
+        {"grni_is_a_credit"},
+    ),
+    "a vendor credit cleared beyond the receivable": (
+        ["INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo, reference) "
+         "VALUES ('vc', 'vc', 'vendor_credit', 'RF-WEST', 'USD', 'too much', 'RTV-X')",
+         "INSERT INTO journal_lines (entry_key, line, account, debit) VALUES ('vc', 0, 'accounts_payable', 5)",
+         "INSERT INTO journal_lines (entry_key, line, account, credit) VALUES ('vc', 1, 'vendor_receivable', 5)"],
+        {"vendor_receivable_not_negative"},
     ),
 }
 
@@ -90,7 +111,8 @@ async def test_a_clean_ledger_passes(engine: AsyncEngine, database_url: str, cap
     report = await check(database_url)
     assert report.ok and {c.name for c in report.checks} == {
         "no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
-        "keys_applied_once", "refunds_within_captures", "returns_within_shipped"}
+        "keys_applied_once", "refunds_within_captures", "returns_within_shipped", "journal_accounts_known",
+        "grni_is_a_credit", "vendor_receivable_not_negative"}
     assert await cli(database_url) == 0
     assert '"ok": true' in capsys.readouterr().out
 

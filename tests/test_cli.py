@@ -38,6 +38,7 @@ def test_every_contract_command_is_there():
         assert command in result.output
     assert "list" in invoke("exceptions", "--help").output and "resolve" in invoke("exceptions", "--help").output
     assert "export" in invoke("histories", "--help").output
+    assert "approve" in invoke("counts", "--help").output and "reject" in invoke("counts", "--help").output
 
 
 @pytest.mark.unit

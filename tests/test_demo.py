@@ -2,7 +2,8 @@
 
 The stack runs on free ports and a temporary data folder; the day has every story of the full demo (ship,
 pickup, split, short pick, cancellations, late pick and missing settlement breaching the demo SLAs, a settlement
-mismatch, transfers with a variance, returns) at a tenth of its size.
+mismatch, transfers with a variance, returns, a PO received in two parts, counts (one approved through the API), a
+vendor return credited) at a tenth of its size.
 """
 from pathlib import Path
 
@@ -31,7 +32,9 @@ async def test_a_small_demo_day_ends_as_expected(tmp_path: Path) -> None:
     assert not failed, failed
     assert summary.reconciliation_ok and summary.invariants_ok
     processes = {process for process, _, _ in summary.by_process()}
-    assert processes == {"ReserveToFulfill", "ShipToSettle", "Transfer", "ReturnToRefund"}
+    assert processes == {"ReserveToFulfill", "ShipToSettle", "Transfer", "ReturnToRefund", "ReceiveToStock",
+                         "CountToAdjust", "VendorReturn"}
+    assert summary.sender_stats["counts_approved"] >= 1  # the count beyond tolerance, approved through the API
     kinds = {kind for kind, _ in summary.cases}
     assert {"pick_overdue", "settlement_overdue", "settlement_mismatch", "short_pick"} <= kinds
     assert ("pick_overdue", "resolved") in summary.cases  # the late pick arrived and resolved its case

@@ -44,8 +44,8 @@ from worker.settings import Settings
 
 CHECKS = {"no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
           "keys_applied_once", "refunds_within_captures", "returns_within_shipped", "late_events_have_case",
-          "inventory_by_legal_entity",
-          "orphan_holdings", "stale_processes"}
+          "journal_accounts_known", "grni_is_a_credit", "vendor_receivable_not_negative",
+          "inventory_by_legal_entity", "orphan_holdings", "stale_processes"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -91,6 +91,8 @@ async def test_a_clean_ledger_reconciles_clean(dev_env: WorkflowEnvironment, eng
         assert {"RF-EAST", "RF-WEST"} <= set(entities)
         for entity in entities.values():
             assert entity.ok and entity.units > 0 and entity.units_at_cost == entity.journal_balance > 0
+            # inventory control's accruals beside it: the opening stock was received against GRNI
+            assert entity.accruals["goods_received_not_invoiced"] < 0
         assert report.totals["movements"] > 0
 
         latest = await latest_reconciliation(engine)
@@ -228,7 +230,10 @@ def test_stale_thresholds_cover_every_chain_of_clocks() -> None:
                         exception_escalate_every="PT2H")
     assert reconciliation_input(settings).escalate_every == timedelta(hours=2)
     stale = reconciliation_input(settings).stale_after
-    assert set(stale) == {"ReserveToFulfill", "ShipToSettle", "Transfer", "ReturnToRefund"}
+    assert set(stale) == {"ReserveToFulfill", "ShipToSettle", "Transfer", "ReturnToRefund", "CountToAdjust",
+                          "VendorReturn"}  # a PO has no bound: it waits for its receipts or its close
+    assert stale["CountToAdjust"] == timedelta(hours=24 + 1)
+    assert stale["VendorReturn"] == timedelta(days=30, hours=1)
     assert stale["Transfer"] == timedelta(hours=24 + 48 + 1)
     assert stale["ReturnToRefund"] == timedelta(days=60 + 3 + 5, hours=1)  # the longest channel wins
     assert stale["ReserveToFulfill"] == timedelta(hours=1 + 24 + 72 + 1, days=6)

@@ -201,3 +201,22 @@ async def test_the_patch_guard_is_what_keeps_old_runs_replaying(tmp_path: Path) 
         assert {"id": SETTLEMENT_MEMO_PATCH, "deprecated": False} in patches, path.name
         memos = [e for e in events if e["eventType"] == "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED"]
         assert len(memos) == 1, path.name
+
+
+def test_the_inventory_control_histories_cover_parts_decisions_and_credits() -> None:
+    """ReceiveToStock, CountToAdjust and VendorReturn (issue 21): histories exported from
+    tests/test_inventory_control_e2e.py on the dev server (RETAILFLOW_EXPORT_HISTORIES=1)."""
+    stories = {p: _story(p) for p in FILES}
+
+    def of(workflow_type: str) -> list[dict[str, list]]:
+        return [s for p, s in stories.items() if _type_of(p) == workflow_type]
+
+    assert any(sum(t == "purchase_order.received" for t, _ in s["events"]) == 2 and "received" in s["stages"]
+               for s in of("ReceiveToStock")), "no PO received in two parts"
+    counts = of("CountToAdjust")
+    assert any("approve" in s["updates"] and "adjusted" in s["stages"] for s in counts), "no count approved"
+    assert any("reject" in s["updates"] and "rejected" in s["stages"] for s in counts), "no count rejected"
+    assert any("credited" in s["stages"] for s in of("VendorReturn")), "no vendor return credited"
+    names = "\n".join(str(p.relative_to(HISTORIES)) for p in FILES)
+    for kind in ("over_receipt", "vendor_credit_mismatch"):
+        assert f"~{kind}.json" in names, f"no ExceptionCase history of kind {kind}"

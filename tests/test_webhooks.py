@@ -44,6 +44,8 @@ SENDER = {
     "order.collected": "pos", "shipment.delivered": "carrier", "payment.settled": "payments",
     "transfer.requested": "wms", "transfer.shipped": "wms", "transfer.received": "wms",
     "return.authorized": "web", "return.received": "wms", "return.inspected": "wms", "refund.settled": "payments",
+    "purchase_order.created": "erp", "purchase_order.received": "wms", "purchase_order.closed": "erp",
+    "count.submitted": "pos", "vendor_return.shipped": "wms", "vendor_credit.received": "erp",
 }
 CLOSING = {"order.cancelled", "transfer.received", "refund.settled", "payment.settled"}
 
@@ -165,7 +167,40 @@ class FakeReturn(_Plain):
         await self._run()
 
 
-STANDS = [FakeOrder, FakeSettle, FakeTransfer, FakeReturn]
+@workflow.defn(name="ReceiveToStock")
+class FakePurchaseOrder(_Plain):
+    @workflow.init
+    def __init__(self, input: ProcessInput) -> None:
+        super().__init__()
+
+    @workflow.run
+    async def run(self, input: ProcessInput) -> None:
+        await self._run()
+
+
+@workflow.defn(name="CountToAdjust")
+class FakeCount(_Plain):
+    @workflow.init
+    def __init__(self, input: ProcessInput) -> None:
+        super().__init__()
+
+    @workflow.run
+    async def run(self, input: ProcessInput) -> None:
+        await self._run()
+
+
+@workflow.defn(name="VendorReturn")
+class FakeVendorReturn(_Plain):
+    @workflow.init
+    def __init__(self, input: ProcessInput) -> None:
+        super().__init__()
+
+    @workflow.run
+    async def run(self, input: ProcessInput) -> None:
+        await self._run()
+
+
+STANDS = [FakeOrder, FakeSettle, FakeTransfer, FakeReturn, FakePurchaseOrder, FakeCount, FakeVendorReturn]
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -180,7 +215,7 @@ def unique_keys(type_: str) -> dict:
     tag = uuid.uuid4().hex[:8]
     data = example(type_)["data"]
     out = {}
-    for key in ("order_id", "transfer_id", "return_id"):
+    for key in ("order_id", "transfer_id", "return_id", "po_id", "count_id", "rtv_id"):
         if key in data:
             out[key] = f"{data[key]}-{tag}"
     return out
@@ -264,7 +299,7 @@ async def state_of(client: Client, workflow_id: str, until=lambda state: True, w
 def test_every_event_type_has_a_valid_example_sent_by_its_source() -> None:
     from domain.events import SOURCE_EVENTS
 
-    assert {p.stem.replace("_", ".", 1) for p in EXAMPLES.glob("*.json")} == {str(t) for t in WEBHOOK_EVENTS}
+    assert {p.stem for p in EXAMPLES.glob("*.json")} == {str(t).replace(".", "_") for t in WEBHOOK_EVENTS}
     for t in WEBHOOK_EVENTS:
         body = WebhookBody.model_validate(example(str(t)))
         EVENT_DATA[body.type].model_validate(body.data)

@@ -6,13 +6,16 @@ replayed against exactly the code a worker would run.
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from workflows.count_to_adjust import CountToAdjust
 from workflows.exception_case import ExceptionCase
 from workflows.late_event import LateEvent
+from workflows.receive_to_stock import ReceiveToStock
 from workflows.reconciliation import Reconciliation
 from workflows.reserve_to_fulfill import ReserveToFulfill
 from workflows.return_to_refund import ReturnToRefund
 from workflows.ship_to_settle import ShipToSettle
 from workflows.transfer import Transfer
+from workflows.vendor_return import VendorReturn
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 
 WORKFLOWS: list[type] = [ReserveToFulfill, ShipToSettle, Transfer, ReturnToRefund, ExceptionCase, Reconciliation,
                          LateEvent]
+WORKFLOWS += [ReceiveToStock, CountToAdjust, VendorReturn]  # inventory control (issue 21)
 
 
 def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     transfer_ship_grace: timedelta = timedelta(hours=24)  # a transfer's unshipped rest is released this long after its last notice
     settlement_tolerance: Decimal = Decimal("0.00")
     safety_stock: dict[str, int] = Field(default_factory=dict)  # location_id -> units held back per SKU
+    receipt_over_tolerance: Decimal = Decimal("0.05")  # a PO line received beyond ordered x 1.05 opens a case
+    count_tolerance_units: int = 2  # a count variance of at most this many units per SKU ...
+    count_tolerance_value: Decimal = Decimal("25.00")  # ... and at most this value at standard cost: no approval
     reconciliation_every: timedelta = timedelta(minutes=15)
 
     # Stub adapters: "erp.reserve" / "wms.*" / "pos.capture" -> FaultSpec
@@ -100,6 +103,9 @@ class Settings(BaseSettings):
             settlement_tolerance=self.settlement_tolerance,
             receipt_grace=self.transfer_receipt_grace,
             ship_grace=self.transfer_ship_grace,
+            over_receipt_tolerance=self.receipt_over_tolerance,
+            count_tolerance_units=self.count_tolerance_units,
+            count_tolerance_value=self.count_tolerance_value,
         )
 
     def secrets_for(self, source: str) -> list[str]:

@@ -6,6 +6,7 @@ non-retryable ApplicationErrors) and any other exception for transient trouble (
 operation is idempotent by its `key`: the same key returns the first result and changes nothing; the same key
 with a different request raises DomainError(IdempotencyConflict).
 """
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from activities.erp import (
@@ -53,6 +54,11 @@ class ErpPort(Protocol):
 
     async def availability(self, skus: list[str], location_ids: list[str] | None) -> list[AvailabilityRow]:
         """Raw `available` bucket per SKU x location (safety stock is the activity's business)."""
+        ...
+
+    async def stock_at(self, skus: list[str], location_id: str,
+                       as_of: datetime | None) -> dict[str, dict[str, int]]:
+        """sku -> bucket -> units at one location for the known SKUs, now or as of a past moment."""
         ...
 
     async def post_movement(self, request: MovementRequest) -> MovementResult: ...

@@ -12,6 +12,7 @@
    unit cost; a deferred trigger refuses an unbalanced entry at commit).
 """
 from collections import defaultdict
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import bindparam, func, literal, select, update
@@ -148,6 +149,26 @@ class PostgresErp:
         async with self.engine.connect() as conn:
             for sku, loc, bucket, qty in (await conn.execute(query.order_by(*BALANCES.primary_key.columns))).all():
                 out.setdefault(sku, {}).setdefault(loc, {b.value: 0 for b in Bucket})[bucket] = qty
+        return out
+
+    async def stock_at(self, skus: list[str], location_id: str,
+                       as_of: datetime | None) -> dict[str, dict[str, int]]:
+        """sku -> bucket -> units at `location_id` for the known SKUs. Now: the balances. As of a past moment: the
+        sum of the append-only ledger's deltas written up to then (what a count at that moment should find)."""
+        if as_of is None:
+            query = (select(BALANCES.c.sku, BALANCES.c.bucket, BALANCES.c.quantity)
+                     .where(BALANCES.c.sku.in_(skus), BALANCES.c.location_id == location_id))
+        else:
+            query = (select(MOVEMENTS.c.sku, MOVEMENTS.c.bucket, func.sum(MOVEMENTS.c.delta))
+                     .where(MOVEMENTS.c.sku.in_(skus), MOVEMENTS.c.location_id == location_id,
+                            MOVEMENTS.c.created_at <= as_of)
+                     .group_by(MOVEMENTS.c.sku, MOVEMENTS.c.bucket))
+        async with self.engine.connect() as conn:
+            known = set(await _items(conn, skus))
+            rows = (await conn.execute(query)).all()
+        out = {sku: {b.value: 0 for b in Bucket} for sku in skus if sku in known}
+        for sku, bucket, quantity in rows:
+            out[sku][bucket] = int(quantity)
         return out
 
     # --- the ledger ---------------------------------------------------------------------------------------

@@ -209,8 +209,9 @@ class PostgresWms:
 
     async def record_receipt(self, receipt: ReceiptRecord) -> WmsRecordResult:
         _refuse_empty(receipt.key, receipt.lines)
-        if receipt.kind not in ("transfer", "return"):
-            raise DomainError(ErrorType.INVALID_TRANSITION, f"a receipt is for a transfer or a return, not {receipt.kind!r}",
+        if receipt.kind not in ("transfer", "return", "purchase_order"):
+            raise DomainError(ErrorType.INVALID_TRANSITION,
+                              f"a receipt is for a transfer, a return or a purchase order, not {receipt.kind!r}",
                               key=receipt.key)
         fingerprint = request_hash(receipt)
         async with self.engine.begin() as conn:

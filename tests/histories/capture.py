@@ -195,12 +195,18 @@ async def export_all(client, dest: Path) -> list[Path]:  # noqa: ANN001
     return await export(client, workflow_ids, dest)
 
 
+# Exported by tests/test_inventory_control_e2e.py (RETAILFLOW_EXPORT_HISTORIES=1), not by this capture: kept.
+EXPORTED_BY_E2E = ("po~", "count~", "rtv~", "exception~po~", "exception~count~", "exception~rtv~")
+
+
 def _clear(dest: Path) -> None:
-    """Remove the previous capture's files; files in sub-folders (pre-change histories) are kept."""
+    """Remove the previous capture's files; files in sub-folders (pre-change histories) are kept, and so are the
+    inventory-control histories the e2e test exports."""
     for folder in dest.iterdir() if dest.exists() else []:
         if folder.is_dir():
             for old in folder.glob("*.json"):
-                old.unlink()
+                if not old.name.startswith(EXPORTED_BY_E2E):
+                    old.unlink()
 
 
 async def capture(dest: Path = HISTORIES, *, keep: bool = False) -> int:

@@ -1,0 +1,49 @@
+"""Ops' decision on a cycle count beyond tolerance, shared by the read API (`POST /counts/{count_id}/approve|reject`)
+and the CLI (`retailflow counts approve|reject COUNT_ID --note`).
+
+It goes through the CountToAdjust workflow's `approve` / `reject` update, so the workflow (the source of truth)
+validates it (a decision when none is awaited is refused with the reason) and the answer is the count as it now
+stands, adjustment posted.
+"""
+from typing import Literal
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain import ids
+from domain.counts import CountState, DecisionRequest
+
+Verdict = Literal["approve", "reject"]
+
+
+class CountError(Exception):
+    """A decision that was not taken; `str(error)` says why."""
+
+
+class CountNotFound(CountError):
+    """No count with that ID (-> 404)."""
+
+
+class CountRefused(CountError):
+    """The count refused the decision: none awaited, already decided, closed (-> 409)."""
+
+
+async def decide(client: Client, count_id: str, verdict: Verdict, request: DecisionRequest) -> CountState:
+    """Approve or reject a count's variances beyond tolerance; raises CountNotFound or CountRefused."""
+    handle = client.get_workflow_handle(ids.count_workflow_id(count_id))
+    try:
+        return await handle.execute_update(verdict, request, result_type=CountState)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise CountRefused(cause.message if isinstance(cause, ApplicationError) else str(cause)) from err
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        try:
+            await handle.describe()
+        except RPCError as missing:
+            if missing.status == RPCStatusCode.NOT_FOUND:
+                raise CountNotFound(f"no count {count_id}") from err
+            raise
+        raise CountRefused(f"count {count_id} is closed: no decision is awaited") from err

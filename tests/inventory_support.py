@@ -1,0 +1,115 @@
+"""What the inventory-control process tests share (ReceiveToStock, CountToAdjust, VendorReturn): one test's worker
+on the time-skipping server, events through `starters.dispatch.dispatch`, and the ledger / journal read back."""
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.adapters.stub_erp import PostgresErp
+from activities.checker import check
+from domain.events import Event, EventType
+from domain.inventory import Bucket
+from starters.dispatch import dispatch
+from starters.histories import replayer
+from tests.ledger_helpers import buckets
+from tests.support import test_settings as make_settings
+from worker.factory import build_worker
+from worker.settings import Settings
+
+
+def event(type: EventType, data: dict, *, source: str = "wms", event_id: str | None = None) -> Event:
+    return Event.parse(event_id or uuid.uuid4().hex, type, datetime.now(UTC), source, data)
+
+
+def key(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def stock(engine: AsyncEngine, sku: str, location_id: str) -> dict[Bucket, int]:
+    got = await buckets(PostgresErp(engine), sku, location_id)
+    return {b: q for b, q in got.items() if q}
+
+
+async def journal(engine: AsyncEngine, reference: str) -> dict[str, dict[str, Decimal]]:
+    """entity -> account -> debit minus credit over the entries of one business document, zero sums dropped."""
+    sql = ("SELECT e.legal_entity, l.account, sum(l.debit - l.credit) FROM journal_lines l "
+           "JOIN journal_entries e ON e.key = l.entry_key WHERE e.reference = :r GROUP BY 1, 2")
+    out: dict[str, dict[str, Decimal]] = {}
+    async with engine.connect() as conn:
+        for entity, account, value in await conn.execute(text(sql), {"r": reference}):
+            if value:
+                out.setdefault(entity, {})[account] = value
+    return out
+
+
+async def movements(engine: AsyncEngine, reference: str) -> list[tuple[str, str, str, int, str | None]]:
+    """(kind, sku, bucket, delta, reason_code) of one document's movements, in order."""
+    sql = ("SELECT kind, sku, bucket, delta, reason_code FROM movements WHERE reference = :r ORDER BY id")
+    async with engine.connect() as conn:
+        return [tuple(row) for row in await conn.execute(text(sql), {"r": reference})]  # type: ignore[misc]
+
+
+async def assert_checker_ok(database_url: str) -> None:
+    report = await check(database_url)
+    assert report.ok, report.failed()
+
+
+def case_kinds(state: Any, status: str | None = None) -> list[str]:
+    return sorted(c["kind"] for c in state.exceptions if status is None or c["status"] == status)
+
+
+class Run:
+    """One test's worker and settings, and the process handles it reads."""
+
+    def __init__(self, env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, state_type: type[BaseModel],
+                 prefix: str) -> None:
+        self.env, self.client, self.settings = env, env.client, settings
+        self.state_type, self.prefix = state_type, prefix
+        self.worker = build_worker(env.client, engine, settings)
+
+    async def send(self, e: Event) -> str:
+        return (await dispatch(self.client, e, self.settings)).status
+
+    def handle(self, business_key: str) -> WorkflowHandle:
+        return self.client.get_workflow_handle(f"{self.prefix}:{business_key}")
+
+    async def state(self, business_key: str) -> Any:
+        return await self.handle(business_key).query("state", result_type=self.state_type)
+
+    async def until(self, business_key: str, ok: Callable[[Any], bool], what: str, limit: float = 30.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + limit
+        while True:
+            s = await self.state(business_key)
+            if ok(s):
+                return s
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; state: {s.model_dump_json(indent=1)}")
+            await asyncio.sleep(0.1)
+
+    async def finish(self, business_key: str, outcome_type: type[BaseModel]) -> tuple[Any, Any]:
+        """The process's result and final state; its cases settled; its history replays against today's code."""
+        handle = self.handle(business_key)
+        out = outcome_type.model_validate(await asyncio.wait_for(handle.result(), timeout=60))
+        final = await self.state(business_key)
+        for case in final.exceptions:
+            case_handle = self.client.get_workflow_handle(case["exception_id"])
+            if case["status"] == "resolved":
+                await asyncio.wait_for(case_handle.result(), timeout=30)
+            else:
+                await case_handle.terminate("test over")
+        replayed = await replayer().replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
+        assert replayed.replay_failure is None, replayed.replay_failure
+        return out, final
+
+
+def run(env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, state_type: type[BaseModel], prefix: str,
+        **settings: object) -> Run:
+    return Run(env, engine, make_settings(database_url=database_url, **settings), state_type, prefix)
