@@ -15,7 +15,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from domain.events import Event, EventType, OrderCollected, ReturnReceived, ShipmentDispatched, TransferReceived
+from domain.events import (
+    Event,
+    EventType,
+    OrderCollected,
+    PurchaseOrderReceived,
+    ReturnReceived,
+    ShipmentDispatched,
+    TransferReceived,
+)
 from domain.ids import exception_workflow_id
 from domain.inventory import Bucket, MovementKind, MovementLine
 from domain.sla import CaseKind, SlaPolicy
@@ -40,6 +48,9 @@ _GOODS = {
                                 "pending_inspection for ops to disposition"),
     EventType.TRANSFER_RECEIVED: (CaseKind.LATE_EVENT, "goods received after the transfer had closed: taken into "
                                   "available at the destination (reverses the shrink written off)"),
+    EventType.PURCHASE_ORDER_RECEIVED: (CaseKind.LATE_EVENT, "goods received after the purchase order had closed: "
+                                        "taken into available at standard cost; match them to an invoice or "
+                                        "return them to the supplier"),
     EventType.SHIPMENT_DISPATCHED: (CaseKind.SHIPPED_AFTER_CANCEL, "the WMS dispatched a parcel after the order "
                                     "had ended: the units left the ledger; bill the customer or recover the parcel"),
     EventType.ORDER_COLLECTED: (CaseKind.SHIPPED_AFTER_CANCEL, "the customer collected after the order had ended: "
@@ -144,6 +155,13 @@ def plan_goods(event: Event, closed: ClosedProcess | None) -> LatePlan:
                 step="return-receipt", kind=MovementKind.RETURN_RECEIPT, reason="customer return received after "
                 "the return had ended", lines=[MovementLine(sku=s, location_id=data.location_id, quantity=q)
                                                for s, q in lines.items()]))
+    elif isinstance(data, PurchaseOrderReceived):
+        lines = _by_sku((ln.sku, ln.quantity) for ln in data.lines)
+        if lines:
+            plan.movements.append(LateMovement(
+                step="receipt", kind=MovementKind.RECEIPT, reason=f"receipt {data.receipt_id} after the purchase "
+                "order had closed", lines=[MovementLine(sku=s, location_id=data.location_id, quantity=q)
+                                           for s, q in lines.items()]))
     elif isinstance(data, TransferReceived):
         destination = state.get("to_location_id")
         lines = _by_sku((ln.sku, ln.quantity) for ln in data.lines)

@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.process import ProcessInput
     from domain.sla import CaseKind, SlaKind
     from workflows.calls import call, refusal_type
-    from workflows.process import Inbox, ProcessLog, ProcessView
+    from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed
     from workflows.sla import ProcessCases
 
 ADJUST_ATTEMPTS = 3  # re-read the stock after a reservation took it between reading and posting
@@ -246,6 +246,8 @@ class CountToAdjust:
         self._publish()
         await self.cases.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await enter_closed("CountToAdjust", self.input.business_key, self.input.channel, str(s.stage), str(s.stage),
+                           self.query_state(), self.inbox)
         self.log.info("count.ended", stage=str(s.stage))
         return CountOutcome(workflow_id=s.workflow_id, count_id=s.count_id, stage=s.stage, reason=s.refusal_reason,
                             adjusted_units=sum(ln.adjusted for ln in s.lines), shrink=s.shrink(), gain=s.gain(),

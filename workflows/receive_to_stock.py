@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.sla import CaseKind, SlaKind
     from workflows.calls import call
-    from workflows.process import Inbox, ProcessLog, ProcessView
+    from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed
     from workflows.sla import ProcessCases
 
 
@@ -230,6 +230,8 @@ class ReceiveToStock:
         self._publish()
         await self.cases.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await enter_closed("ReceiveToStock", self.input.business_key, self.input.channel, str(s.stage), str(s.stage),
+                           self.query_state(), self.inbox)
         self.log.info("po.ended", stage=str(s.stage))
         return PoOutcome(workflow_id=s.workflow_id, po_id=s.po_id, stage=s.stage,
                          reason=s.refusal_reason or s.close_reason,

@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         plan_shipment,
     )
     from workflows.calls import call, refusal_type
-    from workflows.process import Inbox, ProcessLog, ProcessView
+    from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed
     from workflows.sla import ProcessCases
 
 SHIP_ATTEMPTS = 3
@@ -214,6 +214,8 @@ class VendorReturn:
         self._publish()
         await self.cases.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await enter_closed("VendorReturn", self.input.business_key, self.input.channel, str(s.stage), str(s.stage),
+                           self.query_state(), self.inbox)
         self.log.info("rtv.ended", stage=str(s.stage))
         applied = [c for c in s.credits if c.applied]
         return RtvOutcome(workflow_id=s.workflow_id, rtv_id=s.rtv_id, stage=s.stage, reason=s.refusal_reason,
