@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 
 log = logging.getLogger("retailflow.http")
 
@@ -159,6 +159,11 @@ class DoorMetricsMiddleware:
 def install(app: Any, metrics: DoorMetrics, sources: Collection[str]) -> None:
     """Observe the app's webhook requests into `metrics` (call before problems.install: CatchAll stays outside)."""
     app.add_middleware(DoorMetricsMiddleware, metrics=metrics, sources=sources)
+
+
+def generate(metrics: DoorMetrics) -> str:
+    """The metrics in Prometheus' text format (what `/metrics` answers)."""
+    return generate_latest(metrics.registry).decode()
 
 
 def serve(metrics: DoorMetrics, host: str, port: int) -> Any | None:
