@@ -5,13 +5,15 @@ server and an embedded PostgreSQL, as tests/test_tracing.py does. Rounds alterna
 drifts over both alike. Each round sends `--orders` orders one after the other and measures the answer's latency
 (request to decision) and the process's CPU time per delivery (HTTP + worker + exporter, all in this process).
 "On" is the production setup (worker/tracing.py: batch span processor) with an exporter that encodes every span
-as OTLP protobuf and drops it: the CPU of tracing and of OTLP encoding, without a network or a collector.
+as OTLP protobuf and drops it: the CPU of tracing and of OTLP encoding, without a network or a collector;
+"sampled_10%" the same with `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -45,10 +47,13 @@ class EncodingExporter(SpanExporter):
     def __init__(self) -> None:
         self.spans = 0
         self.bytes = 0
+        self.seconds = 0.0  # CPU time spent encoding (in the batch processor's thread)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        begun = time.thread_time()
         self.spans += len(spans)
         self.bytes += len(encode_spans(spans).SerializeToString())
+        self.seconds += time.thread_time() - begun
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -65,7 +70,10 @@ def order(n: int, run: str) -> bytes:
         "payment": {"payment_id": f"pay-{order_id}", "authorized_amount": str(item.price)}}}).encode()
 
 
-async def a_round(env: WorkflowEnvironment, database_url: str, traced: bool, orders: int, run: str) -> dict:
+MODES = {"off": None, "on": "parentbased_always_on", "sampled_10%": "parentbased_traceidratio"}
+
+
+async def a_round(env: WorkflowEnvironment, database_url: str, mode: str, orders: int, run: str) -> dict:
     from activities.db.engine import create_engine
     from worker.factory import build_worker
     from worker.settings import Settings
@@ -73,6 +81,9 @@ async def a_round(env: WorkflowEnvironment, database_url: str, traced: bool, ord
     settings = Settings(database_url=database_url, webhook_secrets={"web": SECRET}, task_queue=f"bench-{run}",
                         order_decision_timeout=timedelta(seconds=30), http_metrics_port=0)
     exporter = EncodingExporter()
+    traced = MODES[mode] is not None
+    if traced:  # sampling is the standard OTEL_TRACES_SAMPLER knob, read when the provider is made
+        os.environ["OTEL_TRACES_SAMPLER"], os.environ["OTEL_TRACES_SAMPLER_ARG"] = MODES[mode], "0.1"
     tracer = tracing.Tracing("retailflow-bench", exporter) if traced else None
     engine = create_engine(database_url, pool_size=10, max_overflow=10)
     if tracer is not None:
@@ -104,10 +115,11 @@ async def a_round(env: WorkflowEnvironment, database_url: str, traced: bool, ord
                     wall = time.perf_counter() - wall0
     finally:
         await engine.dispose()
-    return {"traced": traced, "orders": orders, "latency_ms_median": statistics.median(latencies) * 1000,
+    return {"mode": mode, "orders": orders, "latency_ms_median": statistics.median(latencies) * 1000,
             "latency_ms_p95": percentile(latencies, 95) * 1000, "cpu_ms_per_delivery": cpu / orders * 1000,
             "wall_s": wall, "spans_per_delivery": exporter.spans / (orders + 3) if traced else 0,
-            "otlp_bytes_per_delivery": exporter.bytes / (orders + 3) if traced else 0, "load": load()}
+            "otlp_bytes_per_delivery": exporter.bytes / (orders + 3) if traced else 0,
+            "encode_cpu_ms_per_delivery": exporter.seconds / (orders + 3) * 1000, "load": load()}
 
 
 async def run(rounds: int, orders: int) -> dict:
@@ -116,16 +128,20 @@ async def run(rounds: int, orders: int) -> dict:
 
     pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="retailflow-bench-pg-")))
     database_url = pg.start()
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=temporal_cli(), ui=False,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"])
+    from workflows.common import SEARCH_ATTRIBUTES
+
+    extra = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
+    for name, kind in SEARCH_ATTRIBUTES.items():  # as `retailflow dev` registers them
+        extra += ["--search-attribute", f"{name}={kind}"]
+    env = await WorkflowEnvironment.start_local(data_converter=pydantic_data_converter,
+                                                dev_server_existing_path=temporal_cli(), ui=False,
+                                                dev_server_extra_args=extra)
     results = []
     try:
         await seed(database_url)
         for r in range(rounds):
-            for traced in (False, True):
-                result = await a_round(env, database_url, traced, orders, f"{r}{'t' if traced else 'o'}"
-                                       f"{uuid.uuid4().hex[:4]}")
+            for mode in MODES:
+                result = await a_round(env, database_url, mode, orders, f"{r}{mode[:2]}{uuid.uuid4().hex[:4]}")
                 results.append(result)
                 print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}),
                       flush=True)
@@ -133,18 +149,17 @@ async def run(rounds: int, orders: int) -> dict:
         await env.shutdown()
         pg.destroy()
     summary = {}
-    for traced in (False, True):
-        mine = [r for r in results if r["traced"] is traced]
-        summary["on" if traced else "off"] = {
-            k: statistics.median(r[k] for r in mine)
-            for k in ("latency_ms_median", "latency_ms_p95", "cpu_ms_per_delivery", "spans_per_delivery",
-                      "otlp_bytes_per_delivery")}
+    for mode in MODES:
+        mine = [r for r in results if r["mode"] == mode]
+        summary[mode] = {k: statistics.median(r[k] for r in mine)
+                         for k in ("latency_ms_median", "latency_ms_p95", "cpu_ms_per_delivery", "spans_per_delivery",
+                                   "otlp_bytes_per_delivery", "encode_cpu_ms_per_delivery")}
     return {"rounds": results, "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=3, help="off/on pairs (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of off, on, sampled (default 3)")
     p.add_argument("--orders", type=int, default=30, help="measured deliveries per round (default 30)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     a = p.parse_args(argv)
