@@ -30,12 +30,13 @@ from pydantic import BaseModel, create_model
 from pydantic.json_schema import models_json_schema
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 
-from domain.events import EVENT_DATA, EventType
+from domain.events import EVENT_DATA, SOURCE_EVENTS, EventType
 from domain.order import OrderDecision
-from starters import problems, read_api, shopify
+from starters import door_metrics, problems, read_api, shopify
 from starters.webhooks import WEBHOOK_EVENTS, Ingress, TemporalUnavailable, WebhookAccepted
+from worker import tracing as tracing_
 from worker.settings import Settings
 
 log = logging.getLogger("retailflow.http")
@@ -48,10 +49,12 @@ class ClientProvider:
     """A Temporal client connected on first use (the service starts even when Temporal is down, answering 503
     until it is up), then shared."""
 
-    def __init__(self, settings: Settings, client: Client | None = None, connect_timeout: float = 5.0) -> None:
+    def __init__(self, settings: Settings, client: Client | None = None, connect_timeout: float = 5.0,
+                 interceptors: list[Interceptor] | None = None) -> None:
         self.settings = settings
         self.client = client
         self.connect_timeout = connect_timeout
+        self.interceptors = interceptors or []
         self._lock = asyncio.Lock()
 
     async def __call__(self) -> Client:
@@ -62,7 +65,8 @@ class ClientProvider:
                 from worker.client import connect
 
                 try:
-                    self.client = await asyncio.wait_for(connect(self.settings), self.connect_timeout)
+                    self.client = await asyncio.wait_for(connect(self.settings, interceptors=self.interceptors),
+                                                         self.connect_timeout)
                 except Exception as down:  # noqa: BLE001 - any failure to connect is "unreachable"
                     raise TemporalUnavailable(str(down) or type(down).__name__) from down
         return self.client
@@ -137,9 +141,11 @@ def _custom_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 # --- the app ----------------------------------------------------------------------------------------------
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client: Client | None = None,
-               client_provider: ClientGetter | None = None) -> FastAPI:
+               client_provider: ClientGetter | None = None, tracing: tracing_.Tracing | None = None) -> FastAPI:
     """The HTTP service. Pass `engine`/`client` (tests), or let it create the engine from
-    `settings.database_url` and connect to Temporal on first use."""
+    `settings.database_url` and connect to Temporal on first use. With `tracing` (worker/tracing.py) every
+    request is traced, and so are the engine it creates and the client it connects; a `client` passed in carries
+    its own interceptors."""
     owns_engine = engine is None
 
     @asynccontextmanager
@@ -155,6 +161,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
             await upgrade(settings.database_url)
             app.state.engine = create_engine(settings.database_url)
             app.state.ingress.engine = app.state.engine
+            if tracing is not None:
+                tracing.instrument_engine(app.state.engine)
         try:
             yield
         finally:
@@ -168,12 +176,19 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
                     "Errors are application/problem+json (RFC 9457).",
         lifespan=lifespan,
     )
-    get_client: ClientGetter = client_provider or ClientProvider(settings, client)
+    get_client: ClientGetter = client_provider or ClientProvider(
+        settings, client, interceptors=[tracing.interceptor] if tracing is not None else None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.get_client = get_client
     app.state.ingress = Ingress(settings, engine, get_client)  # type: ignore[arg-type]
+    # the door's metrics (starters/door_metrics.py), observed inside CatchAll, served by `serve` on their own port
+    app.state.door_metrics = door_metrics.DoorMetrics()
+    door_metrics.install(app, app.state.door_metrics,
+                         {*SOURCE_EVENTS, *settings.webhook_sources, *settings.webhook_secrets, shopify.SOURCE})
     problems.install(app)
+    if tracing is not None:
+        tracing.instrument_app(app)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -266,6 +281,15 @@ def serve(settings: Settings) -> int:
         log.error("RETAILFLOW_DATABASE_URL is not set; `retailflow api` needs the PostgreSQL the worker uses "
                   "(`retailflow dev` starts an embedded one)")
         return 2
-    srv = server(settings)
-    asyncio.run(srv.serve())
+    tracing = tracing_.configure(settings, "retailflow-api")
+    app = create_app(settings, tracing=tracing)
+    metrics = door_metrics.serve(app.state.door_metrics, settings.http_metrics_host, settings.http_metrics_port)
+    srv = server(settings, app)
+    try:
+        asyncio.run(srv.serve())
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
+        if tracing is not None:
+            tracing.shutdown()
     return 0 if srv.started or srv.should_exit else 1

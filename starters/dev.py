@@ -547,6 +547,9 @@ class DevStack:
         if "api" in self.parts:
             lines += [f"  HTTP API         {self.api_url}/docs   (health {self.api_url}/readyz)",
                       f"  API token        Authorization: Bearer {self.api_token}"]
+            if self.settings.http_metrics_port:
+                lines.append(f"  Door metrics     http://{_browser_host(self.settings.http_metrics_host)}:"
+                             f"{self.settings.http_metrics_port}/metrics")
         if "postgres" in self.parts:
             lines.append(f"  PostgreSQL       {self.database_url.replace('+asyncpg', '')}")
         lines += [f"  Webhook secrets  {secrets}",

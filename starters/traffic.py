@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
+import stamina
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
@@ -30,6 +31,25 @@ from starters.signatures import sign_headers
 from workflows.common import SLA_BREACHED
 
 ORDER_SOURCES = ("web", "marketplace")
+
+
+class NotAcknowledged(Exception):
+    """The service answered a delivery with a 5xx: send it again (after its Retry-After, if it gave one)."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"answered {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _backoff(error: Exception) -> bool | float:
+    """stamina's backoff hook: retry what was not acknowledged; honour Retry-After (capped at 5 s, plus jitter so
+    a crowd of senders does not come back at the same instant); a transport error takes the jittered backoff."""
+    if isinstance(error, NotAcknowledged):
+        if error.retry_after is None:
+            return True
+        return min(error.retry_after, 5.0) + random.uniform(0.0, 0.2)  # noqa: S311 - jitter, not crypto
+    return isinstance(error, (httpx.TransportError, ValueError))
 
 
 @dataclass
@@ -76,27 +96,33 @@ class Sender:
     async def _deliver(self, source: str, webhook_id: str, body: bytes) -> httpx.Response:
         secrets = self.secrets[source]
         secret = secrets if isinstance(secrets, str) else secrets[0]
-        give_up = asyncio.get_running_loop().time() + self.max_wait
-        delay = 0.2
-        while True:
-            headers = {**sign_headers(secret, webhook_id, body), "content-type": "application/json"}
-            try:
-                response = await self.http.post(f"/webhooks/{source}", content=body, headers=headers)
-                self.stats["deliveries"] += 1
-                if response.status_code < 500:
-                    status = response.json().get("status")
-                    if status in ("duplicate", "late"):
-                        self.stats[f"answered_{status}"] += 1
-                    return response
-                self.stats[f"retried_{response.status_code}"] += 1
-                wait = float(response.headers.get("retry-after", delay))
-            except (httpx.TransportError, ValueError) as error:
-                self.stats[f"retried_{type(error).__name__}"] += 1
-                wait = delay
-            if asyncio.get_running_loop().time() > give_up:
-                raise TimeoutError(f"webhook {webhook_id} to {source} not acknowledged within {self.max_wait}s")
-            await asyncio.sleep(min(wait, 5.0))
-            delay = min(delay * 2, 5.0)
+        try:
+            async for attempt in stamina.retry_context(on=_backoff, attempts=None, timeout=self.max_wait,
+                                                       wait_initial=0.2, wait_max=5.0, wait_jitter=0.2):
+                with attempt:
+                    return await self._post(source, webhook_id, body, secret)
+        except (NotAcknowledged, httpx.TransportError, ValueError) as last:
+            raise TimeoutError(f"webhook {webhook_id} to {source} not acknowledged within {self.max_wait}s"
+                               ) from last
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    async def _post(self, source: str, webhook_id: str, body: bytes, secret: str) -> httpx.Response:
+        """One attempt (signed afresh, so a retry never goes stale); raises what `_backoff` retries."""
+        headers = {**sign_headers(secret, webhook_id, body), "content-type": "application/json"}
+        try:
+            response = await self.http.post(f"/webhooks/{source}", content=body, headers=headers)
+            self.stats["deliveries"] += 1
+            if response.status_code < 500:
+                status = response.json().get("status")
+                if status in ("duplicate", "late"):
+                    self.stats[f"answered_{status}"] += 1
+                return response
+        except (httpx.TransportError, ValueError) as error:
+            self.stats[f"retried_{type(error).__name__}"] += 1
+            raise
+        self.stats[f"retried_{response.status_code}"] += 1
+        retry_after = response.headers.get("retry-after")
+        raise NotAcknowledged(response.status_code, float(retry_after) if retry_after else None)
 
     async def act(self, path: str, body: dict) -> httpx.Response:
         """An ops action through the API (e.g. `POST /counts/{id}/approve`), retried while the stack is down or

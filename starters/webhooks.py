@@ -26,9 +26,9 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 from typing import Any, Literal
 
+import stamina
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -41,9 +41,11 @@ from activities.db.registry import closed_process
 from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
 from domain.ids import webhook_event_id
 from domain.routing import route
+from starters import door_metrics
 from starters.dispatch import DispatchResult, dispatch
 from starters.problems import Problem, field_errors, unavailable
 from starters.signatures import SignatureError, verify
+from worker import tracing
 from worker.interceptors import bind
 from worker.settings import Settings
 
@@ -64,6 +66,12 @@ class WebhookAccepted(BaseModel):
 
 class TemporalUnavailable(Exception):
     """Temporal cannot be reached right now (answered 503 + Retry-After)."""
+
+
+class ClaimPending(Exception):
+    """The first delivery of this webhook-id still holds its claim: wait for its answer (retried, not logged)."""
+
+    quiet_retry = True  # an expected wait, not a fault: worker.logging does not log its retries
 
 
 def allowed_events(source: str, settings: Settings) -> frozenset[EventType] | None:
@@ -113,6 +121,7 @@ def parse_event(body: bytes, source: str, webhook_id: str, settings: Settings) -
         raise Problem(422, "the body does not match the webhook envelope", slug="validation",
                       errors=field_errors(bad)) from None
     allowed = allowed_events(source, settings) or frozenset()
+    door_metrics.seen(envelope.type)
     if envelope.type not in allowed:
         raise Problem(403, f"source '{source}' may not send '{envelope.type}'", slug="event-not-allowed")
     try:
@@ -197,27 +206,44 @@ class Ingress:
         try:
             return await self.get_client()
         except TemporalUnavailable as down:
+            door_metrics.cause("temporal_unreachable")
             raise unavailable(f"Temporal cannot be reached: {down}") from None
 
     async def deliver(self, client: Client, source: str, webhook_id: str, event: Event, body: bytes
                       ) -> JSONResponse:
         """Claim, dispatch and record one verified, valid delivery (also used by the Shopify route)."""
-        workflow_id = route(event).workflow_id
-        deadline = time.monotonic() + self._wait_bound()
-        delay = 0.05
-        while True:
-            prior = await claim(self.engine, source, webhook_id, event, workflow_id, body)
+        r = route(event)
+        door_metrics.seen(event.type)
+        attributes = {tracing.SOURCE: source, tracing.EVENT_TYPE: str(event.type), tracing.WEBHOOK_ID: webhook_id,
+                      tracing.BUSINESS_KEY: r.business_key, tracing.WORKFLOW_ID: r.workflow_id}
+        tracing.annotate(**attributes)  # on the HTTP request's span, where a trace search finds them
+        with tracing.span("webhook.deliver", **attributes):
+            prior = await self._claim(source, webhook_id, event, r.workflow_id, body)
             if prior is None:
-                return await self._first(client, source, webhook_id, event, workflow_id)
-            if prior.body_sha256 != hashlib.sha256(body).hexdigest():
-                raise Problem(409, f"webhook-id {webhook_id} was already delivered with a different body; a new "
-                                   "event needs a new webhook-id", slug="webhook-id-reused")
-            if prior.status == "done":
-                return await self._again(client, source, webhook_id, event, prior)
-            if time.monotonic() > deadline:  # the first is still at work, or died holding its claim (a crash):
-                return await self._first(client, source, webhook_id, event, workflow_id)  # dispatch is idempotent
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+                return await self._first(client, source, webhook_id, event, r.workflow_id)
+            return await self._again(client, source, webhook_id, event, prior)
+
+    async def _claim(self, source: str, webhook_id: str, event: Event, workflow_id: str, body: bytes
+                     ) -> Delivery | None:
+        """None when this request dispatches: it won the claim, or the first delivery still holds it after the
+        wait bound (still at work, or it died holding the claim: a crash; dispatch is idempotent). Else the first
+        delivery's answered row. Waits with jittered backoff (stamina) while the first is at work."""
+        sha = hashlib.sha256(body).hexdigest()
+        try:
+            async for attempt in stamina.retry_context(on=ClaimPending, attempts=None, timeout=self._wait_bound(),
+                                                       wait_initial=0.05, wait_max=0.5, wait_jitter=0.05):
+                with attempt:
+                    with tracing.span("webhook.claim"):
+                        prior = await claim(self.engine, source, webhook_id, event, workflow_id, body)
+                    if prior is not None and prior.body_sha256 != sha:
+                        raise Problem(409, f"webhook-id {webhook_id} was already delivered with a different body; "
+                                           "a new event needs a new webhook-id", slug="webhook-id-reused")
+                    if prior is not None and prior.status != "done":
+                        raise ClaimPending(webhook_id)
+                    return prior
+        except ClaimPending:
+            pass
+        return None
 
     def _wait_bound(self) -> float:
         return max(2 * self.settings.order_decision_timeout.total_seconds(), 10.0) + 5.0
@@ -227,7 +253,8 @@ class Ingress:
         recorded = False
         try:
             code, response = await self._dispatch(client, event, workflow_id)
-            await answer(self.engine, source, webhook_id, code, response)
+            with tracing.span("webhook.answer"):
+                await answer(self.engine, source, webhook_id, code, response)
             recorded = True
             return _json(code, response)
         finally:
@@ -240,6 +267,7 @@ class Ingress:
     async def _again(self, client: Client, source: str, webhook_id: str, event: Event, prior: Delivery
                      ) -> JSONResponse:
         """A redelivery: the first answer, except an order whose decision was late is asked again."""
+        door_metrics.duplicate()
         if event.type is EventType.ORDER_PLACED and prior.http_status == 202 and \
                 (prior.response or {}).get("status") not in ("duplicate", "late"):
             code, response = await self._dispatch(client, event, prior.workflow_id)
@@ -266,7 +294,10 @@ class Ingress:
             raise Problem(409, f"the process refused the event: {detail}", slug="refused") from None
         except (RPCError, TimeoutError, RuntimeError) as down:
             log.warning("dispatch of %s to %s failed: %s", event.event_id, workflow_id, down)
+            door_metrics.cause("temporal_dispatch")
             raise unavailable(f"Temporal cannot take the event right now: {down}") from None
+        if result.status == "late":
+            door_metrics.late()
         return _result(result)
 
 

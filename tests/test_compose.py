@@ -1,5 +1,6 @@
 """docker-compose.yml checked against the code (no Docker engine runs here): commands, settings, ports,
 search attributes, health checks and start order."""
+import json
 import os
 import re
 from pathlib import Path
@@ -125,3 +126,76 @@ def test_the_image_holds_every_package_and_the_locked_dependencies():
     for package in ("domain", "workflows", "activities", "worker", "starters"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert "uv sync --frozen" in dockerfile and "uv.lock" in dockerfile
+
+
+# --- observability: the trace viewer, the scrape config and the dashboard --------------------------------
+DEPLOY = ROOT / "deploy"
+
+
+def mounted(service: dict, inside: str) -> Path:
+    """The file of this checkout mounted at `inside` in the service."""
+    for volume in service.get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        if rest.split(":")[0] == inside:
+            assert source.startswith("./"), volume
+            return ROOT / source
+    raise AssertionError(f"nothing mounted at {inside}")
+
+
+def test_the_trace_viewer_is_wired_to_every_retailflow_service():
+    viewers = [name for name, s in SERVICES.items() if "jaeger" in str(s.get("image", ""))]
+    assert viewers == ["jaeger"]
+    assert host_port(SERVICES["jaeger"], 16686) == 16686  # the Jaeger UI
+    for name in ("worker", "api"):
+        endpoint = interpolate(env_of(SERVICES[name])["RETAILFLOW_OTLP_ENDPOINT"])
+        assert endpoint == "http://jaeger:4318", name  # OTLP/HTTP, what worker/tracing.py exports
+        assert "jaeger" not in (SERVICES[name].get("depends_on") or {}), f"{name} must not wait on tracing"
+
+
+def test_prometheus_scrapes_the_workers_and_the_door_on_their_metrics_ports():
+    config = yaml.safe_load(mounted(SERVICES["prometheus"], "/etc/prometheus/prometheus.yml").read_text())
+    assert mounted(SERVICES["prometheus"], "/etc/prometheus/prometheus.yml") == DEPLOY / "prometheus.yml"
+    targets: dict[str, set[tuple[str, int]]] = {}
+    for job in config["scrape_configs"]:
+        found = targets.setdefault(job["job_name"], set())
+        for sd in job.get("dns_sd_configs", []):
+            found |= {(name, int(sd["port"])) for name in sd["names"]}
+        for static in job.get("static_configs", []):
+            found |= {(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in static["targets"]}
+    worker_port = int(env_of(SERVICES["worker"])["RETAILFLOW_METRICS_PORT"])
+    api_env = env_of(SERVICES["api"])
+    door_port = int(api_env["RETAILFLOW_HTTP_METRICS_PORT"])
+    assert targets["retailflow-worker"] == {("worker", worker_port)}
+    assert targets["retailflow-door"] == {("api", door_port)}
+    assert door_port != int(api_env["RETAILFLOW_HTTP_PORT"])  # not the public port
+    assert api_env["RETAILFLOW_HTTP_METRICS_HOST"] == "0.0.0.0"  # reachable on the compose network...
+    for name, port in (("api", door_port), ("worker", worker_port)):  # ...but never published to the host
+        with pytest.raises(AssertionError):
+            host_port(SERVICES[name], port)
+    for job, found in targets.items():
+        for host, _ in found:
+            assert host == "localhost" or host in SERVICES, f"{job}: {host} is not a compose service"
+
+
+def test_the_dashboard_uses_the_provisioned_data_source_and_metrics_that_exist():
+    from starters import door_metrics
+    from worker import metrics as worker_metrics
+
+    grafana = SERVICES["grafana"]
+    dashboard_file = mounted(grafana, "/var/lib/grafana/dashboards/retailflow.json")
+    assert dashboard_file == DEPLOY / "grafana" / "retailflow.json"
+    provisioning = mounted(grafana, "/etc/grafana/provisioning")
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert [(s["uid"], s["url"]) for s in sources] == [("prometheus", "http://prometheus:9090")]
+    providers = yaml.safe_load((provisioning / "dashboards" / "retailflow.yml").read_text())["providers"]
+    assert providers[0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+    dashboard = json.loads(dashboard_file.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert all(t["datasource"]["uid"] == "prometheus" for p in dashboard["panels"] for t in p.get("targets", []))
+    known = {getattr(door_metrics, n) for n in ("DELIVERIES", "DUPLICATES", "LATE", "SIGNATURE_FAILURES",
+                                                "UNAVAILABLE", "DECISION_SECONDS")}
+    known |= {worker_metrics.PROCESSES_STARTED, worker_metrics.PROCESSES_COMPLETED, worker_metrics.CASES_OPENED}
+    used = {m for e in exprs for m in re.findall(r"\b(retailflow_[a-z_]+?)(?:_total|_bucket|_count|_sum|\(|\b)", e)}
+    assert used and used <= known, used - known
+    assert known <= used, f"metrics without a panel: {known - used}"

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
     from worker.settings import Settings
 
-PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "activities", "structlog")
+PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "activities", "structlog",
+               "opentelemetry")  # opentelemetry: one context (the trace) inside and outside the sandbox
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

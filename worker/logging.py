@@ -193,6 +193,21 @@ def configure_logging(settings: Settings | None = None, *, service: str | None =
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
 
+    import stamina.instrumentation
+
+    stamina.instrumentation.set_on_retry_hooks([log_retry])
+
+
+def log_retry(details: Any) -> None:
+    """stamina's retry hook (every retry in retailflow goes through stamina): one warning a retry, in our stream.
+    A wait that is expected, not a fault (an exception class with `quiet_retry = True`, e.g. a redelivery
+    waiting for the first delivery's answer), is not logged."""
+    if getattr(details.caused_by, "quiet_retry", False):
+        return
+    structlog.get_logger("retailflow.retry").warning(
+        "retrying", operation=details.name, retry=details.retry_num, error=repr(details.caused_by),
+        retry_in_s=round(details.wait_for, 2), waited_s=round(details.waited_so_far, 2))
+
 
 def temporal_runtime_logging(level: str = "WARN"):  # noqa: ANN201 - temporalio.runtime.LoggingConfig
     """The Rust core's own log lines, forwarded into the `temporalio.core` stdlib logger (one stream)."""

@@ -4,7 +4,9 @@ Connects (retrying while Temporal is still starting, as in docker-compose), migr
 advisory lock serialises several replicas starting at once), runs every workflow and activity on the task queue
 until SIGTERM or SIGINT, then shuts down gracefully: polling stops, running activities get
 `graceful_shutdown_timeout` to finish, the database pool is closed and the process exits 0. With
-`RETAILFLOW_METRICS_PORT` the SDK runtime serves Prometheus metrics on `/metrics` of that port.
+`RETAILFLOW_METRICS_PORT` the SDK runtime serves Prometheus metrics on `/metrics` of that port; with an OTLP
+endpoint (`RETAILFLOW_OTLP_ENDPOINT`, worker/tracing.py) every workflow handler, activity and SQL statement is
+traced, continuing the trace of the delivery that caused it.
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import logging
 import signal
 from datetime import timedelta
 
+import stamina
 import structlog
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from worker.logging import temporal_runtime_logging
@@ -34,23 +37,20 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 async def connect_with_retry(settings: Settings, runtime: Runtime | None = None, *,
-                             give_up_after: float = 120.0, stop: asyncio.Event | None = None) -> Client:
-    """Temporal may still be starting (compose, a dev stack restart): retry with backoff up to `give_up_after` s."""
+                             give_up_after: float = 120.0, stop: asyncio.Event | None = None,
+                             interceptors: list[Interceptor] | None = None) -> Client:
+    """Temporal may still be starting (compose, a dev stack restart): retry any failure to connect with
+    jittered exponential backoff (stamina; each retry is logged) for up to `give_up_after` s, or until `stop`."""
     from worker.client import connect
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + give_up_after
-    delay = 0.5
-    while True:
-        try:
-            return await connect(settings, runtime=runtime)
-        except Exception as err:  # noqa: BLE001 - any connection failure is retried until the deadline
-            if loop.time() + delay > deadline or (stop is not None and stop.is_set()):
-                raise
-            log.warning("temporal not reachable yet, retrying", address=settings.temporal_address,
-                        error=str(err), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    def still_wanted(_: Exception) -> bool:
+        return stop is None or not stop.is_set()
+
+    async for attempt in stamina.retry_context(on=still_wanted, attempts=None, timeout=give_up_after,
+                                               wait_initial=0.5, wait_max=5.0, wait_jitter=0.5):
+        with attempt:
+            return await connect(settings, runtime=runtime, interceptors=interceptors)
+    raise AssertionError("unreachable: stamina re-raises the last error")
 
 
 def _install_stop_handlers(stop: asyncio.Event) -> None:
@@ -89,11 +89,17 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     _install_stop_handlers(stop)
 
     runtime = build_runtime(settings)
-    client = await connect_with_retry(settings, runtime, stop=stop)
+    from worker.tracing import configure
+
+    tracing = configure(settings, "retailflow-worker")  # None unless an OTLP endpoint is configured
+    client = await connect_with_retry(settings, runtime, stop=stop,
+                                      interceptors=[tracing.interceptor] if tracing is not None else None)
     await upgrade(settings.database_url)
     await _ensure_reconciliation_schedule(client, settings)
     engine = create_engine(settings.database_url, pool_size=min(20, settings.max_concurrent_activities),
                            max_overflow=20)
+    if tracing is not None:
+        tracing.instrument_engine(engine)
     try:
         from worker.metrics import BusinessMetrics
 
@@ -110,5 +116,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         log.info("worker stopped")
     finally:
         await engine.dispose()
+        if tracing is not None:
+            tracing.shutdown()  # exports what is still buffered
     logging.shutdown()
     return 0

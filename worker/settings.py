@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     shopify_secret: SecretStr | None = None
     api_tokens: list[SecretStr] = Field(default_factory=list)
     order_decision_timeout: timedelta = timedelta(seconds=5)
+    # the door's Prometheus metrics: their own port, on loopback unless told otherwise (docs/ops.md); 0 = off
+    http_metrics_host: str = "127.0.0.1"
+    http_metrics_port: int = 9465
 
     # Process rules
     sla: dict[SlaKind, timedelta] = Field(default_factory=dict)
@@ -82,6 +85,7 @@ class Settings(BaseSettings):
     workflow_task_pollers: int = 4
     activity_task_pollers: int = 4
     metrics_port: int | None = None
+    otlp_endpoint: str | None = None  # OTLP/HTTP base URL (http://jaeger:4318): traces on (worker/tracing.py)
     log_level: str = "INFO"
     log_format: str = "auto"  # auto: console on a terminal, JSON otherwise; or "json" / "console"
 
