@@ -104,6 +104,7 @@ class LateEventInput(BaseModel):
 
 class LateEventOutcome(BaseModel):
     workflow_id: str
+    stage: str  # the action taken, as the process's final stage (record | case | apply)
     action: LateAction
     case_id: str | None = None
     movement_keys: list[str] = Field(default_factory=list)

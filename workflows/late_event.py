@@ -44,6 +44,15 @@ class LateEvent:
         self.cases = ProcessCases(process_type="LateEvent", business_key=input.business_key,
                                   channel=input.channel, policy=input.sla, view=self.view, log=self.log)
         self.stage = "storing"
+        self.outcome: LateEventOutcome | None = None
+
+    @workflow.query(name="state", description="The late event: its stage, and once handled what was done with it.")
+    def state(self) -> dict:
+        return {"workflow_id": self.workflow_id, "business_key": self.input.business_key, "stage": self.stage,
+                "event_id": self.input.event.event_id, "event_type": str(self.input.event.type),
+                "process_workflow_id": self.input.process_workflow_id,
+                "outcome": self.outcome.model_dump(mode="json") if self.outcome else None,
+                "exception_cases": [ref.model_dump(mode="json") for ref in self.cases.refs()]}
 
     @workflow.run
     async def run(self, input: LateEventInput) -> LateEventOutcome:
@@ -56,7 +65,9 @@ class LateEvent:
             late_workflow_id=self.workflow_id, type=str(event.type), source=event.source, action=handling.action,
             case_id=case_id, payload=event.model_dump(mode="json"), received_at=workflow.now(),
         ), summary=f"store late {event.type} for {input.process_workflow_id}")
-        outcome = LateEventOutcome(workflow_id=self.workflow_id, action=handling.action, case_id=case_id)
+        outcome = LateEventOutcome(workflow_id=self.workflow_id, stage=str(handling.action), action=handling.action,
+                                   case_id=case_id)
+        self.outcome = outcome
         details = {"event_id": event.event_id, "event_type": str(event.type), "source": event.source,
                    "process_workflow_id": input.process_workflow_id, "process_type": input.process_type}
         if handling.action is LateAction.APPLY:

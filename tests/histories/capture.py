@@ -14,7 +14,8 @@ Stories: orders shipped, split, short-picked, cancelled before and after the pic
 (settlement_overdue breach, escalated, still open), settled for less (settlement_mismatch, resolved by ops);
 transfers plain, split, short (receipt_variance) and in two trucks (release 2), one never shipped (transfer_ship_overdue) then cancelled
 by ops; an order with its return refunded; a return never received (return_not_received: expired); a
-reconciliation run.
+reconciliation run; release 2's late events: a parcel dispatched after the order was cancelled, a return parcel
+after the return expired.
 """
 from __future__ import annotations
 
@@ -122,6 +123,37 @@ async def return_never_received(sender: Sender, n: int) -> list[Expectation]:
                                    scenario="return_not_received")]
 
 
+async def dispatched_after_cancel(sender: Sender, n: int) -> list[Expectation]:
+    """An order picked and cancelled (the WMS intercepted), then the WMS reports the parcel left anyway: a
+    LateEvent process takes the units out of the ledger and opens `shipped_after_cancel` (release 2)."""
+    d = day(sender, n)
+    expected = await order(d, n, "cancel_after_pick")
+    _, channel, order_id = expected[0].workflow_id.split(":", 2)
+    state = await sender.read(f"/orders/{channel}/{order_id}", until=lambda s: s.get("stage") == "cancelled")
+    line = state["lines"][0]
+    webhook_id = f"msg_late_{RUN}_{n}"
+    await sender.send("wms", "shipment.dispatched", {
+        "shipment_id": f"S-{RUN}-{n}-late", "order_id": order_id, "channel": channel,
+        "location_id": line["location_id"], "carrier": "ups", "tracking_number": f"1Z{RUN}{n}",
+        "lines": [{"line_id": line["line_id"], "quantity": line["released"]}]}, webhook_id=webhook_id)
+    late = ids.late_event_workflow_id(ids.webhook_event_id("wms", webhook_id))
+    return [*expected, Expectation(late, frozenset({"apply"}), scenario="dispatched_after_cancel")]
+
+
+async def parcel_after_expiry(sender: Sender, n: int) -> list[Expectation]:
+    """A return that expired, then its parcel arrives: a LateEvent process takes it into pending_inspection and
+    opens `late_event` (release 2)."""
+    expected = await return_never_received(sender, n)
+    return_id = expected[-1].workflow_id.split(":", 1)[1]
+    state = await sender.read(f"/returns/{return_id}", until=lambda s: s.get("stage") == "expired", within=120)
+    webhook_id = f"msg_late_{RUN}_{n}"
+    await sender.send("wms", "return.received", {
+        "return_id": return_id, "location_id": STORES[0],
+        "lines": [{"sku": state["lines"][0]["sku"], "quantity": 1}]}, webhook_id=webhook_id)
+    late = ids.late_event_workflow_id(ids.webhook_event_id("wms", webhook_id))
+    return [*expected, Expectation(late, frozenset({"apply"}), scenario="parcel_after_expiry")]
+
+
 async def _until_breached(client, workflow_id: str, within: float = 120.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -165,7 +197,8 @@ async def drive(stack) -> list[Expectation]:  # noqa: ANN001
         stories = [order(day(sender, n), n, variant) for n, variant in enumerate(ORDER_VARIANTS, start=1)]
         stories += [transfer(day(sender, n), n, variant) for n, variant in enumerate(TRANSFER_VARIANTS, start=20)]
         stories += [order_and_return(day(sender, 30), 30), return_never_received(sender, 31),
-                    ops_cancelled_order(client, sender, 40), unshipped_transfer_cancelled_by_ops(client, sender, 41)]
+                    ops_cancelled_order(client, sender, 40), unshipped_transfer_cancelled_by_ops(client, sender, 41),
+                    dispatched_after_cancel(sender, 50), parcel_after_expiry(sender, 51)]
         expectations = []
         for outcome in await asyncio.gather(*stories, return_exceptions=True):
             if isinstance(outcome, BaseException):
