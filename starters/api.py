@@ -35,6 +35,7 @@ from temporalio.client import Client
 from domain.events import EVENT_DATA, EventType
 from domain.order import OrderDecision
 from starters import problems, read_api, shopify
+from starters.guard import BodyGuard, UnsafeConfiguration, check_startup, protocol_for
 from starters.webhooks import WEBHOOK_EVENTS, Ingress, TemporalUnavailable, WebhookAccepted
 from worker.settings import Settings
 
@@ -173,6 +174,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     app.state.engine = engine
     app.state.get_client = get_client
     app.state.ingress = Ingress(settings, engine, get_client)  # type: ignore[arg-type]
+    app.add_middleware(BodyGuard, timeout=settings.http_body_timeout.total_seconds(),
+                       max_bytes=settings.webhook_max_body_bytes)
     problems.install(app)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
@@ -193,7 +196,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     webhook_answers = {
         200: {"model": OrderDecision, "description": "order.placed: the reservation decision"},
         202: {"model": WebhookAccepted, "description": "accepted: started, signalled or duplicate"},
-        **problems.responses(400, 401, 403, 404, 409, 413, 422, 503),
+        **problems.responses(400, 401, 403, 404, 408, 409, 413, 422, 429, 503),
     }
 
     @app.post("/webhooks/shopify", tags=["webhooks"], responses={**webhook_answers},
@@ -254,9 +257,12 @@ class _Server(uvicorn.Server):
 
 
 def server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Server:
+    """uvicorn on the guarded h11 protocol (starters/guard.py): header timeout, connections per client, all
+    connections bounded (over `http_max_connections` a request gets 503), idle keep-alive closed after 5 s."""
     config = uvicorn.Config(app or create_app(settings), host=settings.http_host, port=settings.http_port,
                             log_config=None, lifespan="on", timeout_graceful_shutdown=10,
-                            limit_concurrency=1000, proxy_headers=False)
+                            http=protocol_for(settings), limit_concurrency=settings.http_max_connections,
+                            timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024, proxy_headers=False)
     return _Server(config)
 
 
@@ -265,6 +271,11 @@ def serve(settings: Settings) -> int:
     if not settings.database_url:
         log.error("RETAILFLOW_DATABASE_URL is not set; `retailflow api` needs the PostgreSQL the worker uses "
                   "(`retailflow dev` starts an embedded one)")
+        return 2
+    try:
+        check_startup(settings)
+    except UnsafeConfiguration as unsafe:
+        log.error("%s", unsafe)
         return 2
     srv = server(settings)
     asyncio.run(srv.serve())

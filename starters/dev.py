@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
-from worker.settings import Settings
+from worker.settings import ApiToken, Scope, Settings
 
 PARTS = ("postgres", "temporal", "worker", "api")
 DEFAULT_POSTGRES_PORT = 5433
@@ -79,16 +79,18 @@ def dev_settings(settings: Settings) -> Settings:
     if not settings.webhook_secrets:
         update["webhook_secrets"] = {s: dev_webhook_secret(s) for s in dev_sources()}
     if not settings.api_tokens:
-        update["api_tokens"] = [SecretStr(DEV_API_TOKEN)]
+        update["api_tokens"] = {"dev": ApiToken(token=SecretStr(DEV_API_TOKEN), scopes={Scope.READ, Scope.OPS})}
     return settings.model_copy(update=update)
 
 
 def _reveal(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return _reveal(dict(value))
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, dict):
         return {k: _reveal(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_reveal(v) for v in value]
     return value
 
@@ -217,7 +219,10 @@ class DevStack:
 
     @property
     def api_token(self) -> str:
-        return self.settings.api_tokens[0].get_secret_value()
+        """The first token with the ops scope (the dev stack's own `dev` token unless others are configured)."""
+        tokens = self.settings.api_tokens
+        chosen = next((t for t in tokens.values() if Scope.OPS in t.scopes), None) or next(iter(tokens.values()))
+        return chosen.token.get_secret_value()
 
     async def client(self):  # noqa: ANN201 - temporalio.client.Client
         """A Temporal client on the stack (pydantic converter), as the worker and the API connect."""

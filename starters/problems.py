@@ -21,8 +21,8 @@ TYPE_BASE = "https://retailflow.dev/problems/"
 
 TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Content too large", 415: "Unsupported media type", 422: "Unprocessable content",
-    503: "Service unavailable",
+    408: "Request timeout", 409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
+    422: "Unprocessable content", 429: "Too many requests", 503: "Service unavailable",
 }
 
 
@@ -100,6 +100,11 @@ def install(app: FastAPI) -> None:
         if status == 503:
             headers.setdefault("Retry-After", "5")
         return Problem(status, str(exc.detail), headers=headers).response(request.url.path)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # a document too deep for a parser is the sender's permanent error, not a reason to retry
+        return Problem(400, "the request is nested too deeply", slug="not-json").response(request.url.path)
 
     app.add_middleware(CatchAll)
 

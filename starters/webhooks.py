@@ -4,7 +4,7 @@ In order, each step answering its own problem (RFC 9457) and none of them starti
 1. the body is read raw, with the size limit applied before it is all read (`Content-Length`, then the streamed
    byte count): 413;
 2. the Standard Webhooks signature over the raw bytes (starters.signatures): 401;
-3. JSON: 400; the envelope `{type, timestamp, data}`: 422; the event type allowed for the source: 403;
+3. JSON (and nested at most `http_max_json_depth` deep): 400; the envelope `{type, timestamp, data}`: 422; the event type allowed for the source: 403;
    the event's `data` against its schema: 422 with the field errors;
 4. Temporal reachable (a client, connected lazily): 503 + Retry-After.
 Then the delivery is claimed in `webhook_deliveries` by (source, webhook-id): the first insert wins and
@@ -38,6 +38,7 @@ from temporalio.service import RPCError
 from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
 from domain.routing import route
 from starters.dispatch import DispatchResult, ProcessClosed, dispatch
+from starters.guard import loads_bounded
 from starters.problems import Problem, field_errors, unavailable
 from starters.signatures import SignatureError, verify
 from worker.interceptors import bind
@@ -97,8 +98,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 # --- step 3: the event ------------------------------------------------------------------------------------
 def parse_event(body: bytes, source: str, webhook_id: str, settings: Settings) -> Event:
     try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as bad:
+        raw = loads_bounded(body, settings.http_max_json_depth)
+    except ValueError as bad:  # not UTF-8, not JSON, or nested too deep: permanent, never a 503
         raise Problem(400, f"the body is not JSON: {bad}", slug="not-json") from None
     if not isinstance(raw, dict):
         raise Problem(422, "the body must be a JSON object {type, timestamp, data}", slug="validation")

@@ -4,7 +4,8 @@ Connects (retrying while Temporal is still starting, as in docker-compose), migr
 advisory lock serialises several replicas starting at once), runs every workflow and activity on the task queue
 until SIGTERM or SIGINT, then shuts down gracefully: polling stops, running activities get
 `graceful_shutdown_timeout` to finish, the database pool is closed and the process exits 0. With
-`RETAILFLOW_METRICS_PORT` the SDK runtime serves Prometheus metrics on `/metrics` of that port.
+`RETAILFLOW_METRICS_PORT` the SDK runtime serves Prometheus metrics on `/metrics` of that port, on
+`RETAILFLOW_METRICS_HOST` (loopback unless configured: the metrics name every process type and queue).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def build_runtime(settings: Settings) -> Runtime:
     """The SDK runtime: core logs forwarded into our log stream, Prometheus metrics when a port is set."""
     metrics = None
     if settings.metrics_port:
-        metrics = PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
+        metrics = PrometheusConfig(bind_address=f"{settings.metrics_host}:{settings.metrics_port}")
     return Runtime(telemetry=TelemetryConfig(logging=temporal_runtime_logging(), metrics=metrics))
 
 
