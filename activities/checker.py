@@ -120,7 +120,7 @@ async def check_connection(conn: AsyncConnection) -> CheckReport:
 
 
 async def check(database_url: str) -> CheckReport:
-    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    engine = create_engine(database_url, pool_size=1, max_overflow=0, statement_timeout=None)  # a full scan
     try:
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")

@@ -154,7 +154,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
             # the schema this service reads and writes (webhook_deliveries); idempotent, serialised with the
             # worker's own upgrade by an advisory lock, so whichever starts first migrates
             await upgrade(settings.database_url)
-            app.state.engine = create_engine(settings.database_url)
+            app.state.engine = create_engine(
+                settings.database_url, statement_timeout=settings.database_statement_timeout.total_seconds(),
+                pool_timeout=settings.database_pool_timeout.total_seconds(),
+                connect_timeout=settings.database_connect_timeout.total_seconds())
             app.state.ingress.engine = app.state.engine
         try:
             yield

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("retailflow.http")
@@ -100,6 +101,14 @@ def install(app: FastAPI) -> None:
         if status == 503:
             headers.setdefault("Retry-After", "5")
         return Problem(status, str(exc.detail), headers=headers).response(request.url.path)
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(TimeoutError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # every database call is bounded (activities/db/engine.py); one that ran out is "retry later"
+        log.warning("database call failed answering %s: %s", request.url.path, type(exc).__name__)
+        return unavailable("the database cannot be reached right now; nothing was changed").response(
+            request.url.path)
 
     @app.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:

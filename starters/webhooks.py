@@ -31,6 +31,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
@@ -201,7 +202,7 @@ class Ingress:
         deadline = time.monotonic() + self._wait_bound()
         delay = 0.05
         while True:
-            prior = await claim(self.engine, source, webhook_id, event, workflow_id, body)
+            prior = await self._db(claim(self.engine, source, webhook_id, event, workflow_id, body))
             if prior is None:
                 return await self._first(client, source, webhook_id, event, workflow_id)
             if prior.body_sha256 != hashlib.sha256(body).hexdigest():
@@ -214,6 +215,16 @@ class Ingress:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
+    async def _db(self, call: Any) -> Any:
+        """One database step of a delivery, bounded in time: a locked, frozen or unreachable database is a 503
+        with Retry-After (nothing recorded), answered within `database_statement_timeout`, never a hang."""
+        try:
+            async with asyncio.timeout(self.settings.database_statement_timeout.total_seconds()):
+                return await call
+        except (SQLAlchemyError, OSError, TimeoutError) as down:
+            log.warning("database step of a delivery failed: %s", type(down).__name__)
+            raise unavailable("the database cannot be reached right now; nothing was recorded") from None
+
     def _wait_bound(self) -> float:
         return max(2 * self.settings.order_decision_timeout.total_seconds(), 10.0) + 5.0
 
@@ -222,13 +233,14 @@ class Ingress:
         recorded = False
         try:
             code, response = await self._dispatch(client, event, workflow_id)
-            await answer(self.engine, source, webhook_id, code, response)
+            await self._db(answer(self.engine, source, webhook_id, code, response))
             recorded = True
             return _json(code, response)
         finally:
             if not recorded:
                 try:
-                    await asyncio.shield(forget(self.engine, source, webhook_id))
+                    async with asyncio.timeout(self.settings.database_statement_timeout.total_seconds()):
+                        await asyncio.shield(forget(self.engine, source, webhook_id))
                 except Exception:  # noqa: BLE001 - the original error is what the sender must see
                     log.exception("could not remove the claim of delivery %s/%s", source, webhook_id)
 
@@ -239,7 +251,7 @@ class Ingress:
                 (prior.response or {}).get("status") != "duplicate":
             code, response = await self._dispatch(client, event, prior.workflow_id)
             if code == 200:
-                await answer(self.engine, source, webhook_id, code, response)
+                await self._db(answer(self.engine, source, webhook_id, code, response))
             return _json(code, response)
         return _json(prior.http_status or 202, prior.response or {})
 

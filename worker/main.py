@@ -93,8 +93,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     client = await connect_with_retry(settings, runtime, stop=stop)
     await upgrade(settings.database_url)
     await _ensure_reconciliation_schedule(client, settings)
-    engine = create_engine(settings.database_url, pool_size=min(20, settings.max_concurrent_activities),
-                           max_overflow=20)
+    # one connection per activity slot: an activity never queues for the pool, and the pool wait (5 s) is far
+    # shorter than any activity's start-to-close (30 s), so a starved pool fails an attempt that is retried
+    engine = create_engine(settings.database_url, pool_size=settings.max_concurrent_activities, max_overflow=0,
+                           statement_timeout=settings.database_statement_timeout.total_seconds(),
+                           pool_timeout=settings.database_pool_timeout.total_seconds(),
+                           connect_timeout=settings.database_connect_timeout.total_seconds())
     try:
         from worker.metrics import BusinessMetrics
 

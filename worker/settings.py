@@ -128,7 +128,9 @@ class Settings(BaseSettings):
     faults: dict[str, FaultSpec] = Field(default_factory=dict)
 
     # Worker tuning and observability
-    max_concurrent_activities: int = 200
+    # each activity slot has its own pool connection (worker/main.py), so no activity waits for one; 3 replicas
+    # of 60 plus the HTTP service stay well under PostgreSQL's max_connections (400 in docker-compose.yml)
+    max_concurrent_activities: int = 60
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 2_000  # ~0.26 MiB per cached open order: keeps a worker under 1 GiB (bench/RESULTS.md)
     workflow_task_pollers: int = 4
