@@ -33,5 +33,6 @@ def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
     return [
         *stub_activities(engine, settings, fault_seed=fault_seed),
         *activity_methods(CaseActivities(engine), RoutingActivities(client, settings),
-                           ReconciliationActivities(client, engine)),
+                           ReconciliationActivities(client, engine,
+                                                    quiet_for=settings.reconciliation_orphan_quiet_for)),
     ]

@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     settlement_tolerance: Decimal = Decimal("0.00")
     safety_stock: dict[str, int] = Field(default_factory=dict)  # location_id -> units held back per SKU
     reconciliation_every: timedelta = timedelta(minutes=15)
+    # holders of stock that moved none for this long are described to Temporal (fewer describes per run)
+    reconciliation_orphan_quiet_for: timedelta = timedelta(minutes=30)
 
     # Stub adapters: "erp.reserve" / "wms.*" / "pos.capture" -> FaultSpec
     faults: dict[str, FaultSpec] = Field(default_factory=dict)
