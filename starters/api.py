@@ -12,6 +12,7 @@ Starlette's exception handlers give one place to turn every error into RFC 9457 
 guard (starters.problems.CatchAll) makes sure nothing is ever answered 500.
 """
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -159,9 +160,16 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
                 pool_timeout=settings.database_pool_timeout.total_seconds(),
                 connect_timeout=settings.database_connect_timeout.total_seconds())
             app.state.ingress.engine = app.state.engine
+        from starters.housekeeping import run_periodically
+
+        # delivery records purged after their retention, stale claims swept (starters/housekeeping.py)
+        sweeper = asyncio.create_task(run_periodically(app.state.engine, settings.webhook_delivery_retention))
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if owns_engine and app.state.engine is not None:
                 await app.state.engine.dispose()
 
@@ -190,7 +198,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     async def readyz(request: Request) -> JSONResponse:
         checks = {"temporal": await _temporal_ok(request), "database": await _database_ok(request)}
         if all(checks.values()):
-            return JSONResponse({"status": "ready", "checks": checks})
+            # findings do not make the service unready (it still takes events), but monitoring reads them here
+            findings = await _findings(request) if checks["database"] else []
+            return JSONResponse({"status": "ready", "checks": checks, "findings": findings})
         down = ", ".join(k for k, ok in checks.items() if not ok)
         return JSONResponse({**problems.unavailable(f"not reachable: {down}").body(request.url.path),
                              "checks": checks}, status_code=503, headers={"Retry-After": "5"},
@@ -226,6 +236,16 @@ async def _temporal_ok(request: Request) -> bool:
         return bool(await client.service_client.check_health(timeout=timedelta(seconds=3)))
     except Exception:  # noqa: BLE001
         return False
+
+
+async def _findings(request: Request) -> list[dict[str, Any]]:
+    """What monitoring should know although the service is up: a reconciliation that has not run lately."""
+    try:
+        async with asyncio.timeout(3):
+            fresh = await read_api.reconciliation_freshness(request.app.state.engine, request.app.state.settings)
+    except Exception:  # noqa: BLE001 - a finding that cannot be read is not one
+        return []
+    return [] if fresh["fresh"] else [{"finding": "reconciliation_stale", **fresh}]
 
 
 async def _database_ok(request: Request) -> bool:

@@ -180,6 +180,21 @@ async def latest_reconciliation(engine: AsyncEngine) -> dict[str, Any] | None:
     return run.model_dump(mode="json") if isinstance(run, BaseModel) else run
 
 
+STALE_AFTER_RUNS = 3  # a reconciliation is stale after missing this many of its scheduled runs
+
+
+async def reconciliation_freshness(engine: AsyncEngine, settings: Any) -> dict[str, Any]:
+    """When the last reconciliation ran, and whether that is too long ago (a finding: /readyz, this API)."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT max(run_at) AS last, now() AS now FROM reconciliation_runs"))).first()
+    limit = settings.reconciliation_every * STALE_AFTER_RUNS
+    last, now = row.last, row.now
+    return {"last_run_at": last.isoformat() if last else None, "stale_after": str(limit),
+            "fresh": last is not None and now - last <= limit}
+
+
 # --- routes -----------------------------------------------------------------------------------------------
 PROCESS_RESPONSES = responses(404)
 
@@ -328,4 +343,5 @@ async def get_reconciliation(request: Request) -> dict[str, Any]:
     run = await latest_reconciliation(_engine(request))
     if run is None:
         raise Problem(404, "no reconciliation run yet", slug="not-found")
-    return run
+    fresh = await reconciliation_freshness(_engine(request), request.app.state.settings)
+    return {**run, "stale": not fresh["fresh"], "stale_after": fresh["stale_after"]}

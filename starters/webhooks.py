@@ -17,6 +17,8 @@ Answers: order.placed `200` with the decision, or `202` `{status, workflow_id}` 
 than `order_decision_timeout` (a redelivery of that order then asks again and answers the decision once it is
 made). Other events `202` `{status: started|signalled|duplicate, workflow_id}`. An event for a process that has
 already ended answers `202` `duplicate` (it changes nothing: the process is closed; the sender must not retry).
+A non-opening event for a process nobody opened yet starts it (it waits for its opening event); each source may
+have at most `unopened_process_limit` such processes, counted in `unopened_processes`: beyond that, `429`.
 `409` when the process refuses the event (ReserveToFulfill's `place` validator: only for a process that already
 exists, e.g. one that ended without an order) or when a `webhook-id` comes again with a different body.
 """
@@ -37,7 +39,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
-from domain.routing import route
+from domain.routing import OPENING_EVENTS, Route, route
 from starters.dispatch import DispatchResult, ProcessClosed, dispatch
 from starters.guard import loads_bounded
 from starters.problems import Problem, field_errors, unavailable
@@ -165,6 +167,48 @@ async def forget(engine: AsyncEngine, source: str, webhook_id: str) -> None:
                                 "AND status = 'pending'"), {"source": source, "id": webhook_id})
 
 
+# --- processes opened without their opening event: a limit per source ---------------------------------------
+OPENING_TYPES = sorted(str(t) for t in OPENING_EVENTS)
+
+
+def opener_of(r: Route) -> str:
+    """The workflow whose opening delivery vouches for `r`'s process: a settlement is opened inside retailflow
+    (ReserveToFulfill hands it over), so its order's `order.placed` vouches for it."""
+    if r.process == "settle":
+        return r.workflow_id.replace("settle:", "order:", 1)
+    return r.workflow_id
+
+
+async def admit_unopened(engine: AsyncEngine, source: str, r: Route, limit: int) -> None:
+    """A non-opening event for a process nobody opened starts it, waiting for its opening event; a source may
+    have at most `limit` such processes (counted here, in PostgreSQL, serialised per source), else 429."""
+    opener = opener_of(r)
+    async with engine.begin() as conn:
+        opened = await conn.scalar(text(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE workflow_id = :opener AND type = ANY(:types))"),
+            {"opener": opener, "types": OPENING_TYPES})
+        if opened:
+            return
+        params = {"source": source, "wf": r.workflow_id, "opener": opener}
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('unopened:' || :source))"), params)
+        if await conn.scalar(text("SELECT true FROM unopened_processes WHERE source = :source AND workflow_id = :wf"),
+                             params):
+            return
+        waiting = await conn.scalar(text("SELECT count(*) FROM unopened_processes WHERE source = :source"), params)
+        if waiting >= limit:
+            raise Problem(429, f"source '{source}' already has {waiting} processes that never received their "
+                               f"opening event (limit {limit}); send the opening events first",
+                          slug="too-many-unopened", headers={"Retry-After": "60"})
+        await conn.execute(text("INSERT INTO unopened_processes (source, workflow_id, opener) "
+                                "VALUES (:source, :wf, :opener) ON CONFLICT DO NOTHING"), params)
+
+
+async def opened(engine: AsyncEngine, workflow_id: str) -> None:
+    """The opening event of `workflow_id` arrived: what waited for it no longer counts against its source."""
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM unopened_processes WHERE opener = :wf"), {"wf": workflow_id})
+
+
 # --- the whole delivery -----------------------------------------------------------------------------------
 class Ingress:
     """The webhook handler's collaborators: settings, the database, and a way to get a Temporal client."""
@@ -198,7 +242,10 @@ class Ingress:
     async def deliver(self, client: Client, source: str, webhook_id: str, event: Event, body: bytes
                       ) -> JSONResponse:
         """Claim, dispatch and record one verified, valid delivery (also used by the Shopify route)."""
-        workflow_id = route(event).workflow_id
+        r = route(event)
+        workflow_id = r.workflow_id
+        if not r.opens:
+            await self._db(admit_unopened(self.engine, source, r, self.settings.unopened_process_limit))
         deadline = time.monotonic() + self._wait_bound()
         delay = 0.05
         while True:
@@ -235,6 +282,11 @@ class Ingress:
             code, response = await self._dispatch(client, event, workflow_id)
             await self._db(answer(self.engine, source, webhook_id, code, response))
             recorded = True
+            if event.type in OPENING_EVENTS:
+                try:
+                    await self._db(opened(self.engine, workflow_id))
+                except Problem:  # the delivery is done; the next opening delivery of this key clears it again
+                    log.warning("could not clear the unopened processes waiting for %s", workflow_id)
             return _json(code, response)
         finally:
             if not recorded:
