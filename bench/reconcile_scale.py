@@ -47,7 +47,8 @@ SELECT 'bench:' || g, x.line, 'reserve', b.sku, b.location_id, x.bucket, x.delta
        CASE WHEN g % 100 = 0 THEN now() - interval '10 minutes' ELSE now() - (g % 43200) * interval '1 minute' END
   FROM generate_series(1, :pairs) g
   JOIN (SELECT sku, location_id, row_number() OVER (ORDER BY sku, location_id) - 1 AS n FROM balances
-         WHERE bucket = 'available') b ON b.n = g % (SELECT count(*) FROM balances WHERE bucket = 'available')
+         WHERE bucket = 'available' AND quantity >= 20) b
+    ON b.n = g % (SELECT count(*) FROM balances WHERE bucket = 'available' AND quantity >= 20)
  CROSS JOIN (VALUES (0, 'available', -1), (0, 'reserved', 1), (1, 'available', 1), (1, 'reserved', -1))
        x(line, bucket, delta)
  WHERE x.line = 0 OR g % 500 <> 0;
@@ -99,10 +100,12 @@ async def run(movements: int, reps: int, server_url: str | None) -> dict:
     await admin.close()
     url = f"{base}/{name}"
     out: dict = {"movements_target": movements, "machine": machine()}
+    cleanup: list = []
     try:
         await upgrade(url)
         await seed(url, migrate=False)
         engine = create_engine(url, pool_size=2, max_overflow=0, statement_timeout=None)
+        cleanup.append(engine)
         pairs = movements // 4
         begun = time.perf_counter()
         async with engine.begin() as conn:
@@ -163,8 +166,9 @@ async def run(movements: int, reps: int, server_url: str | None) -> dict:
         per = {tag: statistics.median(v) for tag, v in samples.items()}
         out["ms_per_movement_transaction"] = {"with_totals_trigger": round(per["on"] * 1e3, 2),
                                               "without_triggers": round(per["off"] * 1e3, 2)}
-        await engine.dispose()
     finally:
+        for engine in cleanup:
+            await engine.dispose()
         admin = await asyncpg.connect(server_url.replace("+asyncpg", ""))
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await admin.close()

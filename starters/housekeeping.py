@@ -40,7 +40,7 @@ class Swept(BaseModel):
     skipped: bool = False  # another replica held the sweep
 
 
-async def _batched(engine: "AsyncEngine", sql: str, params: dict) -> int:
+async def _batched(engine: AsyncEngine, sql: str, params: dict) -> int:
     total = 0
     while True:
         async with engine.begin() as conn:
@@ -50,7 +50,7 @@ async def _batched(engine: "AsyncEngine", sql: str, params: dict) -> int:
             return total
 
 
-async def sweep(engine: "AsyncEngine", retention: timedelta, stale_claim: timedelta = STALE_CLAIM) -> Swept:
+async def sweep(engine: AsyncEngine, retention: timedelta, stale_claim: timedelta = STALE_CLAIM) -> Swept:
     async with engine.connect() as guard:
         if not await guard.scalar(text("SELECT pg_try_advisory_lock(:id)"), {"id": _LOCK_ID}):
             return Swept(skipped=True)
@@ -74,7 +74,7 @@ async def sweep(engine: "AsyncEngine", retention: timedelta, stale_claim: timede
             await guard.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
 
 
-async def run_periodically(engine: "AsyncEngine", retention: timedelta, every: timedelta = EVERY) -> None:
+async def run_periodically(engine: AsyncEngine, retention: timedelta, every: timedelta = EVERY) -> None:
     """Sweep now and then every `every`, until cancelled; a failed sweep is logged and tried again later."""
     while True:
         try:

@@ -2,6 +2,7 @@
 search attributes, health checks and start order, and that it is safe by default: Temporal's frontend published
 nowhere, the UI on loopback and read-only, a supported server image with its schema set up by admin-tools,
 separate PostgreSQL roles, no default password."""
+import json
 import os
 import re
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_each_retailflow_variable_is_a_setting():
 
 
 SECRET = "whsec_c2VjcmV0LW9mLWF0LWxlYXN0LTE2LWJ5dGVz"
-SAMPLES = {"RETAILFLOW_WEBHOOK_SECRETS": '{"web": "%s"}' % SECRET,
+SAMPLES = {"RETAILFLOW_WEBHOOK_SECRETS": json.dumps({"web": SECRET}),
            "RETAILFLOW_API_TOKENS": '{"ops-alice": {"token": "t0k3n-of-at-least-16", "scopes": ["read", "ops"]}}',
            "RETAILFLOW_DB_APP_PASSWORD": "app-pw", "RETAILFLOW_DB_OWNER_PASSWORD": "owner-pw",
            "POSTGRES_PASSWORD": "pg-pw", "TEMPORAL_DB_PASSWORD": "temporal-pw"}

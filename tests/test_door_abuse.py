@@ -40,7 +40,7 @@ async def door(database_url):
     engine = create_engine(database_url, pool_size=2, max_overflow=0)
     srv = server(settings, create_app(settings, engine=engine, client_provider=_no_temporal))
     task = asyncio.create_task(srv.serve())
-    while not srv.started:
+    while not srv.started:  # noqa: ASYNC110 - uvicorn offers no event for "listening"
         await asyncio.sleep(0.05)
     yield port
     srv.should_exit = True
