@@ -1,9 +1,10 @@
 """Reconciliation activities: read the ledger and journal, ask Temporal which processes still run, store a run.
 
 - `check_inventory`: the invariant checker and every legal entity's operational vs financial inventory,
-  read in ONE repeatable-read snapshot (so the two agree with each other on a busy system). Incremental once a
-  run is stored: the totals the ledger and journal keep (0006) instead of their rows, and the journal entries
-  written since the previous run (less WINDOW_MARGIN); heartbeats before each check.
+  read in ONE repeatable-read snapshot (so the two agree with each other on a busy system). Incremental: the
+  totals the ledger and journal keep (0006) instead of their rows, and the journal entries written since the
+  previous run (less WINDOW_MARGIN; FIRST_WINDOW for the first run); `full=True` scans everything, as
+  `retailflow check` does. Heartbeats before each check.
 - `find_orphans`: units in `reserved` / `picked` / `in_transit` whose process (the movements' workflow ID)
   is not running, read from the holdings the ledger keeps; only processes quiet for a while are described.
   Describe is strongly consistent, but a process may release and close between the ledger read and the describe; each candidate is therefore read again after the describe, and only what it still
@@ -62,6 +63,9 @@ class InventoryQuery(BaseModel):
 # transaction may stay open (idle_in_transaction_session_timeout and statement_timeout bound them, see
 # activities/db/engine.py), so an entry committed late with an older `created_at` is still seen.
 WINDOW_MARGIN = timedelta(hours=1)
+# With no run stored yet, a run checks the entries of this long ago onwards (older ones were written under the
+# database's own commit-time guards): so even the first run after an upgrade stays within its activity timeout.
+FIRST_WINDOW = timedelta(days=7)
 
 
 class OrphanQuery(BaseModel):
@@ -164,8 +168,11 @@ class ReconciliationActivities:
         """The invariant checker plus per-entity figures, in one repeatable-read, read-only snapshot."""
         from activities.checker import check_connection
 
-        previous = None if query.full else await last_run_at(self.engine)
-        since = previous - WINDOW_MARGIN if previous is not None else None
+        if query.full:
+            since = None
+        else:  # the first run looks back FIRST_WINDOW; `retailflow check` proves everything on demand
+            previous = await last_run_at(self.engine)
+            since = (previous - WINDOW_MARGIN) if previous is not None else datetime.now(UTC) - FIRST_WINDOW
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
