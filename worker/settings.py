@@ -51,6 +51,8 @@ def _legacy_tokens(value: Any) -> Any:
     """The old form, a JSON list of tokens: each becomes `token-<n>` with read and ops (what it could do before),
     with a deprecation warning."""
     if isinstance(value, (list, tuple)):
+        if not value:
+            return {}
         warnings.warn("RETAILFLOW_API_TOKENS as a list is deprecated: give a JSON object name -> "
                       '{"token": ..., "scopes": ["read", "ops"]} (list entries get both scopes and are named '
                       "token-1, token-2, ...)", DeprecationWarning, stacklevel=2)
