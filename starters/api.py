@@ -199,7 +199,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
         checks = {"temporal": await _temporal_ok(request), "database": await _database_ok(request)}
         if all(checks.values()):
             # findings do not make the service unready (it still takes events), but monitoring reads them here
-            findings = await _findings(request) if checks["database"] else []
+            findings = await _findings(request)
             return JSONResponse({"status": "ready", "checks": checks, "findings": findings})
         down = ", ".join(k for k, ok in checks.items() if not ok)
         return JSONResponse({**problems.unavailable(f"not reachable: {down}").body(request.url.path),
