@@ -184,9 +184,23 @@ class GuardedH11Protocol(H11Protocol):
             return  # a request is being answered
         self._refuse(408, "Request Timeout", f"the request headers did not arrive within {self.header_timeout:g}s")
 
+    def data_received(self, data: bytes) -> None:
+        if getattr(self, "_refused", False):
+            return  # refused: what the client still sends is read and dropped, so closing sends no RST
+        super().data_received(data)
+
     def _refuse(self, status: int, reason: str, detail: str) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(_problem_bytes(status, reason, detail))
+        """Answer and hang up gracefully: the answer, our end of the stream closed, the socket closed a second
+        later (closing at once, with the client's request unread, would reset the connection and lose the answer)."""
+        if self.transport.is_closing():
+            return
+        self._refused = True
+        self._disarm_header_timer()
+        self.transport.write(_problem_bytes(status, reason, detail))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(1.0, self.transport.close)
+        else:
             self.transport.close()
 
 
