@@ -116,3 +116,15 @@ async def test_every_list_is_cursor_paged(api) -> None:
     assert [c for c in cases if c in ids] == sorted(ids, key=lambda i: (ids.index(i) // 2, i))
     assert (await http.get("/items", params={"limit": 501}, headers=bearer(READER))).status_code == 422
     assert (await http.get("/items", params={"cursor": "not-ours"}, headers=bearer(READER))).status_code == 422
+
+
+def test_the_legacy_token_list_still_works_with_both_scopes() -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        legacy = make_settings(api_tokens=[READER, OPS])
+    assert any(issubclass(w.category, DeprecationWarning) for w in caught)
+    assert {n: (t.token.get_secret_value(), set(t.scopes)) for n, t in legacy.api_tokens.items()} == {
+        "token-1": (READER, {"read", "ops"}), "token-2": (OPS, {"read", "ops"})}
+    assert make_settings(api_tokens=[]).api_tokens == {}
