@@ -81,3 +81,22 @@ def test_postmaster_pid_as_postgresql_intends(private) -> None:
             sleeper.kill()
     finally:
         pg.destroy()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server's data lives outside the folder only as root")
+def test_data_whose_folder_was_deleted_is_collected(private) -> None:
+    import shutil
+
+    first = EmbeddedPostgres(private / "first")
+    first.init()
+    kept = EmbeddedPostgres(private / "kept")
+    kept.init()
+    shutil.rmtree(first.root)  # e.g. a test's temporary folder, removed with the link in it
+    assert first.server_root.exists()
+    second = EmbeddedPostgres(private / "second")
+    try:
+        second.init()
+        assert not first.server_root.exists() and kept.server_root.exists()
+    finally:
+        second.destroy()
+        kept.destroy()

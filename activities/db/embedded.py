@@ -110,6 +110,31 @@ def _server_binaries(user: str | None) -> Path:
     return binaries
 
 
+def _collect_abandoned() -> None:
+    """Remove data folders under SERVER_HOME whose link is gone (their root folder was deleted, e.g. a test's
+    temporary folder) and that no server runs on: nothing else would ever find them again."""
+    for folder in SERVER_HOME.glob("data-*"):
+        try:
+            link = Path((folder / "owner").read_text().strip())
+        except OSError:
+            continue
+        if link.is_symlink() and Path(os.readlink(link)) == folder / "pgdata":
+            continue
+        try:
+            pid: int | None = int((folder / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        if pid is not None:
+            try:
+                os.kill(pid, 0)
+                continue  # a server still runs there
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _is_postgres(pid: int) -> bool:
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
@@ -168,7 +193,9 @@ class EmbeddedPostgres:
         """Create the folders (0700) and, the first time, the cluster with a generated password."""
         _own_dir(self.root, 0o700)
         if self.server_root != self.root:
+            _collect_abandoned()
             _own_dir(self.server_root, 0o700, self.user)
+            (self.server_root / "owner").write_text(f"{self.data_dir}\n")  # who links here (for the collection)
             if not self.data_dir.is_symlink():
                 self.data_dir.symlink_to(self.server_root / "pgdata", target_is_directory=True)
         _own_dir(self.socket_dir, 0o700, self.user)
