@@ -167,13 +167,15 @@ async def run(movements: int, reps: int, server_url: str | None) -> dict:
         out["ms_per_movement_transaction"] = {"with_totals_trigger": round(per["on"] * 1e3, 2),
                                               "without_triggers": round(per["off"] * 1e3, 2)}
     finally:
-        for engine in cleanup:
-            await engine.dispose()
-        admin = await asyncpg.connect(server_url.replace("+asyncpg", ""))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await admin.close()
-        if pg is not None:
-            await asyncio.to_thread(pg.destroy)
+        try:
+            for engine in cleanup:
+                await engine.dispose()
+            admin = await asyncpg.connect(server_url.replace("+asyncpg", ""))
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+        finally:
+            if pg is not None:
+                await asyncio.to_thread(pg.destroy)
     return out
 
 
