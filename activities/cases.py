@@ -88,7 +88,7 @@ async def record(engine: "AsyncEngine", case: CaseSnapshot) -> bool:
 
 
 async def list_cases(engine: "AsyncEngine", query: CaseFilter | None = None) -> list[CaseSnapshot]:
-    """Cases from the register, oldest opened first."""
+    """Cases from the register, oldest opened first (a page: `limit` after `after`)."""
     q = query or CaseFilter()
     where, params = [], {"limit": q.limit}
     if q.status:
@@ -103,6 +103,9 @@ async def list_cases(engine: "AsyncEngine", query: CaseFilter | None = None) -> 
     if q.location_id:
         where.append(":location_id = ANY(location_ids)")
         params["location_id"] = q.location_id
+    if q.after:
+        where.append("(opened_at, exception_id) > (:after_opened, :after_id)")
+        params["after_opened"], params["after_id"] = q.after
     sql = f"SELECT {_COLUMNS} FROM exception_cases"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -4,6 +4,7 @@ Used by the tests, by `retailflow check` (prints the report as JSON, exits non-z
 reconciliation. All checks read one REPEATABLE READ snapshot, so a busy system is checked consistently: a
 movement commits balances, ledger rows and journal together, hence every snapshot must satisfy every check.
 """
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -68,6 +69,18 @@ ENTITY_INVENTORY_SQL = f"""
            COALESCE(journal.value, 0) AS journal_balance
       FROM ledger FULL JOIN journal
         ON journal.legal_entity = ledger.legal_entity AND journal.account = ledger.account"""
+
+# The same figures from the totals the ledger and the journal keep themselves (0009): sized by balances and
+# accounts, not by the ledger.
+ENTITY_INVENTORY_FAST_SQL = ENTITY_INVENTORY_SQL.replace(
+    f"""SELECT e.legal_entity, l.account, sum(l.debit - l.credit) AS value
+          FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key
+         WHERE l.account IN ({_INVENTORY_ACCOUNTS_SQL})
+         GROUP BY 1, 2""",
+    f"""SELECT legal_entity, account, sum(balance) AS value FROM journal_totals
+         WHERE account IN ({_INVENTORY_ACCOUNTS_SQL})
+         GROUP BY 1, 2""")
+assert ENTITY_INVENTORY_FAST_SQL != ENTITY_INVENTORY_SQL
 
 CHECKS: list[tuple[str, str, str]] = [
     ("no_negative_bucket", "no bucket of any SKU at any location is below zero",
@@ -142,15 +155,84 @@ CHECKS: list[tuple[str, str, str]] = [
 ]
 
 
+# Full mode also proves the kept totals against what they summarise (a full scan: `retailflow check`).
+TOTALS_CHECKS: list[tuple[str, str, str]] = [
+    ("ledger_totals_match_movements", "the ledger's kept totals equal the sum of its movements",
+     """SELECT COALESCE(t.sku, m.sku) AS sku, COALESCE(t.location_id, m.location_id) AS location_id,
+               COALESCE(t.bucket, m.bucket) AS bucket, COALESCE(t.quantity, 0) AS kept, COALESCE(m.total, 0) AS ledger
+          FROM ledger_totals t
+          FULL JOIN (SELECT sku, location_id, bucket, sum(delta) AS total FROM movements GROUP BY 1, 2, 3) m
+            ON m.sku = t.sku AND m.location_id = t.location_id AND m.bucket = t.bucket
+         WHERE COALESCE(t.quantity, 0) <> COALESCE(m.total, 0)
+         ORDER BY 1, 2, 3"""),
+    ("journal_totals_match_lines", "the journal's kept totals equal the sum of its lines",
+     """SELECT COALESCE(t.legal_entity, j.legal_entity) AS legal_entity, COALESCE(t.account, j.account) AS account,
+               COALESCE(t.balance, 0) AS kept, COALESCE(j.balance, 0) AS journal
+          FROM (SELECT legal_entity, account, sum(balance) AS balance FROM journal_totals GROUP BY 1, 2) t
+          FULL JOIN (SELECT e.legal_entity, l.account, sum(l.debit - l.credit) AS balance
+                       FROM journal_lines l JOIN journal_entries e ON e.key = l.entry_key GROUP BY 1, 2) j
+            ON j.legal_entity = t.legal_entity AND j.account = t.account
+         WHERE COALESCE(t.balance, 0) <> COALESCE(j.balance, 0)
+         ORDER BY 1, 2"""),
+]
+
+# Incremental: the same five checks (same names), reading the kept totals and only the journal entries written
+# since `:since` (the previous run, less a margin longer than any transaction). What is older was checked by an
+# earlier run and is append-only; the database refuses an unbalanced entry or a key applied twice at commit,
+# so these checks watch the guards rather than replace them.
+INCREMENTAL_CHECKS: list[tuple[str, str, str]] = [
+    CHECKS[0],
+    ("balances_match_ledger", "every balance equals the ledger's total of its movement deltas",
+     """SELECT COALESCE(b.sku, t.sku) AS sku, COALESCE(b.location_id, t.location_id) AS location_id,
+               COALESCE(b.bucket, t.bucket) AS bucket, COALESCE(b.quantity, 0) AS balance,
+               COALESCE(t.quantity, 0) AS ledger
+          FROM balances b
+          FULL JOIN ledger_totals t ON t.sku = b.sku AND t.location_id = b.location_id AND t.bucket = b.bucket
+         WHERE COALESCE(b.quantity, 0) <> COALESCE(t.quantity, 0)
+         ORDER BY 1, 2, 3"""),
+    ("journal_entries_balanced", "every journal entry has lines and its debits equal its credits",
+     """SELECT e.key, e.legal_entity, count(l.id) AS lines, COALESCE(sum(l.debit), 0) AS debits,
+               COALESCE(sum(l.credit), 0) AS credits
+          FROM journal_entries e LEFT JOIN journal_lines l ON l.entry_key = e.key
+         WHERE e.created_at >= :since
+         GROUP BY e.key, e.legal_entity
+        HAVING count(l.id) < 2 OR COALESCE(sum(l.debit), 0) <> COALESCE(sum(l.credit), 0)
+         ORDER BY 1"""),
+    ("inventory_matches_journal",
+     "per legal entity and inventory account, the journal balance equals units x standard unit cost",
+     f"""SELECT legal_entity, account, units_at_cost, journal_balance FROM ({ENTITY_INVENTORY_FAST_SQL}) figures
+         WHERE units_at_cost <> journal_balance
+         ORDER BY 1, 2"""),
+    ("keys_applied_once", "no transaction key was applied twice (ledger rows or journal entries)",
+     """SELECT 'movement' AS what, key, line::text AS part, location_id || '/' || bucket AS target, count(*) AS times
+          FROM movements WHERE created_at >= :since
+         GROUP BY key, line, location_id, bucket HAVING count(*) > 1
+        UNION ALL
+        SELECT 'journal', e.source_key, e.legal_entity, e.currency, count(*)
+          FROM journal_entries e JOIN journal_entries o
+            ON o.source_key = e.source_key AND o.legal_entity = e.legal_entity AND o.currency = e.currency
+         WHERE e.created_at >= :since
+         GROUP BY e.key, e.source_key, e.legal_entity, e.currency HAVING count(*) > 1
+         ORDER BY 1, 2"""),
+]
+
+
 def _plain(value: object) -> object:
     return str(value) if isinstance(value, Decimal) else value
 
 
-async def check_connection(conn: AsyncConnection) -> CheckReport:
-    """Run every check inside the caller's transaction (set it REPEATABLE READ for a consistent snapshot)."""
+async def check_connection(conn: AsyncConnection, *, since: datetime | None = None,
+                           progress: Callable[[str], None] | None = None) -> CheckReport:
+    """Run every check inside the caller's transaction (set it REPEATABLE READ for a consistent snapshot).
+
+    `since=None`: the full check (every movement and journal line, and the kept totals proved against them).
+    `since`: incremental (see INCREMENTAL_CHECKS). `progress(name)` is called before each check (a heartbeat)."""
     results = []
-    for name, description, sql in CHECKS:
-        rows = (await conn.execute(text(sql))).mappings().all()
+    checks = CHECKS + TOTALS_CHECKS if since is None else INCREMENTAL_CHECKS
+    for name, description, sql in checks:
+        if progress is not None:
+            progress(name)
+        rows = (await conn.execute(text(sql), {"since": since} if since is not None else {})).mappings().all()
         results.append(CheckResult(
             name=name, description=description, ok=not rows, violations=len(rows),
             samples=[{k: _plain(v) for k, v in row.items()} for row in rows[:MAX_SAMPLES]],
@@ -163,7 +245,7 @@ async def check_connection(conn: AsyncConnection) -> CheckReport:
 
 
 async def check(database_url: str) -> CheckReport:
-    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    engine = create_engine(database_url, pool_size=1, max_overflow=0, statement_timeout=None)  # a full scan
     try:
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")

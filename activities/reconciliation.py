@@ -1,10 +1,13 @@
 """Reconciliation activities: read the ledger and journal, ask Temporal which processes still run, store a run.
 
 - `check_inventory`: the invariant checker and every legal entity's operational vs financial inventory,
-  read in ONE repeatable-read snapshot (so the two agree with each other on a busy system).
+  read in ONE repeatable-read snapshot (so the two agree with each other on a busy system). Incremental: the
+  totals the ledger and journal keep (0009) instead of their rows, and the journal entries written since the
+  previous run (less WINDOW_MARGIN; FIRST_WINDOW for the first run); `full=True` scans everything, as
+  `retailflow check` does. Heartbeats before each check.
 - `find_orphans`: units in `reserved` / `picked` / `in_transit` whose process (the movements' workflow ID)
-  is not running. Describe is strongly consistent, but a process may release and close between the ledger
-  read and the describe; each candidate is therefore read again after the describe, and only what it still
+  is not running, read from the holdings the ledger keeps; only processes quiet for a while are described.
+  Describe is strongly consistent, but a process may release and close between the ledger read and the describe; each candidate is therefore read again after the describe, and only what it still
   holds is reported (a process that closed cleanly holds nothing by then).
 - `find_uninspected` (issue 17): units in `pending_inspection` whose return is not running and that no open
   exception case of that return covers (not yet called by the Reconciliation workflow: the lead wires it).
@@ -16,7 +19,7 @@
 `latest_run(engine)` is what `GET /reconciliation/latest` serves.
 """
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -52,11 +55,26 @@ HOLDINGS_PER_ORPHAN = 50
 
 
 class InventoryQuery(BaseModel):
-    """No parameters yet; a model so the activity's signature can grow without breaking histories."""
+    """`full`: every movement and journal line (and the kept totals proved against them). By default a run is
+    incremental when an earlier run is stored (see activities.checker.INCREMENTAL_CHECKS)."""
+
+    full: bool = False
+
+
+# A run re-reads the journal entries written since the previous run less this margin: longer than any
+# transaction may stay open (idle_in_transaction_session_timeout and statement_timeout bound them, see
+# activities/db/engine.py), so an entry committed late with an older `created_at` is still seen.
+WINDOW_MARGIN = timedelta(hours=1)
+# With no run stored yet, a run checks the entries of this long ago onwards (older ones were written under the
+# database's own commit-time guards): so even the first run after an upgrade stays within its activity timeout.
+FIRST_WINDOW = timedelta(days=7)
 
 
 class OrphanQuery(BaseModel):
     buckets: list[str] = list(HELD_BUCKETS)
+
+
+DESCRIBE_LIMIT = 2_000  # processes described per run at most (the quietest first); the next run goes on
 
 
 class StaleResult(BaseModel):
@@ -74,19 +92,32 @@ class OpenCasesQuery(BaseModel):
     prefix: str = f"exception:{SCHEDULE_ID}:"
 
 
-def _entity_sql() -> str:
-    from activities.checker import ENTITY_INVENTORY_SQL
+def _entity_sql(fast: bool = True) -> str:
+    from activities.checker import ENTITY_INVENTORY_FAST_SQL, ENTITY_INVENTORY_SQL
 
-    return f"{ENTITY_INVENTORY_SQL}\n ORDER BY 1, 2"
+    return f"{ENTITY_INVENTORY_FAST_SQL if fast else ENTITY_INVENTORY_SQL}\n ORDER BY 1, 2"
 
 
+def _heartbeat(step: str) -> None:
+    """Progress for Temporal (a heartbeat timeout on the activity then notices a stuck run early)."""
+    if activity.in_activity():
+        activity.heartbeat(step)
+
+
+# process_holdings is kept by the ledger's trigger (migration 0009): what each process holds, not the ledger.
 _HOLDINGS_SQL = """
-    SELECT workflow_id, sku, location_id, bucket, sum(delta) AS quantity
-      FROM movements
-     WHERE bucket = ANY(:buckets) {extra}
-     GROUP BY 1, 2, 3, 4
-    HAVING sum(delta) > 0
+    SELECT workflow_id, sku, location_id, bucket, quantity
+      FROM process_holdings
+     WHERE bucket = ANY(:buckets) AND quantity > 0 {extra}
      ORDER BY 1, 3, 2, 4"""
+
+_QUIET_SQL = """
+    SELECT workflow_id FROM process_holdings
+     WHERE bucket = ANY(:buckets) AND quantity > 0
+     GROUP BY workflow_id
+    HAVING max(updated_at) < now() - CAST(:quiet AS interval)
+     ORDER BY max(updated_at)
+     LIMIT :limit"""
 
 
 async def read_holdings(engine: "AsyncEngine", buckets: list[str],
@@ -99,6 +130,18 @@ async def read_holdings(engine: "AsyncEngine", buckets: list[str],
     async with engine.connect() as conn:
         rows = (await conn.execute(text(_HOLDINGS_SQL.format(extra=extra)), params)).mappings().all()
     return [Holding(**{k: (int(v) if k == "quantity" else v) for k, v in row.items()}) for row in rows]
+
+
+async def quiet_holders(engine: "AsyncEngine", buckets: list[str], quiet_for: timedelta, limit: int) -> list[str]:
+    """Processes holding stock that have not moved any for `quiet_for`, the quietest first."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(text(_QUIET_SQL), {"buckets": buckets, "quiet": quiet_for, "limit": limit})
+        return list(rows.scalars().all())
+
+
+async def last_run_at(engine: "AsyncEngine") -> datetime | None:
+    async with engine.connect() as conn:
+        return await conn.scalar(text("SELECT max(run_at) FROM reconciliation_runs"))
 
 
 async def process_status(client: "Client", workflow_id: str) -> str:
@@ -122,21 +165,32 @@ _LATE_WITHOUT_CASE_SQL = """
 
 
 class ReconciliationActivities:
-    def __init__(self, client: "Client", engine: "AsyncEngine") -> None:
+    def __init__(self, client: "Client", engine: "AsyncEngine", *, quiet_for: timedelta = timedelta(0)) -> None:
         self.client = client
         self.engine = engine
+        # a process that moved stock more recently than this is taken to be running and is not described
+        # (RETAILFLOW_RECONCILIATION_ORPHAN_QUIET_FOR)
+        self.quiet_for = quiet_for
 
     @activity.defn(name="reconcile_check_inventory")
     async def check_inventory(self, query: InventoryQuery) -> InventoryCheck:
         """The invariant checker plus per-entity figures, in one repeatable-read, read-only snapshot."""
         from activities.checker import ACCRUALS_SQL, check_connection
 
+        if query.full:
+            since = None
+        else:  # the first run looks back FIRST_WINDOW; `retailflow check` proves everything on demand
+            previous = await last_run_at(self.engine)
+            since = (previous - WINDOW_MARGIN) if previous is not None else datetime.now(UTC) - FIRST_WINDOW
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
                 await conn.execute(text("SET TRANSACTION READ ONLY"))
-                report = await check_connection(conn)
-                rows = (await conn.execute(text(_entity_sql()))).mappings().all()
+                if since is None:  # a full scan may take longer than an ordinary statement
+                    await conn.execute(text("SET LOCAL statement_timeout = 0"))
+                report = await check_connection(conn, since=since, progress=_heartbeat)
+                _heartbeat("entities")
+                rows = (await conn.execute(text(_entity_sql(fast=since is not None)))).mappings().all()
                 entities_known = (await conn.execute(
                     text("SELECT DISTINCT legal_entity FROM locations ORDER BY 1"))).scalars().all()
                 accruals = (await conn.execute(text(ACCRUALS_SQL))).all()
@@ -174,14 +228,21 @@ class ReconciliationActivities:
 
     @activity.defn(name="reconcile_find_orphans")
     async def find_orphans(self, query: OrphanQuery) -> OrphanResult:
-        """Holdings of processes that are not running, confirmed by a second read after the describe."""
-        holdings = await read_holdings(self.engine, query.buckets)
-        workflow_ids = sorted({h.workflow_id for h in holdings})
+        """Holdings of processes that are not running, confirmed by a second read after the describe. Only the
+        processes that have held stock without moving any for `quiet_for` are described (one that moves stock
+        runs), the quietest first, at most DESCRIBE_LIMIT per run."""
+        workflow_ids = sorted(await quiet_holders(self.engine, query.buckets, self.quiet_for, DESCRIBE_LIMIT))
         gate = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
+        described = 0
 
         async def status(workflow_id: str) -> tuple[str, str]:
+            nonlocal described
             async with gate:
-                return workflow_id, await process_status(self.client, workflow_id)
+                found = workflow_id, await process_status(self.client, workflow_id)
+            described += 1
+            if described % 100 == 0:
+                _heartbeat(f"described {described} of {len(workflow_ids)}")
+            return found
 
         statuses = dict(await asyncio.gather(*(status(w) for w in workflow_ids)))
         activity.heartbeat(len(workflow_ids))

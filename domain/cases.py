@@ -95,3 +95,4 @@ class CaseFilter(BaseModel):
     business_key: str | None = None
     location_id: str | None = None
     limit: int = 500
+    after: tuple[datetime, str] | None = None  # (opened_at, exception_id) of the last case of the previous page

@@ -12,6 +12,7 @@ Starlette's exception handlers give one place to turn every error into RFC 9457 
 guard (starters.problems.CatchAll) makes sure nothing is ever answered 500.
 """
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -35,6 +36,7 @@ from temporalio.client import Client, Interceptor
 from domain.events import EVENT_DATA, SOURCE_EVENTS, EventType
 from domain.order import OrderDecision
 from starters import door_metrics, problems, read_api, shopify
+from starters.guard import BodyGuard, UnsafeConfiguration, check_startup, protocol_for
 from starters.webhooks import WEBHOOK_EVENTS, Ingress, TemporalUnavailable, WebhookAccepted
 from worker import tracing as tracing_
 from worker.settings import Settings
@@ -159,13 +161,23 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
             # the schema this service reads and writes (webhook_deliveries); idempotent, serialised with the
             # worker's own upgrade by an advisory lock, so whichever starts first migrates
             await upgrade(settings.database_url)
-            app.state.engine = create_engine(settings.database_url)
+            app.state.engine = create_engine(
+                settings.database_url, statement_timeout=settings.database_statement_timeout.total_seconds(),
+                pool_timeout=settings.database_pool_timeout.total_seconds(),
+                connect_timeout=settings.database_connect_timeout.total_seconds())
             app.state.ingress.engine = app.state.engine
             if tracing is not None:
                 tracing.instrument_engine(app.state.engine)
+        from starters.housekeeping import run_periodically
+
+        # delivery records purged after their retention, stale claims swept (starters/housekeeping.py)
+        sweeper = asyncio.create_task(run_periodically(app.state.engine, settings.webhook_delivery_retention))
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if owns_engine and app.state.engine is not None:
                 await app.state.engine.dispose()
 
@@ -186,6 +198,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     app.state.door_metrics = door_metrics.DoorMetrics()
     door_metrics.install(app, app.state.door_metrics,
                          {*SOURCE_EVENTS, *settings.webhook_sources, *settings.webhook_secrets, shopify.SOURCE})
+    app.add_middleware(BodyGuard, timeout=settings.http_body_timeout.total_seconds(),
+                       max_bytes=settings.webhook_max_body_bytes)
     problems.install(app)
     if tracing is not None:
         tracing.instrument_app(app)
@@ -199,7 +213,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     async def readyz(request: Request) -> JSONResponse:
         checks = {"temporal": await _temporal_ok(request), "database": await _database_ok(request)}
         if all(checks.values()):
-            return JSONResponse({"status": "ready", "checks": checks})
+            # findings do not make the service unready (it still takes events), but monitoring reads them here
+            findings = await _findings(request)
+            return JSONResponse({"status": "ready", "checks": checks, "findings": findings})
         down = ", ".join(k for k, ok in checks.items() if not ok)
         return JSONResponse({**problems.unavailable(f"not reachable: {down}").body(request.url.path),
                              "checks": checks}, status_code=503, headers={"Retry-After": "5"},
@@ -208,7 +224,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     webhook_answers = {
         200: {"model": OrderDecision, "description": "order.placed: the reservation decision"},
         202: {"model": WebhookAccepted, "description": "accepted: started, signalled or duplicate"},
-        **problems.responses(400, 401, 403, 404, 409, 413, 422, 503),
+        **problems.responses(400, 401, 403, 404, 408, 409, 413, 422, 429, 503),
     }
 
     @app.post("/webhooks/shopify", tags=["webhooks"], responses={**webhook_answers},
@@ -235,6 +251,16 @@ async def _temporal_ok(request: Request) -> bool:
         return bool(await client.service_client.check_health(timeout=timedelta(seconds=3)))
     except Exception:  # noqa: BLE001
         return False
+
+
+async def _findings(request: Request) -> list[dict[str, Any]]:
+    """What monitoring should know although the service is up: a reconciliation that has not run lately."""
+    try:
+        async with asyncio.timeout(3):
+            fresh = await read_api.reconciliation_freshness(request.app.state.engine, request.app.state.settings)
+    except Exception:  # noqa: BLE001 - a finding that cannot be read is not one
+        return []
+    return [] if fresh["fresh"] else [{"finding": "reconciliation_stale", **fresh}]
 
 
 async def _database_ok(request: Request) -> bool:
@@ -269,9 +295,12 @@ class _Server(uvicorn.Server):
 
 
 def server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Server:
+    """uvicorn on the guarded h11 protocol (starters/guard.py): header timeout, connections per client, all
+    connections bounded (over `http_max_connections` a request gets 503), idle keep-alive closed after 5 s."""
     config = uvicorn.Config(app or create_app(settings), host=settings.http_host, port=settings.http_port,
                             log_config=None, lifespan="on", timeout_graceful_shutdown=10,
-                            limit_concurrency=1000, proxy_headers=False)
+                            http=protocol_for(settings), limit_concurrency=settings.http_max_connections,
+                            timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024, proxy_headers=False)
     return _Server(config)
 
 
@@ -280,6 +309,11 @@ def serve(settings: Settings) -> int:
     if not settings.database_url:
         log.error("RETAILFLOW_DATABASE_URL is not set; `retailflow api` needs the PostgreSQL the worker uses "
                   "(`retailflow dev` starts an embedded one)")
+        return 2
+    try:
+        check_startup(settings)
+    except UnsafeConfiguration as unsafe:
+        log.error("%s", unsafe)
         return 2
     tracing = tracing_.configure(settings, "retailflow-api")
     app = create_app(settings, tracing=tracing)

@@ -34,7 +34,17 @@ main.add_typer(counts_app, name="counts")
 
 
 def settings() -> Settings:
-    return Settings()
+    """The settings from the environment; an invalid one (a `whsec_` secret that is not base64, a token name
+    that is reserved) ends the command with the setting and the reason, not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as bad:
+        for error in bad.errors():
+            where = ".".join(str(p) for p in error.get("loc", ())) or "settings"
+            typer.echo(f"error: RETAILFLOW_{where.split('.')[0].upper()}: {error.get('msg')}", err=True)
+        raise typer.Exit(2) from None
 
 
 def with_running_stack(s: Settings) -> Settings:

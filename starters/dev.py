@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
-from worker.settings import Settings
+from worker.settings import ApiToken, Scope, Settings
 
 PARTS = ("postgres", "temporal", "worker", "api")
 DEFAULT_POSTGRES_PORT = 5433
@@ -79,16 +79,18 @@ def dev_settings(settings: Settings) -> Settings:
     if not settings.webhook_secrets:
         update["webhook_secrets"] = {s: dev_webhook_secret(s) for s in dev_sources()}
     if not settings.api_tokens:
-        update["api_tokens"] = [SecretStr(DEV_API_TOKEN)]
+        update["api_tokens"] = {"dev": ApiToken(token=SecretStr(DEV_API_TOKEN), scopes={Scope.READ, Scope.OPS})}
     return settings.model_copy(update=update)
 
 
 def _reveal(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return _reveal(dict(value))
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, dict):
         return {k: _reveal(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_reveal(v) for v in value]
     return value
 
@@ -217,7 +219,10 @@ class DevStack:
 
     @property
     def api_token(self) -> str:
-        return self.settings.api_tokens[0].get_secret_value()
+        """The first token with the ops scope (the dev stack's own `dev` token unless others are configured)."""
+        tokens = self.settings.api_tokens
+        chosen = next((t for t in tokens.values() if Scope.OPS in t.scopes), None) or next(iter(tokens.values()))
+        return chosen.token.get_secret_value()
 
     async def client(self):  # noqa: ANN201 - temporalio.client.Client
         """A Temporal client on the stack (pydantic converter), as the worker and the API connect."""
@@ -242,8 +247,8 @@ class DevStack:
 
     async def start(self) -> None:
         """Start every part in order; if one fails, stop the ones started and raise PartFailed."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # mode only if new: never chmod a given folder
+        (self.data_dir / "logs").mkdir(exist_ok=True, mode=0o700)
         self._lock()
         try:
             self._check_ports()
@@ -337,41 +342,38 @@ class DevStack:
             part.extra["embedded"] = False
             await self._prepare_database()
             return
-        from activities.db.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
+        from activities.db.embedded import EmbeddedPostgres
 
         root = self.data_dir / "postgres"
         port = self._postgres_port()
         if self._embedded is None:
             self._embedded = EmbeddedPostgres(root, port=port)
         pg = self._embedded
-        await asyncio.to_thread(pg.init)
-        socket_dir = pg.root / "sock"
-        socket_dir.mkdir(exist_ok=True)
-        if pg.user:
-            from activities.db.embedded import _chown_tree
-
-            _chown_tree(socket_dir, pg.user)
-        with contextlib.suppress(FileNotFoundError):
-            (pg.data_dir / "postmaster.pid").unlink()  # a leftover of a killed run must not block the start
-        part.log_path = root / "server.log"
+        await asyncio.to_thread(pg.prepare)  # folders 0700, initdb with a password, postmaster.pid checked
+        part.log_path = pg.log_path
         log = open(part.log_path, "ab")  # noqa: SIM115, ASYNC230 - closed when the part stops
         part.extra["log"] = log
-        # Popen on the loop thread on purpose: PDEATHSIG follows the thread that forked the child
-        part.process = subprocess.Popen(  # noqa: ASYNC220
-            [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pg.data_dir), "-h", pg.host, "-p", str(pg.port),
-             "-k", str(socket_dir), "-c", "max_connections=300", "-c", "shared_buffers=128MB"],
-            stdout=log, stderr=log, start_new_session=True, preexec_fn=_child_setup(pg._preexec()),
-        )
-        pg.process = part.process
         part.extra["embedded"] = True
-        while True:
-            self._fail_if_exited(part)
-            ready = await asyncio.create_subprocess_exec(
-                str(POSTGRES_BIN_PATH / "pg_isready"), "-h", pg.host, "-p", str(pg.port), "-U", "postgres",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-            if await ready.wait() == 0:
+        for attempt in range(20):
+            # Popen on the loop thread on purpose: PDEATHSIG follows the thread that forked the child
+            part.process = subprocess.Popen(  # noqa: ASYNC220
+                pg.command(), stdout=log, stderr=log, start_new_session=True,
+                preexec_fn=_child_setup(pg.preexec()),
+            )
+            pg.process = part.process
+            while part.process.poll() is None:
+                ready = await asyncio.create_subprocess_exec(
+                    *pg.ready_command(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                if await ready.wait() == 0:
+                    break
+                await asyncio.sleep(0.2)
+            if part.process.poll() is None:
                 break
-            await asyncio.sleep(0.2)
+            # backends of a killed server still hold its shared memory: PostgreSQL refuses until they are gone
+            if attempt < 19 and "still in use" in tail(part.log_path, 5):
+                await asyncio.sleep(0.5)
+                continue
+            self._fail_if_exited(part)
         self.settings = self.settings.model_copy(update={"database_url": pg.url})
         await self._prepare_database()
 
@@ -536,7 +538,10 @@ class DevStack:
                  "temporal_address": self.temporal_address, "namespace": self.settings.temporal_namespace,
                  "ui_url": self.ui_url, "api_url": self.api_url,
                  "parts": {name: part.pid for name, part in self.parts.items()}}
-        (self.data_dir / "dev.json").write_text(json.dumps(state, indent=2) + "\n")
+        path = self.data_dir / "dev.json"  # carries the database password: the stack user's eyes only
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(state, indent=2) + "\n")
 
     def banner(self, seconds: float) -> str:
         secrets = ", ".join(f"{s}={v}" for s, v in sorted(self.settings.webhook_secrets.items()))
@@ -551,11 +556,21 @@ class DevStack:
                 lines.append(f"  Door metrics     http://{_browser_host(self.settings.http_metrics_host)}:"
                              f"{self.settings.http_metrics_port}/metrics")
         if "postgres" in self.parts:
-            lines.append(f"  PostgreSQL       {self.database_url.replace('+asyncpg', '')}")
+            lines.append(f"  PostgreSQL       {_masked(self.database_url.replace('+asyncpg', ''))}"
+                         + (f"   (password in {self._embedded.password_file})" if self._embedded else ""))
         lines += [f"  Webhook secrets  {secrets}",
                   f"  Data and logs    {self.data_dir} (logs/, postgres/server.log)",
                   "", "Ctrl-C stops everything."]
         return "\n".join(lines)
+
+
+def _masked(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
 
 
 def _browser_host(host: str) -> str:

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("retailflow.http")
@@ -21,8 +22,8 @@ TYPE_BASE = "https://retailflow.dev/problems/"
 
 TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Content too large", 415: "Unsupported media type", 422: "Unprocessable content",
-    503: "Service unavailable",
+    408: "Request timeout", 409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
+    422: "Unprocessable content", 429: "Too many requests", 503: "Service unavailable",
 }
 
 
@@ -100,6 +101,19 @@ def install(app: FastAPI) -> None:
         if status == 503:
             headers.setdefault("Retry-After", "5")
         return Problem(status, str(exc.detail), headers=headers).response(request.url.path)
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(TimeoutError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # every database call is bounded (activities/db/engine.py); one that ran out is "retry later"
+        log.warning("database call failed answering %s: %s", request.url.path, type(exc).__name__)
+        return unavailable("the database cannot be reached right now; nothing was changed").response(
+            request.url.path)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # a document too deep for a parser is the sender's permanent error, not a reason to retry
+        return Problem(400, "the request is nested too deeply", slug="not-json").response(request.url.path)
 
     app.add_middleware(CatchAll)
 

@@ -8,15 +8,21 @@ database.
 - ops' count decisions (`POST /counts/{id}/approve|reject`, `require_ops`): starters.counts;
 - stock and master data (`/inventory/{sku}`, `/items`, `/items/{sku}`, `/locations`): the ERP tables;
 - exception cases (`/exceptions`, `POST /exceptions/{id}/resolve`): starters.exceptions;
+- authorization: every route needs a token with the `read` scope, actions (`resolve`) the `ops` scope
+  (`require_scope`); who acted is the token's name. Lists are cursor-paged (`limit`, `cursor`, a `Link: rel=next`
+  header, and `next_cursor` in an object answer).
 - `/reconciliation/latest`: `latest_reconciliation(engine)` (404 until a run exists).
 """
+import base64
 import hmac
-from datetime import timedelta
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -27,6 +33,7 @@ from domain.cases import CaseStatus, ResolveRequest
 from domain.inventory import Bucket
 from domain.items import Item, Location
 from starters.problems import Problem, responses, unavailable
+from worker.settings import Scope
 
 ID_PATTERN = r"^[A-Za-z0-9._\-]+$"
 CASE_ID_PATTERN = r"^[A-Za-z0-9._:\-]+$"
@@ -36,37 +43,75 @@ QUERY_TIMEOUT = timedelta(seconds=10)
 _bearer = HTTPBearer(auto_error=False, description="one of RETAILFLOW_API_TOKENS")
 
 
-def require_token(request: Request,
-                  credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-    tokens = [t.get_secret_value().encode() for t in request.app.state.settings.api_tokens]
-    given = (credentials.credentials if credentials else "").encode()
-    ok = False
-    for token in tokens:  # constant time, and every token compared
-        ok |= hmac.compare_digest(given, token)
-    if not credentials or not ok:
-        raise Problem(401, "a valid bearer token is required", slug="unauthorized",
-                      headers={"WWW-Authenticate": "Bearer"})
-
-
-class OpsPrincipal(BaseModel):
-    """Who acts for ops through the API; recorded as the decider of what they decide."""
+class Caller(BaseModel):
+    """Who is asking: the name of the token presented and what it may do."""
 
     name: str
+    scopes: frozenset[Scope]
 
 
-def require_ops(request: Request,
-                credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> OpsPrincipal:
-    """The ops-scoped door (count decisions). Issue 18 brings token scopes and names: rebind this one dependency
-    there. Until then every API token may act for ops and is named by its position in RETAILFLOW_API_TOKENS
-    (never by its value)."""
-    require_token(request, credentials)
+def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Caller:
+    """The caller of a valid bearer token, else 401. Every token is compared, each in constant time."""
     given = (credentials.credentials if credentials else "").encode()
-    tokens = [t.get_secret_value().encode() for t in request.app.state.settings.api_tokens]
-    index = next(i for i, token in enumerate(tokens) if hmac.compare_digest(given, token))
-    return OpsPrincipal(name=f"api-token-{index + 1}")
+    found: Caller | None = None
+    for name, token in request.app.state.settings.api_tokens.items():
+        if hmac.compare_digest(given, token.token.get_secret_value().encode()) and found is None:
+            found = Caller(name=name, scopes=token.scopes)
+    if not credentials or found is None:
+        raise Problem(401, "a valid bearer token is required", slug="unauthorized",
+                      headers={"WWW-Authenticate": "Bearer"})
+    request.state.caller = found
+    return found
 
 
-router = APIRouter(dependencies=[Depends(require_token)], responses=responses(401, 422, 503))
+def require_scope(scope: Scope | str) -> Callable[..., Caller]:
+    """A dependency: the caller, if its token has `scope` (401 without a valid token, 403 without the scope).
+    `Depends(require_scope("ops"))` guards every action ops take (resolve a case, cancel, approve a count)."""
+    wanted = Scope(scope)
+
+    def dependency(caller: Caller = Depends(authenticate)) -> Caller:
+        if wanted not in caller.scopes:
+            raise Problem(403, f"token '{caller.name}' lacks the '{wanted}' scope", slug="forbidden")
+        return caller
+
+    dependency.__name__ = f"require_{wanted}_scope"
+    return dependency
+
+
+router = APIRouter(dependencies=[Depends(require_scope(Scope.READ))], responses=responses(401, 403, 422, 503))
+
+
+# --- pagination: an opaque cursor (the last key of the page) and a Link header to the next page ----------------
+PAGE_DEFAULT = 100
+PAGE_MAX = 500
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"page size (default {PAGE_DEFAULT})")]
+Cursor = Annotated[str | None, Query(max_length=600, description="`next_cursor` of the previous page")]
+
+
+def encode_cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    if cursor is None:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        key = None
+    if not isinstance(key, list) or len(key) != arity or not all(isinstance(k, str) for k in key):
+        raise Problem(422, "the cursor is not one this API gave", slug="validation")
+    return key
+
+
+def link_next(request: Request, response: Response, cursor: str | None) -> None:
+    if cursor is not None:
+        url = request.url.include_query_params(cursor=cursor)
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+
+
+# The ops-scoped door for count decisions (issue 21): the caller's token name is recorded as the decider.
+require_ops = require_scope(Scope.OPS)
 
 
 # --- answers ----------------------------------------------------------------------------------------------
@@ -83,6 +128,19 @@ class InventoryAnswer(BaseModel):
 
 class ExceptionsAnswer(BaseModel):
     cases: list[dict[str, Any]]
+    next_cursor: str | None = None  # more cases: ask again with ?cursor=
+
+
+NOTE_MAX = 2000
+
+
+class ResolveBody(BaseModel):
+    """What ops send to resolve a case. Who resolved it is the token's name, never the body's word: a
+    `resolved_by` in the body is ignored (it once let a caller pass for the process itself)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    note: str = Field(min_length=1, max_length=NOTE_MAX, description="what was done (required)")
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -137,6 +195,21 @@ async def latest_reconciliation(engine: AsyncEngine) -> dict[str, Any] | None:
     return run.model_dump(mode="json") if isinstance(run, BaseModel) else run
 
 
+STALE_AFTER_RUNS = 3  # a reconciliation is stale after missing this many of its scheduled runs
+
+
+async def reconciliation_freshness(engine: AsyncEngine, settings: Any) -> dict[str, Any]:
+    """When the last reconciliation ran, and whether that is too long ago (a finding: /readyz, this API)."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT max(run_at) AS last, now() AS now FROM reconciliation_runs"))).first()
+    limit = settings.reconciliation_every * STALE_AFTER_RUNS
+    last, now = row.last, row.now
+    return {"last_run_at": last.isoformat() if last else None, "stale_after": str(limit),
+            "fresh": last is not None and now - last <= limit}
+
+
 # --- routes -----------------------------------------------------------------------------------------------
 PROCESS_RESPONSES = responses(404)
 
@@ -182,7 +255,7 @@ class CountDecisionBody(BaseModel):
 
 
 async def _decide(request: Request, count_id: str, verdict: str, body: CountDecisionBody,
-                  principal: OpsPrincipal) -> dict[str, Any]:
+                  principal: Caller) -> dict[str, Any]:
     from domain.counts import DecisionRequest
     from starters.counts import CountNotFound, CountRefused, decide
 
@@ -204,14 +277,14 @@ async def _decide(request: Request, count_id: str, verdict: str, body: CountDeci
 @router.post("/counts/{count_id}/approve", tags=["processes"], responses=responses(404, 409),
              summary="Ops approve a count's variances beyond tolerance: they are adjusted (ops token)")
 async def approve_count(request: Request, count_id: IdPath, body: CountDecisionBody,
-                        principal: Annotated[OpsPrincipal, Depends(require_ops)]) -> dict[str, Any]:
+                        principal: Annotated[Caller, Depends(require_ops)]) -> dict[str, Any]:
     return await _decide(request, count_id, "approve", body, principal)
 
 
 @router.post("/counts/{count_id}/reject", tags=["processes"], responses=responses(404, 409),
              summary="Ops reject a count's variances beyond tolerance: nothing is adjusted (ops token)")
 async def reject_count(request: Request, count_id: IdPath, body: CountDecisionBody,
-                       principal: Annotated[OpsPrincipal, Depends(require_ops)]) -> dict[str, Any]:
+                       principal: Annotated[Caller, Depends(require_ops)]) -> dict[str, Any]:
     return await _decide(request, count_id, "reject", body, principal)
 
 
@@ -237,11 +310,16 @@ async def get_inventory(request: Request, sku: IdPath) -> InventoryAnswer:
     ])
 
 
-@router.get("/items", tags=["master data"], response_model=list[Item], summary="The item master")
-async def list_items(request: Request) -> list[Item]:
+@router.get("/items", tags=["master data"], response_model=list[Item],
+            summary="The item master, by SKU, a page at a time (Link: rel=next)")
+async def list_items(request: Request, response: Response, limit: Limit = PAGE_DEFAULT, cursor: Cursor = None
+                     ) -> list[Item]:
     from activities.adapters.stub_erp import PostgresErp
 
-    return await PostgresErp(_engine(request)).all_items()
+    after = decode_cursor(cursor, 1)
+    page = await PostgresErp(_engine(request)).items_page(after[0] if after else None, limit + 1)
+    link_next(request, response, encode_cursor([page[limit - 1].sku]) if len(page) > limit else None)
+    return page[:limit]
 
 
 @router.get("/items/{sku}", tags=["master data"], response_model=Item, responses=responses(404),
@@ -256,12 +334,15 @@ async def get_item(request: Request, sku: IdPath) -> Item:
 
 
 @router.get("/locations", tags=["master data"], response_model=list[Location],
-            summary="Stores and distribution centres: kind, legal entity")
-async def list_locations(request: Request) -> list[Location]:
+            summary="Stores and distribution centres: kind, legal entity, a page at a time (Link: rel=next)")
+async def list_locations(request: Request, response: Response, limit: Limit = PAGE_DEFAULT,
+                         cursor: Cursor = None) -> list[Location]:
     from activities.adapters.stub_erp import PostgresErp
 
-    found = await PostgresErp(_engine(request)).locations(None)
-    return [found[k] for k in sorted(found)]
+    after = decode_cursor(cursor, 1)
+    page = await PostgresErp(_engine(request)).locations_page(after[0] if after else None, limit + 1)
+    link_next(request, response, encode_cursor([page[limit - 1].location_id]) if len(page) > limit else None)
+    return page[:limit]
 
 
 def _exceptions_module() -> Any:
@@ -274,25 +355,41 @@ def _exceptions_module() -> Any:
 
 @router.get("/exceptions", tags=["exceptions"], response_model=ExceptionsAnswer,
             summary="Exception cases: kind, severity, business key, process, opened, deadline, resolution")
-async def list_exceptions(request: Request, status: Annotated[CaseStatus | None, Query()] = None
-                          ) -> ExceptionsAnswer:
-    cases = await _exceptions_module().list_cases(_engine(request), status)
-    return ExceptionsAnswer(cases=[c.model_dump(mode="json") if isinstance(c, BaseModel) else c for c in cases])
+async def list_exceptions(request: Request, response: Response,
+                          status: Annotated[CaseStatus | None, Query()] = None, limit: Limit = PAGE_DEFAULT,
+                          cursor: Cursor = None) -> ExceptionsAnswer:
+    after = decode_cursor(cursor, 2)
+    if after is not None:
+        try:
+            opened = datetime.fromisoformat(after[0])
+        except ValueError:
+            raise Problem(422, "the cursor is not one this API gave", slug="validation") from None
+    cases = await _exceptions_module().list_cases(
+        _engine(request), status, limit=limit + 1,
+        after=(opened, after[1]) if after is not None else None)
+    more = len(cases) > limit
+    cases = cases[:limit]
+    next_cursor = encode_cursor([cases[-1].opened_at.isoformat(), cases[-1].exception_id]) if more else None
+    link_next(request, response, next_cursor)
+    return ExceptionsAnswer(cases=[c.model_dump(mode="json") if isinstance(c, BaseModel) else c for c in cases],
+                            next_cursor=next_cursor)
 
 
-@router.post("/exceptions/{exception_id}/resolve", tags=["exceptions"], responses=responses(404, 409),
+@router.post("/exceptions/{exception_id}/resolve", tags=["exceptions"], responses=responses(403, 404, 409),
              summary="Ops resolves an exception case")
 async def resolve_exception(
     request: Request,
     exception_id: Annotated[str, Path(min_length=1, max_length=400, pattern=CASE_ID_PATTERN)],
-    body: ResolveRequest,
+    body: ResolveBody,
+    caller: Annotated[Caller, Depends(require_scope(Scope.OPS))],
 ) -> dict[str, Any]:
     module = _exceptions_module()
     client = await _client(request)
     not_found = getattr(module, "CaseNotFound", LookupError)
     refused = getattr(module, "CaseRefused", WorkflowUpdateFailedError)
     try:
-        result = await module.resolve_case(client, exception_id, body)
+        result = await module.resolve_case(client, exception_id,
+                                           ResolveRequest(note=body.note, resolved_by=caller.name))
     except not_found as missing:
         raise Problem(404, str(missing) or f"no exception case {exception_id}", slug="not-found") from None
     except refused as refusal:
@@ -317,4 +414,5 @@ async def get_reconciliation(request: Request) -> dict[str, Any]:
     run = await latest_reconciliation(_engine(request))
     if run is None:
         raise Problem(404, "no reconciliation run yet", slug="not-found")
-    return run
+    fresh = await reconciliation_freshness(_engine(request), request.app.state.settings)
+    return {**run, "stale": not fresh["fresh"], "stale_after": fresh["stale_after"]}

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from domain.events import Event, EventType, OrderPlaced
+from starters.guard import json_depth
 from starters.problems import Problem, field_errors
 from starters.signatures import SignatureError, shopify_verify
 from starters.webhooks import Ingress, read_body
@@ -109,6 +110,10 @@ async def receive(ingress: Ingress, request: Request) -> JSONResponse:
     topic = request.headers.get("x-shopify-topic", TOPIC)
     if topic != TOPIC:
         raise Problem(403, f"shopify topic '{topic}' is not accepted (only {TOPIC})", slug="event-not-allowed")
+    depth = json_depth(body)
+    if depth > settings.http_max_json_depth:
+        raise Problem(400, f"the body is nested {depth} levels deep; the limit is {settings.http_max_json_depth}",
+                      slug="not-json")
     try:
         order = ShopifyOrder.model_validate_json(body)
     except ValidationError as bad:

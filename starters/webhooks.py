@@ -4,7 +4,7 @@ In order, each step answering its own problem (RFC 9457) and none of them starti
 1. the body is read raw, with the size limit applied before it is all read (`Content-Length`, then the streamed
    byte count): 413;
 2. the Standard Webhooks signature over the raw bytes (starters.signatures): 401;
-3. JSON: 400; the envelope `{type, timestamp, data}`: 422; the event type allowed for the source: 403;
+3. JSON (and nested at most `http_max_json_depth` deep): 400; the envelope `{type, timestamp, data}`: 422; the event type allowed for the source: 403;
    the event's `data` against its schema: 422 with the field errors;
 4. Temporal reachable (a client, connected lazily): 503 + Retry-After.
 Then the delivery is claimed in `webhook_deliveries` by (source, webhook-id): the first insert wins and
@@ -19,6 +19,8 @@ made). Other events `202` `{status: started|signalled|duplicate, workflow_id}`. 
 already ended answers `202` `{status: late, workflow_id, case_id}`: it was stored and handed to a LateEvent
 process, which applies its goods where they moved and opens the case (`case_id` null when the event changes
 nothing, e.g. a delivery confirmed after settlement). An event's identity is its source plus its webhook-id.
+A non-opening event for a process nobody opened yet starts it (it waits for its opening event); each source may
+have at most `unopened_process_limit` such processes, counted in `unopened_processes`: beyond that, `429`.
 `409` when the process refuses the event (ReserveToFulfill's `place` validator: only for a process that already
 exists, e.g. one that ended without an order) or when a `webhook-id` comes again with a different body.
 """
@@ -33,6 +35,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
@@ -40,9 +43,10 @@ from temporalio.service import RPCError
 from activities.db.registry import closed_process
 from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
 from domain.ids import webhook_event_id
-from domain.routing import route
+from domain.routing import OPENING_EVENTS, Route, route
 from starters import door_metrics
 from starters.dispatch import DispatchResult, dispatch
+from starters.guard import loads_bounded
 from starters.problems import Problem, field_errors, unavailable
 from starters.signatures import SignatureError, verify
 from worker import tracing
@@ -110,8 +114,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 # --- step 3: the event ------------------------------------------------------------------------------------
 def parse_event(body: bytes, source: str, webhook_id: str, settings: Settings) -> Event:
     try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as bad:
+        raw = loads_bounded(body, settings.http_max_json_depth)
+    except ValueError as bad:  # not UTF-8, not JSON, or nested too deep: permanent, never a 503
         raise Problem(400, f"the body is not JSON: {bad}", slug="not-json") from None
     if not isinstance(raw, dict):
         raise Problem(422, "the body must be a JSON object {type, timestamp, data}", slug="validation")
@@ -178,6 +182,48 @@ async def forget(engine: AsyncEngine, source: str, webhook_id: str) -> None:
                                 "AND status = 'pending'"), {"source": source, "id": webhook_id})
 
 
+# --- processes opened without their opening event: a limit per source ---------------------------------------
+OPENING_TYPES = sorted(str(t) for t in OPENING_EVENTS)
+
+
+def opener_of(r: Route) -> str:
+    """The workflow whose opening delivery vouches for `r`'s process: a settlement is opened inside retailflow
+    (ReserveToFulfill hands it over), so its order's `order.placed` vouches for it."""
+    if r.process == "settle":
+        return r.workflow_id.replace("settle:", "order:", 1)
+    return r.workflow_id
+
+
+async def admit_unopened(engine: AsyncEngine, source: str, r: Route, limit: int) -> None:
+    """A non-opening event for a process nobody opened starts it, waiting for its opening event; a source may
+    have at most `limit` such processes (counted here, in PostgreSQL, serialised per source), else 429."""
+    opener = opener_of(r)
+    async with engine.begin() as conn:
+        opened = await conn.scalar(text(
+            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE workflow_id = :opener AND type = ANY(:types))"),
+            {"opener": opener, "types": OPENING_TYPES})
+        if opened:
+            return
+        params = {"source": source, "wf": r.workflow_id, "opener": opener}
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('unopened:' || :source))"), params)
+        if await conn.scalar(text("SELECT true FROM unopened_processes WHERE source = :source AND workflow_id = :wf"),
+                             params):
+            return
+        waiting = await conn.scalar(text("SELECT count(*) FROM unopened_processes WHERE source = :source"), params)
+        if waiting >= limit:
+            raise Problem(429, f"source '{source}' already has {waiting} processes that never received their "
+                               f"opening event (limit {limit}); send the opening events first",
+                          slug="too-many-unopened", headers={"Retry-After": "60"})
+        await conn.execute(text("INSERT INTO unopened_processes (source, workflow_id, opener) "
+                                "VALUES (:source, :wf, :opener) ON CONFLICT DO NOTHING"), params)
+
+
+async def opened(engine: AsyncEngine, workflow_id: str) -> None:
+    """The opening event of `workflow_id` arrived: what waited for it no longer counts against its source."""
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM unopened_processes WHERE opener = :wf"), {"wf": workflow_id})
+
+
 # --- the whole delivery -----------------------------------------------------------------------------------
 class Ingress:
     """The webhook handler's collaborators: settings, the database, and a way to get a Temporal client."""
@@ -218,6 +264,9 @@ class Ingress:
                       tracing.BUSINESS_KEY: r.business_key, tracing.WORKFLOW_ID: r.workflow_id}
         tracing.annotate(**attributes)  # on the HTTP request's span, where a trace search finds them
         with tracing.span("webhook.deliver", **attributes):
+            # an event for an ended process is late, not unopened: it never counts against the source's limit
+            if not r.opens and await self._db(closed_process(self.engine, r.workflow_id)) is None:
+                await self._db(admit_unopened(self.engine, source, r, self.settings.unopened_process_limit))
             prior = await self._claim(source, webhook_id, event, r.workflow_id, body)
             if prior is None:
                 return await self._first(client, source, webhook_id, event, r.workflow_id)
@@ -234,7 +283,7 @@ class Ingress:
                                                        wait_initial=0.05, wait_max=0.5, wait_jitter=0.05):
                 with attempt:
                     with tracing.span("webhook.claim"):
-                        prior = await claim(self.engine, source, webhook_id, event, workflow_id, body)
+                        prior = await self._db(claim(self.engine, source, webhook_id, event, workflow_id, body))
                     if prior is not None and prior.body_sha256 != sha:
                         raise Problem(409, f"webhook-id {webhook_id} was already delivered with a different body; "
                                            "a new event needs a new webhook-id", slug="webhook-id-reused")
@@ -245,6 +294,16 @@ class Ingress:
             pass
         return None
 
+    async def _db(self, call: Any) -> Any:
+        """One database step of a delivery, bounded in time: a locked, frozen or unreachable database is a 503
+        with Retry-After (nothing recorded), answered within `database_statement_timeout`, never a hang."""
+        try:
+            async with asyncio.timeout(self.settings.database_statement_timeout.total_seconds()):
+                return await call
+        except (SQLAlchemyError, OSError, TimeoutError) as down:
+            log.warning("database step of a delivery failed: %s", type(down).__name__)
+            raise unavailable("the database cannot be reached right now; nothing was recorded") from None
+
     def _wait_bound(self) -> float:
         return max(2 * self.settings.order_decision_timeout.total_seconds(), 10.0) + 5.0
 
@@ -254,13 +313,19 @@ class Ingress:
         try:
             code, response = await self._dispatch(client, event, workflow_id)
             with tracing.span("webhook.answer"):
-                await answer(self.engine, source, webhook_id, code, response)
+                await self._db(answer(self.engine, source, webhook_id, code, response))
             recorded = True
+            if event.type in OPENING_EVENTS:
+                try:
+                    await self._db(opened(self.engine, workflow_id))
+                except Problem:  # the delivery is done; the next opening delivery of this key clears it again
+                    log.warning("could not clear the unopened processes waiting for %s", workflow_id)
             return _json(code, response)
         finally:
             if not recorded:
                 try:
-                    await asyncio.shield(forget(self.engine, source, webhook_id))
+                    async with asyncio.timeout(self.settings.database_statement_timeout.total_seconds()):
+                        await asyncio.shield(forget(self.engine, source, webhook_id))
                 except Exception:  # noqa: BLE001 - the original error is what the sender must see
                     log.exception("could not remove the claim of delivery %s/%s", source, webhook_id)
 
@@ -272,7 +337,7 @@ class Ingress:
                 (prior.response or {}).get("status") not in ("duplicate", "late"):
             code, response = await self._dispatch(client, event, prior.workflow_id)
             if code == 200:
-                await answer(self.engine, source, webhook_id, code, response)
+                await self._db(answer(self.engine, source, webhook_id, code, response))
             return _json(code, response)
         return _json(prior.http_status or 202, prior.response or {})
 

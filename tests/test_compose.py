@@ -1,5 +1,8 @@
 """docker-compose.yml checked against the code (no Docker engine runs here): commands, settings, ports,
-search attributes, health checks and start order."""
+search attributes, health checks and start order, that it is safe by default (Temporal's frontend published
+nowhere, the UI and the observability tools on loopback, the UI read-only, a supported server image with its
+schema set up by admin-tools, separate PostgreSQL roles, no default password), and that traces and metrics are
+wired (Jaeger, Prometheus scrape targets, the Grafana dashboard)."""
 import json
 import os
 import re
@@ -10,6 +13,7 @@ import typer.main
 import yaml
 
 from starters.cli import main
+from starters.guard import check_startup
 from worker.settings import Settings
 from workflows.common import SEARCH_ATTRIBUTES
 
@@ -36,16 +40,101 @@ def host_port(service: dict, container_port: int) -> int:
     for mapping in service.get("ports", []):
         host, _, inner = str(mapping).rpartition(":")
         if int(inner) == container_port:
-            return int(host)
+            return int(host.rpartition(":")[2])
     raise AssertionError(f"port {container_port} not published")
 
 
 def test_the_services_of_a_production_stack_are_there():
-    assert {"postgres", "temporal", "temporal-ui", "search-attributes", "worker", "api"} <= set(SERVICES)
-    assert set(RETAILFLOW) >= {"worker", "api"}
+    assert {"postgres", "temporal-schema", "temporal", "temporal-ui", "temporal-setup", "migrate", "worker",
+            "api"} <= set(SERVICES)
+    assert set(RETAILFLOW) >= {"migrate", "worker", "api"}
     assert SERVICES["worker"]["deploy"]["replicas"] >= 2
-    assert "auto-setup" in SERVICES["temporal"]["image"]
     assert env_of(SERVICES["temporal"])["POSTGRES_SEEDS"] == "postgres"
+
+
+def _tag(image: str) -> str:
+    return interpolate(image).rpartition(":")[2]
+
+
+def test_temporal_is_the_supported_server_image_of_the_line_the_tests_run():
+    import subprocess
+
+    from tests.support import temporal_cli
+
+    images = {name: interpolate(s.get("image", "")) for name, s in SERVICES.items()}
+    assert not any("auto-setup" in i for i in images.values()), images  # deprecated
+    assert images["temporal"].startswith("temporalio/server:")
+    version = subprocess.run([temporal_cli(), "--version"], capture_output=True, text=True).stdout
+    server_line = re.search(r"Server (\d+\.\d+)\.", version).group(1)  # the dev server the tests run
+    assert _tag(images["temporal"]).startswith(server_line + "."), (images["temporal"], version)
+    for name in ("temporal-schema", "temporal-setup"):
+        assert images[name].startswith("temporalio/admin-tools:") and _tag(images[name]).startswith(server_line)
+    schema = "\n".join(SERVICES["temporal-schema"]["command"])
+    for db in ("temporal", "temporal_visibility"):
+        assert f"--db {db} setup-schema" in schema and f"--db {db} update-schema" in schema
+    conditions = {d: r["condition"] for d, r in SERVICES["temporal"]["depends_on"].items()}
+    assert conditions == {"temporal-schema": "service_completed_successfully"}
+    assert "temporal operator namespace create" in "\n".join(SERVICES["temporal-setup"]["command"])
+
+
+def test_temporal_frontend_and_ui_are_not_reachable_from_outside():
+    assert "ports" not in SERVICES["temporal"], "the Temporal frontend must not be published"
+    for mapping in SERVICES["temporal-ui"].get("ports", []):
+        assert str(mapping).startswith("127.0.0.1:"), f"UI published beyond loopback: {mapping}"
+    assert COMPOSE["networks"]["backend"]["internal"] is True
+    for name in ("postgres", "temporal", "temporal-schema", "temporal-setup", "worker", "migrate"):
+        assert SERVICES[name]["networks"] == ["backend"], name
+        assert "ports" not in SERVICES[name], name
+    published = {name for name, s in SERVICES.items() if s.get("ports")}
+    assert published == {"api", "temporal-ui", "jaeger", "prometheus", "grafana"}
+    for name in ("jaeger", "prometheus", "grafana"):  # what ops watch with: on the host's loopback only
+        assert all(str(m).startswith("127.0.0.1:") for m in SERVICES[name]["ports"]), name
+
+
+def test_ui_write_actions_are_off_unless_ops_switch_them_on():
+    env = env_of(SERVICES["temporal-ui"])
+    assert interpolate(env["TEMPORAL_DISABLE_WRITE_ACTIONS"]) == "true"  # the UI server's own variable
+    assert re.fullmatch(r"\$\{TEMPORAL_UI_DISABLE_WRITE_ACTIONS:-true\}", env["TEMPORAL_DISABLE_WRITE_ACTIONS"])
+
+
+def _users(url: str) -> str:
+    return re.match(r"postgresql\+asyncpg://([^:]+):", url).group(1)
+
+
+def test_separate_database_roles_and_no_default_password():
+    app_url = env_of(SERVICES["api"])["RETAILFLOW_DATABASE_URL"]
+    assert _users(app_url) == _users(env_of(SERVICES["worker"])["RETAILFLOW_DATABASE_URL"]) == "retailflow_app"
+    assert _users(env_of(SERVICES["migrate"])["RETAILFLOW_DATABASE_URL"]) == "retailflow_owner"
+    temporal_env = env_of(SERVICES["temporal"])
+    assert temporal_env["POSTGRES_USER"] == "temporal" and env_of(SERVICES["temporal-schema"])["SQL_USER"] == "temporal"
+    pg = env_of(SERVICES["postgres"])
+    assert pg["POSTGRES_USER"] == "postgres"  # the superuser, which no service connects as
+    # every password is required (`${VAR:?message}`): compose refuses to start without it, and has no default
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"PASSWORD:-|PWD:-", text), "a password with a default"
+    passwords = [pg["POSTGRES_PASSWORD"], pg["RETAILFLOW_DB_OWNER_PASSWORD"], pg["RETAILFLOW_DB_APP_PASSWORD"],
+                 pg["TEMPORAL_DB_PASSWORD"], temporal_env["POSTGRES_PWD"], app_url,
+                 env_of(SERVICES["temporal-schema"])["SQL_PASSWORD"]]
+    for value in passwords:
+        assert re.search(r"\$\{\w+:\?[^}]+\}", value), value
+    names = {m for v in passwords for m in re.findall(r"\$\{(\w+):\?", v)}
+    assert names == {"POSTGRES_PASSWORD", "RETAILFLOW_DB_OWNER_PASSWORD", "RETAILFLOW_DB_APP_PASSWORD",
+                     "TEMPORAL_DB_PASSWORD"}
+
+
+def test_the_roles_script_keeps_the_app_role_off_the_schema():
+    volumes = SERVICES["postgres"]["volumes"]
+    mounted = [v for v in volumes if "docker-entrypoint-initdb.d" in v]
+    assert mounted and mounted[0].startswith("./deploy/postgres/10-roles.sh:")
+    script = (ROOT / "deploy/postgres/10-roles.sh").read_text()
+    assert "CREATE DATABASE retailflow OWNER retailflow_owner" in script
+    assert re.search(r"CREATE ROLE retailflow_app LOGIN PASSWORD :'app_pw' NOSUPERUSER NOCREATEDB NOCREATEROLE", script)
+    assert "CREATE DATABASE temporal OWNER temporal" in script
+    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO retailflow_app" in script
+    assert "ALTER DEFAULT PRIVILEGES FOR ROLE retailflow_owner" in script
+    # the app role owns nothing and never gets DDL rights (no ALL, no CREATE, no TRIGGER)
+    assert not re.search(r"GRANT (ALL|CREATE|TRIGGER)[^;]*TO retailflow_app", script)
+    assert "$RETAILFLOW_DB_APP_PASSWORD" in script and ":'app_pw'" in script  # a psql variable, quoted by psql
 
 
 def test_each_retailflow_service_runs_a_real_cli_command():
@@ -64,7 +153,11 @@ def test_each_retailflow_variable_is_a_setting():
                 assert key.removeprefix("RETAILFLOW_").lower() in fields, f"{name}: {key} is not a setting"
 
 
-SAMPLES = {"RETAILFLOW_WEBHOOK_SECRETS": '{"web": "whsec_c2VjcmV0"}', "RETAILFLOW_API_TOKENS": '["t0k3n"]'}
+SECRET = "whsec_c2VjcmV0LW9mLWF0LWxlYXN0LTE2LWJ5dGVz"
+SAMPLES = {"RETAILFLOW_WEBHOOK_SECRETS": json.dumps({"web": SECRET}),
+           "RETAILFLOW_API_TOKENS": '{"ops-alice": {"token": "t0k3n-of-at-least-16", "scopes": ["read", "ops"]}}',
+           "RETAILFLOW_DB_APP_PASSWORD": "app-pw", "RETAILFLOW_DB_OWNER_PASSWORD": "owner-pw",
+           "POSTGRES_PASSWORD": "pg-pw", "TEMPORAL_DB_PASSWORD": "temporal-pw"}
 
 
 def interpolate(value: str) -> str:
@@ -81,15 +174,17 @@ def test_the_settings_it_sets_parse(monkeypatch):
             monkeypatch.setenv(key, interpolate(value))
         settings = Settings()
         if "RETAILFLOW_API_TOKENS" in env_of(service):
-            assert [t.get_secret_value() for t in settings.api_tokens] == ["t0k3n"]
-            assert settings.secrets_for("web") == ["whsec_c2VjcmV0"]
+            assert settings.api_tokens["ops-alice"].token.get_secret_value() == "t0k3n-of-at-least-16"
+            assert settings.secrets_for("web") == [SECRET]
+        if name == "api":
+            check_startup(settings)  # what `retailflow api` checks before it listens on 0.0.0.0
         assert settings.task_queue == "retailflow", name
         assert settings.database_url and settings.database_url.startswith("postgresql+asyncpg://"), name
 
 
 def test_ports_agree_with_the_contract():
     defaults = Settings()
-    assert host_port(SERVICES["temporal"], 7233) == int(defaults.temporal_address.rsplit(":", 1)[1]) == 7233
+    assert int(defaults.temporal_address.rsplit(":", 1)[1]) == 7233  # inside the backend network only
     assert host_port(SERVICES["temporal-ui"], 8080) == defaults.temporal_ui_port == 8233
     api_env = env_of(SERVICES["api"])
     assert host_port(SERVICES["api"], int(api_env["RETAILFLOW_HTTP_PORT"])) == defaults.http_port == 8000
@@ -99,7 +194,7 @@ def test_ports_agree_with_the_contract():
 
 
 def test_the_contract_search_attributes_are_registered():
-    script = "\n".join(SERVICES["search-attributes"]["command"])
+    script = "\n".join(SERVICES["temporal-setup"]["command"])
     registered = dict(re.findall(r"(\w+)=(Keyword|KeywordList|Bool|Int|Double|Datetime|Text)\b", script))
     assert registered == SEARCH_ATTRIBUTES
     assert "temporal operator search-attribute create" in script
@@ -113,12 +208,13 @@ def test_start_order_waits_on_health_and_one_shots():
                 assert "healthcheck" in SERVICES[dependency], f"{name} waits on {dependency}, which has no check"
     for name in ("worker", "api"):
         conditions = {d: r["condition"] for d, r in SERVICES[name]["depends_on"].items()}
-        assert conditions["temporal"] == "service_healthy" and conditions["postgres"] == "service_healthy"
-        assert conditions["search-attributes"] == "service_completed_successfully"
+        assert conditions["postgres"] == "service_healthy"
+        assert conditions["temporal-setup"] == "service_completed_successfully"  # it waited for SERVING
         assert conditions["migrate"] == "service_completed_successfully"
         assert "healthcheck" in SERVICES[name]
     worker_env = env_of(SERVICES["worker"])
     assert worker_env["RETAILFLOW_METRICS_PORT"] in str(SERVICES["worker"]["healthcheck"]["test"])
+    assert "cluster health" in "\n".join(SERVICES["temporal-setup"]["command"])
 
 
 def test_the_image_holds_every_package_and_the_locked_dependencies():

@@ -115,7 +115,9 @@ async def test_children_get_the_resolved_settings(stack):
     assert child.database_url == stack.database_url
     assert child.temporal_address == stack.temporal_address
     assert child.secrets_for("web") == stack.settings.secrets_for("web") != []
-    assert [t.get_secret_value() for t in child.api_tokens] == [stack.api_token]
+    assert {n: (t.token.get_secret_value(), t.scopes) for n, t in child.api_tokens.items()} == {
+        n: (t.token.get_secret_value(), t.scopes) for n, t in stack.settings.api_tokens.items()}
+    assert stack.api_token in [t.token.get_secret_value() for t in child.api_tokens.values()]
     assert child.sla == stack.settings.sla and child.exception_escalate_every == stack.settings.exception_escalate_every
 
 

@@ -42,6 +42,7 @@ from worker.factory import build_worker
 from worker.main import _ensure_reconciliation_schedule
 from worker.settings import Settings
 
+FULL_ONLY = {"ledger_totals_match_movements", "journal_totals_match_lines"}
 CHECKS = {"no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
           "keys_applied_once", "refunds_within_captures", "returns_within_shipped", "late_events_have_case",
           "journal_accounts_known", "grni_is_a_credit", "vendor_receivable_not_negative",
@@ -57,7 +58,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 def settings_for(database_url: str) -> Settings:
-    return support.test_settings(database_url=database_url)
+    # planted orphans are fresh: describe every holder, however recently it moved stock
+    return support.test_settings(database_url=database_url, reconciliation_orphan_quiet_for=timedelta(0))
 
 
 async def reconcile(client: Client, settings: Settings,
@@ -84,7 +86,8 @@ async def test_a_clean_ledger_reconciles_clean(dev_env: WorkflowEnvironment, eng
         report = await reconcile(dev_env.client, settings)
 
         assert report.ok, report.discrepancies
-        assert {c.name for c in report.checks} == CHECKS and all(c.ok for c in report.checks)
+        # the first run is a full one (it also proves the kept totals); later runs are incremental
+        assert {c.name for c in report.checks} - FULL_ONLY == CHECKS and all(c.ok for c in report.checks)
         assert not report.discrepancies and not report.orphans and not report.stale_processes
         # every legal entity's figures are shown, not only drifting ones
         entities = {e.legal_entity: e for e in report.entities}

@@ -4,7 +4,8 @@ Connects (retrying while Temporal is still starting, as in docker-compose), migr
 advisory lock serialises several replicas starting at once), runs every workflow and activity on the task queue
 until SIGTERM or SIGINT, then shuts down gracefully: polling stops, running activities get
 `graceful_shutdown_timeout` to finish, the database pool is closed and the process exits 0. With
-`RETAILFLOW_METRICS_PORT` the SDK runtime serves Prometheus metrics on `/metrics` of that port; with an OTLP
+`RETAILFLOW_METRICS_PORT` the SDK runtime serves Prometheus metrics on `/metrics` of that port, on
+`RETAILFLOW_METRICS_HOST` (loopback unless configured: the metrics name every process type and queue); with an OTLP
 endpoint (`RETAILFLOW_OTLP_ENDPOINT`, worker/tracing.py) every workflow handler, activity and SQL statement is
 traced, continuing the trace of the delivery that caused it.
 """
@@ -32,7 +33,7 @@ def build_runtime(settings: Settings) -> Runtime:
     """The SDK runtime: core logs forwarded into our log stream, Prometheus metrics when a port is set."""
     metrics = None
     if settings.metrics_port:
-        metrics = PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
+        metrics = PrometheusConfig(bind_address=f"{settings.metrics_host}:{settings.metrics_port}")
     return Runtime(telemetry=TelemetryConfig(logging=temporal_runtime_logging(), metrics=metrics))
 
 
@@ -96,8 +97,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                                       interceptors=[tracing.interceptor] if tracing is not None else None)
     await upgrade(settings.database_url)
     await _ensure_reconciliation_schedule(client, settings)
-    engine = create_engine(settings.database_url, pool_size=min(20, settings.max_concurrent_activities),
-                           max_overflow=20)
+    # one connection per activity slot: an activity never queues for the pool, and the pool wait (5 s) is far
+    # shorter than any activity's start-to-close (30 s), so a starved pool fails an attempt that is retried
+    engine = create_engine(settings.database_url, pool_size=settings.max_concurrent_activities, max_overflow=0,
+                           statement_timeout=settings.database_statement_timeout.total_seconds(),
+                           pool_timeout=settings.database_pool_timeout.total_seconds(),
+                           connect_timeout=settings.database_connect_timeout.total_seconds())
     if tracing is not None:
         tracing.instrument_engine(engine)
     try:

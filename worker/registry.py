@@ -40,5 +40,7 @@ def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
     return [
         *stub_activities(engine, settings, fault_seed=fault_seed),
         *activity_methods(CaseActivities(engine), RoutingActivities(client, settings, engine),
-                           ReconciliationActivities(client, engine), RegistryActivities(engine, client)),
+                           ReconciliationActivities(client, engine,
+                                                    quiet_for=settings.reconciliation_orphan_quiet_for),
+                           RegistryActivities(engine, client)),
     ]

@@ -3,12 +3,17 @@
 JSON-valued settings (secrets, tokens, SLA overrides) are parsed by pydantic-settings itself; durations are
 ISO 8601 (`PT4H`, `P3D`).
 """
+import base64
+import binascii
+import warnings
 from datetime import timedelta
 from decimal import Decimal
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.process import PartialPolicy, ProcessPolicy
@@ -21,6 +26,50 @@ class FaultSpec(BaseModel):
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     latency_ms: int = Field(default=0, ge=0)
     random_latency: bool = False  # when true, each call waits a uniform 0..latency_ms instead of latency_ms
+
+
+class Scope(StrEnum):
+    """What a read-API token may do: `read` every GET; `ops` act on processes (resolve a case, cancel, approve)."""
+
+    READ = "read"
+    OPS = "ops"
+
+
+# Names the processes themselves use as `resolved_by`; a token named so could pass for one of them.
+RESERVED_TOKEN_NAMES = frozenset({"process", "reconciliation", "system"})
+
+
+class ApiToken(BaseModel):
+    """One bearer token of the read API: its secret and its scopes. Its name (the key in RETAILFLOW_API_TOKENS)
+    is who acted, e.g. the `resolved_by` of a case it resolves."""
+
+    token: SecretStr
+    scopes: frozenset[Scope] = frozenset({Scope.READ})
+
+
+def _legacy_tokens(value: Any) -> Any:
+    """The old form, a JSON list of tokens: each becomes `token-<n>` with read and ops (what it could do before),
+    with a deprecation warning."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return {}
+        warnings.warn("RETAILFLOW_API_TOKENS as a list is deprecated: give a JSON object name -> "
+                      '{"token": ..., "scopes": ["read", "ops"]} (list entries get both scopes and are named '
+                      "token-1, token-2, ...)", DeprecationWarning, stacklevel=2)
+        return {f"token-{n}": {"token": t.get_secret_value() if isinstance(t, SecretStr) else t,
+                               "scopes": [Scope.READ, Scope.OPS]} for n, t in enumerate(value, start=1)}
+    return value
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a webhook secret: `whsec_` + base64 is decoded (invalid base64 raises ValueError), anything
+    else is the raw UTF-8 bytes."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[len("whsec_"):], validate=True)
+        except (binascii.Error, ValueError) as bad:
+            raise ValueError("a webhook secret starting 'whsec_' must be base64 after the prefix") from bad
+    return secret.encode()
 
 
 class Settings(BaseSettings):
@@ -44,6 +93,11 @@ class Settings(BaseSettings):
     # Storage
     database_url: str | None = None  # postgresql+asyncpg://...; unset in the dev stack: embedded PostgreSQL
     data_dir: Path = Path(".retailflow")
+    # every database call is bounded (activities/db/engine.py): a statement, a wait for a pool connection, a lock
+    database_statement_timeout: timedelta = timedelta(seconds=10)
+    database_pool_timeout: timedelta = timedelta(seconds=5)
+    database_connect_timeout: timedelta = timedelta(seconds=5)
+    webhook_delivery_retention: timedelta = timedelta(days=30)  # delivery records kept this long, then purged
 
     # HTTP service
     http_host: str = "127.0.0.1"
@@ -53,11 +107,18 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = 256 * 1024
     webhook_tolerance: timedelta = timedelta(minutes=5)
     shopify_secret: SecretStr | None = None
-    api_tokens: list[SecretStr] = Field(default_factory=list)
+    api_tokens: dict[str, ApiToken] = Field(default_factory=dict)  # name -> {token, scopes}; a list is legacy
     order_decision_timeout: timedelta = timedelta(seconds=5)
     # the door's Prometheus metrics: their own port, on loopback unless told otherwise (docs/ops.md); 0 = off
     http_metrics_host: str = "127.0.0.1"
     http_metrics_port: int = 9465
+    # the door under abuse (starters/guard.py): a request's headers and its body must each arrive within these
+    http_header_timeout: timedelta = timedelta(seconds=10)
+    http_body_timeout: timedelta = timedelta(seconds=10)
+    http_max_connections: int = 1000  # all clients together; over it new requests get 503
+    http_max_connections_per_client: int = 100  # per peer address (a proxy in front makes every client one)
+    http_max_json_depth: int = 32
+    unopened_process_limit: int = 1000  # per source: processes opened by an event that never got their opening one
 
     # Process rules
     sla: dict[SlaKind, timedelta] = Field(default_factory=dict)
@@ -74,20 +135,50 @@ class Settings(BaseSettings):
     count_tolerance_units: int = 2  # a count variance of at most this many units per SKU ...
     count_tolerance_value: Decimal = Decimal("25.00")  # ... and at most this value at standard cost: no approval
     reconciliation_every: timedelta = timedelta(minutes=15)
+    # holders of stock that moved none for this long are described to Temporal (fewer describes per run)
+    reconciliation_orphan_quiet_for: timedelta = timedelta(minutes=30)
 
     # Stub adapters: "erp.reserve" / "wms.*" / "pos.capture" -> FaultSpec
     faults: dict[str, FaultSpec] = Field(default_factory=dict)
 
     # Worker tuning and observability
-    max_concurrent_activities: int = 200
+    # each activity slot has its own pool connection (worker/main.py), so no activity waits for one; 3 replicas
+    # of 60 plus the HTTP service stay well under PostgreSQL's max_connections (400 in docker-compose.yml)
+    max_concurrent_activities: int = 60
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 2_000  # ~0.26 MiB per cached open order: keeps a worker under 1 GiB (bench/RESULTS.md)
     workflow_task_pollers: int = 4
     activity_task_pollers: int = 4
+    metrics_host: str = "127.0.0.1"  # the worker's /metrics binds loopback unless configured (compose: 0.0.0.0)
     metrics_port: int | None = None
     otlp_endpoint: str | None = None  # OTLP/HTTP base URL (http://jaeger:4318): traces on (worker/tracing.py)
     log_level: str = "INFO"
     log_format: str = "auto"  # auto: console on a terminal, JSON otherwise; or "json" / "console"
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _token_forms(cls, value: Any) -> Any:
+        return _legacy_tokens(value)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _token_names(cls, value: dict[str, ApiToken]) -> dict[str, ApiToken]:
+        for name in value:
+            if not name or len(name) > 64 or name.lower() in RESERVED_TOKEN_NAMES:
+                raise ValueError(f"API token name {name!r} is empty, longer than 64 or reserved "
+                                 f"({', '.join(sorted(RESERVED_TOKEN_NAMES))})")
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _secrets_decode(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for source, secrets in value.items():
+            for secret in [secrets] if isinstance(secrets, str) else secrets:
+                try:
+                    webhook_key(secret)
+                except ValueError as bad:
+                    raise ValueError(f"webhook secret of source {source!r}: {bad}") from None
+        return value
 
     def sla_policy(self, channel: str | None) -> SlaPolicy:
         deadlines = {**SLA_DEFAULTS, **self.sla, **self.sla_by_channel.get(channel or "", {})}

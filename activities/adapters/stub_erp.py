@@ -79,6 +79,22 @@ class PostgresErp:
             rows = (await conn.execute(select(ITEMS).order_by(ITEMS.c.sku))).mappings()
             return [_item(r) for r in rows]
 
+    async def items_page(self, after: str | None, limit: int) -> list[Item]:
+        """Up to `limit` items by SKU, after `after` (the read API's cursor)."""
+        query = select(ITEMS).order_by(ITEMS.c.sku).limit(limit)
+        if after is not None:
+            query = query.where(ITEMS.c.sku > after)
+        async with self.engine.connect() as conn:
+            return [_item(r) for r in (await conn.execute(query)).mappings()]
+
+    async def locations_page(self, after: str | None, limit: int) -> list[Location]:
+        """Up to `limit` locations by ID, after `after` (the read API's cursor)."""
+        query = select(LOCATIONS).order_by(LOCATIONS.c.location_id).limit(limit)
+        if after is not None:
+            query = query.where(LOCATIONS.c.location_id > after)
+        async with self.engine.connect() as conn:
+            return [_location(r) for r in (await conn.execute(query)).mappings()]
+
     async def locations(self, location_ids: list[str] | None) -> dict[str, Location]:
         async with self.engine.connect() as conn:
             return await _locations(conn, location_ids)

@@ -1,9 +1,23 @@
-"""The one way to get a database engine: SQLAlchemy async on asyncpg, with a pool sized for a worker.
+"""The one way to get a database engine: SQLAlchemy async on asyncpg, with a pool sized for a worker and every
+call bounded in time.
 
 Activities run concurrently (up to `max_concurrent_activities`), so the pool is bounded and callers queue for a
 connection instead of opening hundreds; `pool_pre_ping` lets a restarted PostgreSQL heal without a worker restart.
+
+Bounded time (a locked or blackholed database must fail fast enough for the caller to answer 503 or retry, not
+hang): `statement_timeout` on the server (a slow query is cancelled there), `command_timeout` on the client (a
+server that does not answer at all, e.g. frozen or behind a dropped network, still ends the call), a connect
+timeout, a lock timeout, `idle_in_transaction_session_timeout` (a stuck client cannot hold row locks for ever)
+and a pool wait shorter than any activity's start-to-close timeout (30 s). Migrations and `retailflow check`
+pass `statement_timeout=None`: DDL and full scans may take long, and nothing waits on them.
 """
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+STATEMENT_TIMEOUT = 10.0  # seconds; the activities' start-to-close is 30 s
+POOL_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
+LOCK_TIMEOUT = 5.0
+IDLE_IN_TRANSACTION_TIMEOUT = 60.0
 
 
 def asyncpg_url(url: str) -> str:
@@ -14,13 +28,31 @@ def asyncpg_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False) -> AsyncEngine:
+def _ms(seconds: float | None) -> str:
+    return "0" if not seconds else str(int(seconds * 1000))
+
+
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False,
+                  statement_timeout: float | None = STATEMENT_TIMEOUT, pool_timeout: float = POOL_TIMEOUT,
+                  connect_timeout: float = CONNECT_TIMEOUT) -> AsyncEngine:
+    server_settings = {
+        "statement_timeout": _ms(statement_timeout),
+        "lock_timeout": _ms(LOCK_TIMEOUT if statement_timeout else None),
+        "idle_in_transaction_session_timeout": _ms(IDLE_IN_TRANSACTION_TIMEOUT),
+        "application_name": "retailflow",
+    }
     return create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
-        pool_timeout=60,
+        pool_timeout=pool_timeout,
         echo=echo,
+        connect_args={
+            "timeout": connect_timeout,
+            # the client's own bound, a little past the server's: it ends a call the server never answers
+            "command_timeout": statement_timeout + 2.0 if statement_timeout else None,
+            "server_settings": server_settings,
+        },
     )

@@ -19,7 +19,7 @@ async def _online_async() -> None:
     from activities.db.engine import create_engine
 
     url = config.get_main_option("sqlalchemy.url") or os.environ["RETAILFLOW_DATABASE_URL"]
-    engine = create_engine(url, pool_size=1, max_overflow=0)
+    engine = create_engine(url, pool_size=1, max_overflow=0, statement_timeout=None)
     async with engine.connect() as conn:
         await conn.run_sync(_migrate)
         await conn.commit()

@@ -24,7 +24,7 @@ def alembic_config() -> Config:
 
 async def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at `url` to `revision` (default: the newest)."""
-    engine = create_engine(url, pool_size=1, max_overflow=0)
+    engine = create_engine(url, pool_size=1, max_overflow=0, statement_timeout=None)
     try:
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
@@ -34,7 +34,7 @@ async def upgrade(url: str, revision: str = "head") -> None:
 
 
 async def downgrade(url: str, revision: str) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0)
+    engine = create_engine(url, pool_size=1, max_overflow=0, statement_timeout=None)
     try:
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
@@ -45,7 +45,7 @@ async def downgrade(url: str, revision: str) -> None:
 
 async def current(url: str) -> str | None:
     """The revision the database is at (None: not migrated)."""
-    engine = create_engine(url, pool_size=1, max_overflow=0)
+    engine = create_engine(url, pool_size=1, max_overflow=0, statement_timeout=None)
     try:
         async with engine.connect() as conn:
             exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))

@@ -18,7 +18,6 @@ async def stack() -> AsyncIterator[DevStack]:
     # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, data folder and all, under a
     # running PostgreSQL. Kept after the run when RETAILFLOW_FAULTS_KEEP=1 (to read the logs and histories).
     data_dir = Path(tempfile.mkdtemp(prefix="retailflow-faults-"))
-    os.chmod(data_dir, 0o711)  # the embedded PostgreSQL runs as its own user when we are root
     print(f"fault suite stack data and logs: {data_dir}")
     s = await start_stack(data_dir)
     try:

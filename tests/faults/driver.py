@@ -74,13 +74,19 @@ def full_only(scenario: str) -> pytest.MarkDecorator:
                          f".venv/bin/pytest -m faults tests/faults (see docs/faults.md)")
 
 
+# an ops token (what the scenarios use) and a read-only one (scenario 7 tries it on ops actions)
+FAULT_TOKENS = {"faults-ops": {"token": "faults-ops-token-0123456789", "scopes": ["read", "ops"]},
+                "faults-reader": {"token": "faults-reader-token-0123456789", "scopes": ["read"]}}
+
+
 def stack_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings for a stack of our own: free ports, a temp data folder, embedded PostgreSQL, JSON logs."""
     base: dict[str, object] = dict(
         data_dir=data_dir, database_url=None, temporal_address=f"127.0.0.1:{free_port()}",
         temporal_ui_port=free_port(), http_port=free_port(), log_format="json", faults={},
-        sla={SlaKind.PICK_OVERDUE: PICK_OVERDUE}, webhook_secrets={}, api_tokens=[],
+        sla={SlaKind.PICK_OVERDUE: PICK_OVERDUE}, webhook_secrets={}, api_tokens=FAULT_TOKENS,
         max_concurrent_activities=50, max_concurrent_workflow_tasks=20,
+        http_body_timeout=timedelta(seconds=3), http_header_timeout=timedelta(seconds=3),
     )
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Scenario 7: bad input. schemathesis against the running service's /openapi.json, and a hypothesis strategy
 of malformed, oversized, unsigned, wrongly signed, replayed (stale) and wrong-source deliveries, at least
-1,000 cases in all. Never a 5xx (but a 503 with Retry-After, which only an absent Temporal may cause), nothing
+1,000 cases in all; then the door's abuse cases on raw sockets (slow bodies and headers, one client holding
+connections, deep JSON, huge fields, a read-only token on ops actions, a resolved_by claiming to be the process). Never a 5xx (but a 503 with Retry-After, which only an absent Temporal may cause), nothing
 started or changed (workflows in Temporal, ledger and journal rows, delivery and case registers counted before
 and after), and no secret or token ever written to a log line of any part of the stack."""
 import asyncio
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from domain.events import SOURCE_EVENTS
 from starters.signatures import sign_headers
-from tests.faults.driver import FULL, connect, count_rows, ensure_up, record
+from tests.faults.driver import FAULT_TOKENS, FULL, connect, count_rows, ensure_up, record
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -146,8 +147,12 @@ async def counts(stack) -> dict[str, int]:
 
 
 def secrets_in_logs(stack) -> list[str]:
-    """Every dev secret and token (and the key inside each secret), looked for in every log file of the stack."""
-    needles: dict[str, str] = {"api token": stack.api_token}
+    """Every secret and token (and the key inside each secret, and the database password), looked for in every
+    log file of the stack."""
+    needles: dict[str, str] = {f"api token {n}": t.token.get_secret_value()
+                               for n, t in stack.settings.api_tokens.items()}
+    if stack._embedded is not None and stack._embedded.password:
+        needles["database password"] = stack._embedded.password
     for source, value in stack.settings.webhook_secrets.items():
         for secret in [value] if isinstance(value, str) else value:
             needles[f"{source} secret"] = secret
@@ -167,6 +172,80 @@ def secrets_in_logs(stack) -> list[str]:
                 if needle and needle in line:
                     leaks.append(f"{path.name}:{n} contains the {what}")
     return leaks
+
+
+# --- the door's abuse cases (docs/faults.md has the table of what each is answered) ----------------------------
+class Raw:
+    """What a raw-socket exchange got: the status line's code, and how long until the server closed."""
+
+    def __init__(self, status: int, seconds: float, body: bytes) -> None:
+        self.status_code, self.seconds, self.body = status, seconds, body
+        self.headers = {"retry-after": "x"} if b"retry-after" in body.lower() else {}
+        self.text = body[:300].decode(errors="replace")
+
+
+async def raw_exchange(url: str, data: bytes, wait: float = 20.0) -> Raw:
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    reader, writer = await asyncio.open_connection(host, port)
+    begun = time.monotonic()
+    writer.write(data)
+    await writer.drain()
+    received = await asyncio.wait_for(reader.read(), wait)
+    writer.close()
+    status = int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/1.1 ") else 0
+    return Raw(status, time.monotonic() - begun, received)
+
+
+async def abuse(stack, seen: Seen, secrets: dict) -> None:
+    url = stack.api_url
+    body_timeout = stack.settings.http_body_timeout.total_seconds()
+    reader = FAULT_TOKENS["faults-reader"]["token"]
+    ops = FAULT_TOKENS["faults-ops"]["token"]
+    head = b"POST /webhooks/web HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+    slow = await asyncio.gather(*(raw_exchange(url, head + b"{") for _ in range(20)))  # 20 slow senders at once
+    for answer in slow:
+        seen.answer("abuse slow body", answer, {408})
+        if answer.seconds > body_timeout + 5:
+            seen.bad.append(f"abuse slow body: held {answer.seconds:.1f}s")
+    seen.answer("abuse slow headers", await raw_exchange(url, b"POST /webhooks/web HTTP/1.1\r\nhost: x\r\n"), {408})
+    # one client holding more connections than its share: the one over it is refused, the service stays up
+    limit = stack.settings.http_max_connections_per_client
+    held = [await asyncio.open_connection(httpx.URL(url).host, httpx.URL(url).port) for _ in range(limit)]
+    try:
+        await asyncio.sleep(0.2)
+        seen.answer("abuse connections per client",
+                    await raw_exchange(url, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"), {429})
+    finally:
+        for _, writer in held:
+            writer.close()
+    await asyncio.sleep(0.5)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        seen.answer("abuse service still up", await http.get("/healthz"), {200})
+        secret = secrets["web"] if isinstance(secrets["web"], str) else secrets["web"][0]
+        for depth in (40, 5_000, 50_000):
+            deep = b"[" * depth + b"]" * depth
+            headers = {**sign_headers(secret, f"bad_deep_{uuid.uuid4().hex}", deep), "content-type": "application/json"}
+            seen.answer("abuse deep json", await http.post("/webhooks/web", content=deep, headers=headers), {400})
+        huge = dict(EXAMPLES["order_placed"])
+        huge["data"] = {**huge["data"], "order_id": "O" * 200_000}
+        body = json.dumps(huge).encode()
+        headers = {**sign_headers(secret, f"bad_huge_{uuid.uuid4().hex}", body), "content-type": "application/json"}
+        seen.answer("abuse huge field", await http.post("/webhooks/web", content=body, headers=headers), {422})
+        case = "exception:order:web:NO-SUCH:pick_overdue"
+        seen.answer("abuse huge note", await http.post(f"/exceptions/{case}/resolve", json={"note": "n" * 2_000_000},
+                                                       headers={"authorization": f"Bearer {ops}"}), {413})
+        seen.answer("abuse long note", await http.post(f"/exceptions/{case}/resolve", json={"note": "n" * 2_001},
+                                                       headers={"authorization": f"Bearer {ops}"}), {422})
+        seen.answer("abuse read token resolves", await http.post(
+            f"/exceptions/{case}/resolve", json={"note": "x", "resolved_by": "process"},
+            headers={"authorization": f"Bearer {reader}"}), {403})
+        seen.answer("abuse resolved_by process", await http.post(
+            f"/exceptions/{case}/resolve", json={"note": "x", "resolved_by": "process"},
+            headers={"authorization": f"Bearer {ops}"}), {404})  # no such case; the name would be faults-ops
+        seen.answer("abuse page too big", await http.get("/items", params={"limit": 100_000},
+                                                         headers={"authorization": f"Bearer {reader}"}), {422})
+        seen.answer("abuse forged cursor", await http.get("/exceptions", params={"cursor": "e30"},
+                                                          headers={"authorization": f"Bearer {reader}"}), {422})
 
 
 async def test_bad_input_changes_nothing_answers_no_5xx_and_leaks_no_secret(stack):
@@ -205,6 +284,7 @@ async def test_bad_input_changes_nothing_answers_no_5xx_and_leaks_no_secret(stac
     begun = time.monotonic()
     await asyncio.to_thread(hypothesis_deliveries)
     await asyncio.to_thread(schemathesis_cases)
+    await abuse(stack, seen, secrets)
     seconds = time.monotonic() - begun
     await asyncio.sleep(2)  # anything a bad delivery had started would now be visible
     after = await counts(stack)

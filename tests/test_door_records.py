@@ -1,0 +1,112 @@
+"""The door's own records: a source may open only so many processes without their opening event (429 beyond,
+counted in PostgreSQL, freed when the opening event comes); delivery records are purged after their retention
+and stale pending claims swept; a reconciliation that has not run lately is a finding on /readyz."""
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from activities.db.engine import create_engine
+from starters.api import create_app
+from starters.housekeeping import sweep
+from starters.signatures import sign_headers
+from tests.support import test_settings as make_settings
+
+SECRET = "whsec_c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def event(name: str, **data) -> bytes:
+    body = json.loads((EXAMPLES / f"{name}.json").read_text())
+    body["data"].update(data)
+    return json.dumps(body).encode()
+
+
+async def post(http, source: str, body: bytes, webhook_id: str | None = None) -> httpx.Response:
+    headers = {**sign_headers(SECRET, webhook_id or f"msg_{uuid.uuid4().hex}", body),
+               "content-type": "application/json"}
+    return await http.post(f"/webhooks/{source}", content=body, headers=headers)
+
+
+@pytest.fixture
+async def door(dev_env, database_url):
+    settings = make_settings(database_url=database_url, webhook_secrets={"wms": SECRET, "pos": SECRET},
+                             unopened_process_limit=2)
+    engine = create_engine(database_url, pool_size=3, max_overflow=0)
+    app = create_app(settings, engine=engine, client=dev_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rf") as http:
+        yield http, engine, settings
+    await engine.dispose()
+
+
+async def waiting(engine, source: str) -> int:
+    async with engine.connect() as conn:
+        return await conn.scalar(text("SELECT count(*) FROM unopened_processes WHERE source = :s"), {"s": source})
+
+
+async def test_a_source_opens_only_so_many_processes_without_their_opening_event(door) -> None:
+    http, engine, _ = door
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM unopened_processes"))
+    ids = [f"T-u-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    first_id = f"msg_{uuid.uuid4().hex}"
+    assert (await post(http, "wms", event("transfer_shipped", transfer_id=ids[0]), first_id)).status_code == 202
+    assert (await post(http, "wms", event("transfer_shipped", transfer_id=ids[1]))).status_code == 202
+    refused = await post(http, "wms", event("transfer_shipped", transfer_id=ids[2]))
+    assert refused.status_code == 429 and refused.headers["content-type"] == "application/problem+json"
+    assert "never received their opening event (limit 2)" in refused.json()["detail"]
+    assert refused.headers["retry-after"]
+    async with engine.connect() as conn:  # the refused event started and recorded nothing
+        assert not await conn.scalar(text("SELECT count(*) FROM webhook_deliveries WHERE workflow_id = :w"),
+                                     {"w": f"transfer:{ids[2]}"})
+    # the processes already counted still take events, and a redelivery is answered as before
+    assert (await post(http, "wms", event("transfer_received", transfer_id=ids[0]))).status_code == 202
+    assert (await post(http, "wms", event("transfer_shipped", transfer_id=ids[0]), first_id)).status_code == 202
+    # another source has its own allowance
+    assert (await post(http, "pos", event("transfer_shipped", transfer_id=ids[2]))).status_code == 202
+    assert await waiting(engine, "wms") == 2 and await waiting(engine, "pos") == 1
+    # the opening event frees its place
+    opening = event("transfer_requested", transfer_id=ids[0])
+    assert (await post(http, "wms", opening)).status_code == 202
+    assert await waiting(engine, "wms") == 1
+    assert (await post(http, "wms", event("transfer_shipped", transfer_id=f"T-u-{uuid.uuid4().hex[:8]}"))
+            ).status_code == 202
+
+
+async def test_old_delivery_records_are_purged_and_stale_claims_swept(door) -> None:
+    _, engine, settings = door
+    rows = {"old-done": ("done", "40 days"), "recent-done": ("done", "1 day"),
+            "stale-pending": ("pending", "2 hours"), "live-pending": ("pending", "1 second")}
+    tag = uuid.uuid4().hex[:6]
+    async with engine.begin() as conn:
+        for name, (status, age) in rows.items():
+            await conn.execute(text(
+                "INSERT INTO webhook_deliveries (source, webhook_id, type, workflow_id, body_sha256, status, received_at) "
+                f"VALUES ('web', :id, 'order.placed', 'order:web:x', 'x', :status, now() - interval '{age}')"),
+                {"id": f"{tag}-{name}", "status": status})
+    swept = await sweep(engine, settings.webhook_delivery_retention)
+    assert swept.deliveries_purged >= 1 and swept.stale_claims_removed >= 1
+    async with engine.connect() as conn:
+        left = set((await conn.execute(text("SELECT webhook_id FROM webhook_deliveries WHERE webhook_id LIKE :t"),
+                                       {"t": f"{tag}-%"})).scalars())
+    assert left == {f"{tag}-recent-done", f"{tag}-live-pending"}
+
+
+async def test_a_stale_reconciliation_is_a_finding(door) -> None:
+    http, engine, _ = door
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM reconciliation_runs"))
+    ready = (await http.get("/readyz")).json()
+    assert ready["status"] == "ready"  # still takes events
+    assert [f["finding"] for f in ready["findings"]] == ["reconciliation_stale"]
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO reconciliation_runs (run_id, workflow_id, run_at, ok, discrepancies, report) "
+            "VALUES ('r1', 'reconciliation', now(), true, 0, '{}'::jsonb)"))
+    assert (await http.get("/readyz")).json()["findings"] == []
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE reconciliation_runs SET run_at = now() - interval '2 hours'"))
+    assert (await http.get("/readyz")).json()["findings"][0]["last_run_at"] is not None
