@@ -208,9 +208,10 @@ class Truth:
         return out
 
     def late_workflow_ids(self) -> list[str]:
-        """The LateEvent processes of the events that came after their process had ended (they move stock too)."""
-        return sorted({f"late:webhook:{d.source}:{d.webhook_id}" for d in self.deliveries
-                       if any(a.get("status") == "late" for _, a in d.answers)})
+        """The LateEvent processes an event may have (they move stock too): one answered `late` at the door, or one
+        a process still held when it ended and handed to the late path itself. IDs that never started match
+        nothing."""
+        return sorted({f"late:webhook:{d.source}:{d.webhook_id}" for d in self.deliveries})
 
     def stock_workflow_ids(self) -> list[str]:
         return self.workflow_ids() + self.late_workflow_ids()

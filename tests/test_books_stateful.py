@@ -453,6 +453,35 @@ SOLD_TWO = [("place_order", dict(lines=[(0, 2)])), ("pick", dict(i=0, short=Fals
 RETURNED = [("authorize_return", dict(i=0, one=False, send=NOW)), ("receive_parcel", dict(j=0, whole=True, send=NOW)),
             ("inspect", dict(j=0, whole=True, disposition="restock", send=NOW))]
 KNOWN_SEQUENCES: dict[str, list[tuple[str, dict]]] = {
+    # found on release 2 by a 30-sequence random run (seed 2026): a parcel held by a return that ended unauthorized
+    # is handed to the late path by the process itself; its LateEvent's receipt counts (the model had missed it)
+    "release 2: returns of a cancelled order's lines while its other lines ship": [
+        ("webhook_ids", dict(ids='per_source')),
+        ("place_order", dict(lines=[(2, 2), (1, 1)])),
+        ("cancel", dict(i=1, send='later')),
+        ("request_transfer", dict(far=False, qty=2, send='now', skus=['APP-TEE-WHT-M'])),
+        ("ship_truck", dict(send='later', whole=True)),
+        ("authorize_return", dict(i=1, one=False, send='later')),
+        ("deliver_held", dict(k=1)),
+        ("authorize_return", dict(i=0, one=True, send='later')),
+        ("receive_parcel", dict(j=4, send='twice', whole=True)),
+        ("deliver_held", dict(k=1)),
+        ("inspect", dict(disposition='vendor_return', j=2, send='now', whole=True)),
+        ("pick", dict(i=2, send='now', short=False)),
+        ("settle_refund", dict(j=4, send='later')),
+        ("settle_refund", dict(j=4, send='later')),
+        ("place_order", dict(lines=[(2, 2)])),
+        ("settle_refund", dict(j=4, send='now')),
+        ("dispatch", dict(i=2, send='twice', split=False)),
+        ("deliver", dict(i=2, internal_id=True, send='later')),
+        ("cancel", dict(i=1, send='twice')),
+        ("authorize_return", dict(i=1, one=True, send='now')),
+        ("authorize_return", dict(i=2, one=True, send='now')),
+        ("settle", dict(i=2, send='twice', whole=True)),
+        ("receive_parcel", dict(j=1, send='twice', whole=True)),
+        ("place_order", dict(lines=[(0, 2), (2, 2)])),
+        ("pick", dict(i=0, send='later', short=False)),
+    ],
     "a returned line returned and refunded again": SOLD + RETURNED + [("settle_refund", dict(j=0, send=NOW))]
     + RETURNED,
     "dispatched after a cancel": [("place_order", dict(lines=[(0, 1)])), ("pick", dict(i=0, short=False, send=NOW)),
