@@ -3,8 +3,8 @@
 Models and names are the contract between the workflows and the adapters.
 """
 from collections.abc import Mapping
-from decimal import Decimal
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field

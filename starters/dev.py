@@ -32,11 +32,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
 
 from pydantic import BaseModel, SecretStr
 
 from worker.settings import ApiToken, Scope, Settings
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 PARTS = ("postgres", "temporal", "worker", "api")
 DEFAULT_POSTGRES_PORT = 5433
@@ -577,7 +581,7 @@ def _browser_host(host: str) -> str:
     return "localhost" if host in ("0.0.0.0", "127.0.0.1", "::", "") else host
 
 
-async def set_retention(client: "Client", settings: Settings) -> None:
+async def set_retention(client: Client, settings: Settings) -> None:
     """Set the namespace's retention explicitly (the dev server's default is a day); the process registry,
     not Temporal, keeps a business key closed for ever."""
     from google.protobuf.duration_pb2 import Duration

@@ -75,6 +75,7 @@ PLANTS: dict[str, tuple[list[str], set[str]]] = {
          "INSERT INTO return_authorization_lines (authorization_key, line_no, channel, order_id, line_id, sku, "
          "authorized) VALUES ('ra-1', 0, 'web', 'O-x', 'l1', 'X', 1), ('ra-2', 0, 'web', 'O-x', 'l1', 'X', 1)"],
         {"returns_within_shipped"},
+    ),
     "an account outside the chart": (
         ["INSERT INTO journal_entries (key, source_key, source_kind, legal_entity, currency, memo) "
          "VALUES ('stray', 'stray', 'manual', 'RF-EAST', 'USD', 'misc')",

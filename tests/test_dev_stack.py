@@ -6,10 +6,10 @@ The HTTP service part runs when `starters/api.py` exists.
 """
 import asyncio
 import importlib.util
+import json
 import os
 import signal
 import socket
-import json
 import subprocess
 import sys
 import time

@@ -16,6 +16,7 @@ from domain import ids
 from domain.events import EventType
 from domain.late import ClosedProcess, LateAction
 from starters.dispatch import DispatchResult, dispatch
+from tests.support import test_settings as make_settings
 from tests.test_reserve_to_fulfill import (
     cancelled,
     checker_ok,
@@ -31,7 +32,6 @@ from tests.test_reserve_to_fulfill import (
     until,
     world_with,
 )
-from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from worker.settings import Settings
 

@@ -9,9 +9,9 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.db.engine import create_engine
 from activities.db.registry import record_closed
+from domain.catalog import ITEMS, LOCATIONS, opening_quantity
 from domain.ids import webhook_event_id
 from domain.late import ClosedProcess
-from domain.catalog import ITEMS, LOCATIONS, opening_quantity
 from starters.api import create_app
 from tests.support import seeded
 from tests.support import test_settings as make_settings

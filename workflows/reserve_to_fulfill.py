@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ShipmentDispatched,
         line_amount,
     )
+    from domain.ids import internal_event_id
     from domain.inventory import MovementKind, MovementLine, MovementRequest
     from domain.money import round_money
     from domain.order import (
@@ -60,9 +61,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.process import PartialPolicy, ProcessInput
     from domain.sla import CaseKind, SlaKind
-    from workflows.common import on_release_2
     from workflows.calls import call, refusal_type
-    from domain.ids import internal_event_id
+    from workflows.common import on_release_2
     from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed, markdown_table
     from workflows.sla import ProcessCases
 

@@ -62,8 +62,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.sla import CaseKind, SlaKind
 
-from workflows.common import on_release_2
 from workflows.calls import call, refusal_type
+from workflows.common import on_release_2
 from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed, markdown_table
 from workflows.sla import ProcessCases
 

@@ -98,9 +98,9 @@ with workflow.unsafe.imports_passed_through():
         describe_variance,
         details_markdown,
         outstanding,
+        plan_extra_reserve,
         plan_notice,
         plan_receipt,
-        plan_extra_reserve,
         plan_receipt_v2,
         plan_request,
         plan_reservation,
@@ -109,8 +109,8 @@ with workflow.unsafe.imports_passed_through():
         sum_by_sku,
         variance,
     )
-    from workflows.common import on_release_2
     from workflows.calls import call, refusal_type
+    from workflows.common import on_release_2
     from workflows.process import Inbox, ProcessLog, ProcessView, enter_closed
     from workflows.sla import ProcessCases
 

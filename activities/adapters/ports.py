@@ -26,10 +26,10 @@ from activities.pos import (
     VoidResult,
 )
 from activities.wms import (
-    CancelFulfillmentInput,
-    CancelFulfillmentResult,
     AuthorizeReturnInput,
     AuthorizeReturnResult,
+    CancelFulfillmentInput,
+    CancelFulfillmentResult,
     CloseReturnInput,
     CloseReturnResult,
     PickTaskInput,
