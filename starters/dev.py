@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from pydantic import BaseModel, SecretStr
 
 from worker.settings import ApiToken, Scope, Settings
