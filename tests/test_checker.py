@@ -143,6 +143,11 @@ INCREMENTAL = {
     "an unbalanced journal entry": {"journal_entries_balanced"},
     "inventory posted without units": {"inventory_matches_journal"},
     "a key applied twice": {"keys_applied_once", "balances_match_ledger"},
+    "a refund beyond what its payment captured": {"refunds_within_captures"},
+    "a line returned more often than it shipped": {"returns_within_shipped"},
+    "an account outside the chart": {"journal_accounts_known"},
+    "GRNI released beyond what a PO accrued": {"grni_is_a_credit"},
+    "a vendor credit cleared beyond the receivable": {"vendor_receivable_not_negative"},
 }
 
 
