@@ -302,6 +302,7 @@ class Ingress:
                 return await call
         except (SQLAlchemyError, OSError, TimeoutError) as down:
             log.warning("database step of a delivery failed: %s", type(down).__name__)
+            door_metrics.cause("database")
             raise unavailable("the database cannot be reached right now; nothing was recorded") from None
 
     def _wait_bound(self) -> float:

@@ -189,7 +189,7 @@ async def test_a_count_beyond_tolerance_approved_through_the_api(http, database_
                                json={"note": "lamp broken in the stockroom, photo on file"})
     assert approved.status_code == 200, approved.text
     answer = approved.json()
-    assert answer["stage"] == "adjusted" and answer["decision"]["decided_by"] == "api-token-1"
+    assert answer["stage"] == "adjusted" and answer["decision"]["decided_by"] == "token-1"  # the token's name
     assert answer["decision"]["note"] == "lamp broken in the stockroom, photo on file"
     assert await available(http.engine, sku, "ST-BOS") == on_hand - 1
     assert await journal(http.engine, count) == {"inventory": Decimal("-27.50"), "shrink": Decimal("27.50")}
