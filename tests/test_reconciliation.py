@@ -274,9 +274,12 @@ async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
 
         # a run the schedule starts decodes its input, reconciles and is what latest_reconciliation serves
         async with build_worker(client, engine, settings):
+            # the session's dev server may hold this schedule from an earlier test (test_cli): wait for a new run
+            before = {a.action.workflow_id for a in (await handle.describe()).info.recent_actions}
             await handle.trigger()
             for _ in range(200):
-                recent = (await handle.describe()).info.recent_actions
+                recent = [a for a in (await handle.describe()).info.recent_actions
+                          if a.action.workflow_id not in before]
                 if recent:
                     break
                 await asyncio.sleep(0.1)
