@@ -276,7 +276,7 @@ async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
         async with build_worker(client, engine, settings):
             # the session's dev server may hold this schedule from an earlier test (test_cli): wait for a new run
             before = {a.action.workflow_id for a in (await handle.describe()).info.recent_actions}
-            await handle.trigger()
+            await handle.trigger(overlap=ScheduleOverlapPolicy.ALLOW_ALL)  # even if an earlier test's run hangs
             for _ in range(200):
                 recent = [a for a in (await handle.describe()).info.recent_actions
                           if a.action.workflow_id not in before]
