@@ -5,6 +5,7 @@ Deterministic: no I/O, used only from workflow code.
 """
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -52,6 +53,15 @@ class Inbox:
                 self.applied_types.append(str(event.type))
                 return self.pending.pop(i)
         return None
+
+    async def opening(self, type: EventType, *, within: timedelta) -> Event | None:
+        """Wait up to `within` for the event that opens the process, then take it; None if it never came (the
+        process was started by an early event and ends unopened)."""
+        try:
+            await workflow.wait_condition(lambda: self.has(type), timeout=within, timeout_summary=f"waiting for {type}")
+        except TimeoutError:
+            return None
+        return self.take(type)
 
     async def next(self, *types: EventType) -> Event:
         """Wait for, then take, the oldest event of one of `types`."""

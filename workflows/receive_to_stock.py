@@ -85,16 +85,12 @@ class ReceiveToStock:
     @workflow.run
     async def run(self, input: ProcessInput) -> PoOutcome:
         self._publish()
-        try:
-            await workflow.wait_condition(lambda: self.inbox.has(EventType.PURCHASE_ORDER_CREATED),
-                                          timeout=input.policy.open_timeout,
-                                          timeout_summary="waiting for purchase_order.created")
-        except TimeoutError:
+        created = await self.inbox.opening(EventType.PURCHASE_ORDER_CREATED, within=input.policy.open_timeout)
+        if created is None:
             self.state.stage = PoStage.EXPIRED
             self.state.refusal_reason = f"purchase_order.created did not arrive within {input.policy.open_timeout}"
             return await self._finish()
-        created = self.inbox.take(EventType.PURCHASE_ORDER_CREATED)
-        assert created is not None and isinstance(created.data, PurchaseOrderCreated)
+        assert isinstance(created.data, PurchaseOrderCreated)
         if not await self._create(created.data):
             return await self._finish()
         while not self.state.stage.final:

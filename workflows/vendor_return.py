@@ -80,16 +80,12 @@ class VendorReturn:
     @workflow.run
     async def run(self, input: ProcessInput) -> RtvOutcome:
         self._publish()
-        try:
-            await workflow.wait_condition(lambda: self.inbox.has(EventType.VENDOR_RETURN_SHIPPED),
-                                          timeout=input.policy.open_timeout,
-                                          timeout_summary="waiting for vendor_return.shipped")
-        except TimeoutError:
+        shipped = await self.inbox.opening(EventType.VENDOR_RETURN_SHIPPED, within=input.policy.open_timeout)
+        if shipped is None:
             self.state.stage = RtvStage.EXPIRED
             self.state.refusal_reason = f"vendor_return.shipped did not arrive within {input.policy.open_timeout}"
             return await self._finish()
-        shipped = self.inbox.take(EventType.VENDOR_RETURN_SHIPPED)
-        assert shipped is not None and isinstance(shipped.data, VendorReturnShipped)
+        assert isinstance(shipped.data, VendorReturnShipped)
         if await self._ship(shipped.data):
             self.cases.start_clock(SlaKind.VENDOR_CREDIT_OVERDUE)
             self.state.credit_due_at = self.cases.deadline(SlaKind.VENDOR_CREDIT_OVERDUE)
