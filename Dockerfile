@@ -9,11 +9,18 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 
+# every package of the wheel (pyproject.toml), bottom layer first
 COPY domain ./domain
-COPY workflows ./workflows
+COPY config ./config
+COPY persistence ./persistence
+COPY adapters ./adapters
+COPY client ./client
 COPY activities ./activities
+COPY workflows ./workflows
 COPY worker ./worker
 COPY starters ./starters
+COPY devtools ./devtools
+COPY bench ./bench
 RUN uv sync --frozen --no-dev --no-editable
 
 RUN useradd --system --uid 10001 retailflow

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from activities.db.engine import create_engine
 from domain.journal import BUCKET_ACCOUNT, INVENTORY_ACCOUNTS, INVENTORY_CONTROL_ACCOUNTS, Account
+from persistence.engine import create_engine
 
 MAX_SAMPLES = 20  # violations listed per check; `violations` counts them all
 

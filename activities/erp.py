@@ -1,102 +1,31 @@
-"""ERP activities: item master, the inventory ledger and the journal. Thin wrappers over an ErpPort.
+"""ERP activities: item master, the inventory ledger and the journal. Thin wrappers over an ErpPort."""
 
-Models and names are the contract between the workflows and the adapters.
-"""
 from collections.abc import Mapping
-from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
 from temporalio import activity
 
-from activities.calls import guarded
 from activities.faults import Faults
+from activities.guarded import guarded
 from domain.inventory import MovementRequest
-from domain.items import Item, Location
-from domain.journal import FinancialEvent
-from domain.money import Amount
 
 if TYPE_CHECKING:
-    from activities.adapters.ports import ErpPort
+    from adapters.erp import ErpPort
 
 
-class LookupItemsInput(BaseModel):
-    skus: list[str]
-
-
-class LookupItemsResult(BaseModel):
-    items: dict[str, Item]  # sku -> item, for the known ones
-    unknown: list[str] = Field(default_factory=list)
-
-
-class LookupLocationsInput(BaseModel):
-    location_ids: list[str] | None = None  # None: all
-
-
-class LookupLocationsResult(BaseModel):
-    locations: dict[str, Location]
-    unknown: list[str] = Field(default_factory=list)
-
-
-class AvailabilityInput(BaseModel):
-    skus: list[str]
-    location_ids: list[str] | None = None  # None: every location
-
-
-class AvailabilityRow(BaseModel):
-    sku: str
-    location_id: str
-    available: int  # sellable now, after the location's safety stock
-    on_hand_available: int  # the raw `available` bucket
-
-
-class AvailabilityResult(BaseModel):
-    rows: list[AvailabilityRow]
-
-
-class StockInput(BaseModel):
-    """Buckets of some SKUs at one location, now or as the ledger stood at `as_of` (movements up to then)."""
-
-    skus: list[str]
-    location_id: str
-    as_of: datetime | None = None
-
-
-class StockResult(BaseModel):
-    location_id: str
-    as_of: datetime | None = None
-    buckets: dict[str, dict[str, int]]  # sku -> bucket -> units (every bucket, zeros included; known SKUs only)
-
-
-class MovementResult(BaseModel):
-    key: str
-    applied: bool  # False: the key had been applied before, this is the first call's result
-    journal_keys: list[str] = Field(default_factory=list)
-
-
-class FinancialPosting(BaseModel):
-    """A money-only journal entry (sale, settlement, sales return, refund paid)."""
-
-    key: str
-    event: FinancialEvent
-    legal_entity: str | None = None  # or derived from location_id
-    location_id: str | None = None
-    amount: Amount
-    currency: str
-    memo: str
-    workflow_id: str
-    run_id: str
-    reference: str | None = None
-    # a settlement only (domain.journal.financial_lines): the processor's fee and the difference (gross settled -
-    # `amount`) within the tolerance, each to its own account; `amount` is the receivable cleared
-    fee: Amount = Decimal(0)
-    difference: Amount = Decimal(0)
-
-
-class PostingResult(BaseModel):
-    key: str
-    applied: bool
+from adapters.erp import (
+    AvailabilityInput,
+    AvailabilityResult,
+    FinancialPosting,
+    LookupItemsInput,
+    LookupItemsResult,
+    LookupLocationsInput,
+    LookupLocationsResult,
+    MovementResult,
+    PostingResult,
+    StockInput,
+    StockResult,
+)
 
 
 class ErpActivities:

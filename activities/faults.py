@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from temporalio.exceptions import ApplicationError
 
+from config.settings import FaultSpec, Settings
 from domain.errors import ErrorType
-from worker.settings import FaultSpec, Settings
 
 
 class Faults:

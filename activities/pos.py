@@ -1,68 +1,25 @@
 """POS / payments activities: capture against an authorization, void, refund. Thin wrappers over a PosPort."""
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
 from temporalio import activity
 
-from activities.calls import guarded
 from activities.faults import Faults
-from domain.money import Amount
+from activities.guarded import guarded
 
 if TYPE_CHECKING:
-    from activities.adapters.ports import PosPort
+    from adapters.pos import PosPort
 
 
-class CaptureInput(BaseModel):
-    key: str
-    payment_id: str
-    authorized_amount: Amount
-    amount: Amount
-    currency: str
-    reference: str  # shipment_id
-
-
-class CaptureResult(BaseModel):
-    key: str
-    applied: bool
-    captured_total: Amount  # all captures on this payment so far
-
-
-class VoidInput(BaseModel):
-    key: str
-    payment_id: str
-    reason: str
-    # what was authorized, so a payment never captured (e.g. an expired pickup) can still be released
-    authorized_amount: Amount | None = None
-    currency: str | None = None
-
-
-class VoidResult(BaseModel):
-    key: str
-    applied: bool
-    voided_amount: Amount
-
-
-class RefundInput(BaseModel):
-    key: str
-    payment_id: str | None
-    return_id: str
-    amount: Amount
-    currency: str
-
-
-class RefundResult(BaseModel):
-    key: str
-    applied: bool
-    refund_reference: str
-
-
-class PaymentLookupInput(BaseModel):
-    references: list[str]  # shipment_ids (a capture's reference)
-
-
-class PaymentLookupResult(BaseModel):
-    payment_id: str | None = None  # None when no capture, or captures of several payments, match
-    candidates: list[str] = []
+from adapters.pos import (
+    CaptureInput,
+    CaptureResult,
+    PaymentLookupInput,
+    PaymentLookupResult,
+    RefundInput,
+    RefundResult,
+    VoidInput,
+    VoidResult,
+)
 
 
 class PosActivities:

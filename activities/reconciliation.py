@@ -63,7 +63,7 @@ class InventoryQuery(BaseModel):
 
 # A run re-reads the journal entries written since the previous run less this margin: longer than any
 # transaction may stay open (idle_in_transaction_session_timeout and statement_timeout bound them, see
-# activities/db/engine.py), so an entry committed late with an older `created_at` is still seen.
+# persistence/engine.py), so an entry committed late with an older `created_at` is still seen.
 WINDOW_MARGIN = timedelta(hours=1)
 # With no run stored yet, a run checks the entries of this long ago onwards (older ones were written under the
 # database's own commit-time guards): so even the first run after an upgrade stays within its activity timeout.
@@ -313,11 +313,3 @@ class ReconciliationActivities:
                 {"run_id": report.run_id, "workflow_id": report.workflow_id, "run_at": report.when,
                  "ok": report.ok, "discrepancies": len(report.discrepancies),
                  "report": stored.model_dump_json()})
-
-
-async def latest_run(engine: "AsyncEngine") -> ReconciliationReport | None:
-    """The newest stored run (None before the first), for `GET /reconciliation/latest`."""
-    async with engine.connect() as conn:
-        row = (await conn.execute(text(
-            "SELECT report FROM reconciliation_runs ORDER BY run_at DESC, stored_at DESC LIMIT 1"))).first()
-    return ReconciliationReport.model_validate(row[0]) if row else None

@@ -6,8 +6,8 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.db import registry
 from domain.late import ClosedProcess, LateEventRecord
+from persistence import registry
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

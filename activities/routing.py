@@ -1,16 +1,18 @@
-"""Hand an event from one process to another through the same mapping the webhooks use (starters.dispatch)."""
+"""Hand an event from one process to another through the same router the webhooks use (client.dispatch)."""
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from temporalio import activity
 
+from client.dispatch import dispatch
 from domain.events import Event
+from persistence.registry import closed_process
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
     from temporalio.client import Client
 
-    from worker.settings import Settings
+    from config.settings import Settings
 
 
 class ForwardResult(BaseModel):
@@ -27,9 +29,6 @@ class RoutingActivities:
     @activity.defn(name="forward_event")
     async def forward_event(self, event: Event) -> ForwardResult:
         """Signal-with-start the process `event` routes to; the event_id makes a retry harmless."""
-        from activities.db.registry import closed_process
-        from starters.dispatch import dispatch
-
         engine = self.engine
 
         def closed(wf: str):  # noqa: ANN202

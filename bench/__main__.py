@@ -59,8 +59,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def bench_settings(a: argparse.Namespace, data_dir: Path):  # noqa: ANN201
+    from config.settings import Settings
     from domain.sla import SlaKind
-    from worker.settings import Settings
 
     base = Settings()
     overrides = {}
@@ -85,10 +85,10 @@ def bench_settings(a: argparse.Namespace, data_dir: Path):  # noqa: ANN201
 
 async def top_up_stock(database_url: str, units: int = 200_000) -> None:
     """Receive `units` of every item at every DC so that no bench order is rejected for stock."""
-    from activities.adapters.stub_erp import PostgresErp
-    from activities.db.engine import create_engine
-    from domain.catalog import DISTRIBUTION_CENTERS, ITEMS
+    from adapters.stub_erp import PostgresErp
+    from devtools.catalog import DISTRIBUTION_CENTERS, ITEMS
     from domain.inventory import MovementKind, MovementLine, MovementRequest
+    from persistence.engine import create_engine
 
     engine = create_engine(database_url, pool_size=1, max_overflow=0)
     try:
@@ -136,9 +136,9 @@ def say(text: str) -> None:
 
 async def run(a: argparse.Namespace) -> dict:
     from bench import latency, lifecycle, scale
-    from starters.dev import DevStack
-    from starters.traffic import Sender
-    from worker.client import connect
+    from client.connect import connect
+    from devtools.stack import DevStack
+    from devtools.traffic import Sender
 
     results: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine().as_dict(),
                      "load_at_start": load(), "args": {k: str(v) for k, v in vars(a).items()}}
@@ -363,7 +363,7 @@ async def other_process_costs(client, sender, n: int) -> dict:  # noqa: ANN001
     import random
     import uuid
 
-    from starters.traffic import Day, order_and_return, transfer
+    from devtools.traffic import Day, order_and_return, transfer
 
     run = f"X{uuid.uuid4().hex[:6]}"
     expected = []

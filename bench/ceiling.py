@@ -26,7 +26,7 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.common import STAGE
+    from client.names import STAGE
 
 SKELETON_QUEUE = "bench-skeleton"
 NOOP_TIMEOUT = timedelta(seconds=30)
@@ -186,8 +186,8 @@ def build_skeleton_worker(client: Client, settings, task_queue: str = SKELETON_Q
 async def _serve(task_queue: str) -> None:
     import signal
 
-    from worker.client import connect
-    from worker.settings import Settings
+    from client.connect import connect
+    from config.settings import Settings
 
     settings = Settings()
     client = await connect(settings)

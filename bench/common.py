@@ -115,7 +115,7 @@ def machine() -> Machine:
                 break
     except OSError:
         pass
-    from starters.dev import temporal_cli
+    from devtools.stack import temporal_cli
 
     return Machine(cpu=cpu, cores=os.cpu_count() or 0, memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
                    os=f"{platform.system()} {platform.release()}", python=sys.version.split()[0],

@@ -18,8 +18,8 @@ from temporalio.client import Client
 
 from bench.ceiling import bare_place
 from bench.common import percentile
-from domain.catalog import DISTRIBUTION_CENTERS, ITEMS
-from starters.traffic import Sender
+from devtools.catalog import DISTRIBUTION_CENTERS, ITEMS
+from devtools.traffic import Sender
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Real order lifecycles through the signed HTTP webhooks, at a fixed concurrency.
 
-One lifecycle is `starters.traffic.order(day, n, "ship")`: order.placed (answered with the decision), picked,
+One lifecycle is `devtools.traffic.order(day, n, "ship")`: order.placed (answered with the decision), picked,
 dispatched, delivered, settled, each a signed webhook; it counts as done when both its processes (ReserveToFulfill
 and ShipToSettle) have completed. Throughput = lifecycles done / wall time from the first webhook to the last
 completion.
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 
 from bench.common import at_concurrency
+from devtools.traffic import Day, Sender, order
 from domain import ids as process_ids
-from starters.traffic import Day, Sender, order
 
 COMPLETE_WITHIN = 300.0  # seconds a lifecycle's processes get to complete after its last webhook
 

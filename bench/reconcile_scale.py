@@ -83,11 +83,11 @@ async def run(movements: int, reps: int, server_url: str | None) -> dict:
     import asyncpg
 
     from activities.checker import check_connection
-    from activities.db.embedded import EmbeddedPostgres
-    from activities.db.engine import create_engine
-    from activities.db.migrations import upgrade
     from activities.reconciliation import quiet_holders, read_holdings
-    from activities.seed import seed
+    from devtools.embedded_postgres import EmbeddedPostgres
+    from devtools.seed import seed
+    from persistence.engine import create_engine
+    from persistence.migrations import upgrade
 
     pg = None
     if server_url is None:

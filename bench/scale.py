@@ -10,7 +10,7 @@ import time
 import uuid
 
 from bench.latency import place_one
-from starters.traffic import Sender
+from devtools.traffic import Sender
 
 
 async def open_orders(sender: Sender, count: int, *, concurrency: int = 24, deadline: float | None = None,

@@ -4,7 +4,7 @@ One process holds the HTTP service (the FastAPI app over httpx's ASGI transport)
 server and an embedded PostgreSQL, as tests/test_tracing.py does. Rounds alternate off / on so the machine's load
 drifts over both alike. Each round sends `--orders` orders one after the other and measures the answer's latency
 (request to decision) and the process's CPU time per delivery (HTTP + worker + exporter, all in this process).
-"On" is the production setup (worker/tracing.py: batch span processor) with an exporter that encodes every span
+"On" is the production setup (config/tracing.py: batch span processor) with an exporter that encodes every span
 as OTLP protobuf and drops it: the CPU of tracing and of OTLP encoding, without a network or a collector;
 "sampled_10%" the same with `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`.
 """
@@ -31,12 +31,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench.common import load, percentile
-from domain.catalog import DISTRIBUTION_CENTERS, ITEMS
+from client.correlation import CorrelationInterceptor
+from config import tracing
+from devtools.catalog import DISTRIBUTION_CENTERS, ITEMS
+from devtools.stack import temporal_cli
 from starters.api import create_app
-from starters.dev import temporal_cli
 from starters.signatures import sign_headers
-from worker import tracing
-from worker.interceptors import CorrelationInterceptor
 
 SECRET = "whsec_" + "YmVuY2gtdHJhY2luZy1zZWNyZXQ="
 
@@ -74,9 +74,9 @@ MODES = {"off": None, "on": "parentbased_always_on", "sampled_10%": "parentbased
 
 
 async def a_round(env: WorkflowEnvironment, database_url: str, mode: str, orders: int, run: str) -> dict:
-    from activities.db.engine import create_engine
+    from config.settings import Settings
+    from persistence.engine import create_engine
     from worker.factory import build_worker
-    from worker.settings import Settings
 
     settings = Settings(database_url=database_url, webhook_secrets={"web": SECRET}, task_queue=f"bench-{run}",
                         order_decision_timeout=timedelta(seconds=30), http_metrics_port=0)
@@ -123,12 +123,12 @@ async def a_round(env: WorkflowEnvironment, database_url: str, mode: str, orders
 
 
 async def run(rounds: int, orders: int) -> dict:
-    from activities.db.embedded import EmbeddedPostgres
-    from activities.seed import seed
+    from devtools.embedded_postgres import EmbeddedPostgres
+    from devtools.seed import seed
 
     pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="retailflow-bench-pg-")))
     database_url = pg.start()
-    from workflows.common import SEARCH_ATTRIBUTES
+    from client.names import SEARCH_ATTRIBUTES
 
     extra = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
     for name, kind in SEARCH_ATTRIBUTES.items():  # as `retailflow dev` registers them

@@ -54,7 +54,7 @@ def stale_thresholds(policies: list[SlaPolicy], grace: timedelta = DEFAULT_GRACE
 
 
 class ReconciliationInput(BaseModel):
-    """What the schedule starts each run with (`starters.schedules.ensure_schedule` derives it from settings)."""
+    """What the schedule starts each run with (`client.schedules.ensure_schedule` derives it from settings)."""
 
     stale_after: dict[str, timedelta] = Field(default_factory=lambda: stale_thresholds([SlaPolicy()]))
     max_cases: int = DEFAULT_MAX_CASES

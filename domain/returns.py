@@ -21,7 +21,7 @@ Decisions (documented in the workflow's docstring too):
 Release 2 (issue 17; the workflow calls these only on its v2 path):
 - `authorize(..., already=)` counts what other returns of the order hold on each line (authorized and not
   released again); the count and the decision are made by the WMS adapter under the order's row lock
-  (activities/adapters/stub_wms.py), with this same rule. An over-return is refused with reason kind
+  (adapters/stub_wms.py), with this same rule. An over-return is refused with reason kind
   `over_return`.
 - units received beyond the authorization are taken into `pending_inspection` all the same (never lost), on
   an `unauthorized_line` of their SKU; they are inspected like the others and never refunded.

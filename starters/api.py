@@ -33,13 +33,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, Interceptor
 
+from config import tracing as tracing_
+from config.settings import Settings
 from domain.events import EVENT_DATA, SOURCE_EVENTS, EventType
 from domain.order import OrderDecision
 from starters import door_metrics, problems, read_api, shopify
 from starters.guard import BodyGuard, UnsafeConfiguration, check_startup, protocol_for
 from starters.webhooks import WEBHOOK_EVENTS, Ingress, TemporalUnavailable, WebhookAccepted
-from worker import tracing as tracing_
-from worker.settings import Settings
 
 log = logging.getLogger("retailflow.http")
 
@@ -64,7 +64,7 @@ class ClientProvider:
             return self.client
         async with self._lock:
             if self.client is None:
-                from worker.client import connect
+                from client.connect import connect
 
                 try:
                     self.client = await asyncio.wait_for(connect(self.settings, interceptors=self.interceptors),
@@ -145,7 +145,7 @@ def _custom_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client: Client | None = None,
                client_provider: ClientGetter | None = None, tracing: tracing_.Tracing | None = None) -> FastAPI:
     """The HTTP service. Pass `engine`/`client` (tests), or let it create the engine from
-    `settings.database_url` and connect to Temporal on first use. With `tracing` (worker/tracing.py) every
+    `settings.database_url` and connect to Temporal on first use. With `tracing` (config/tracing.py) every
     request is traced, and so are the engine it creates and the client it connects; a `client` passed in carries
     its own interceptors."""
     owns_engine = engine is None
@@ -153,8 +153,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.engine is None:
-            from activities.db.engine import create_engine
-            from activities.db.migrations import upgrade
+            from persistence.engine import create_engine
+            from persistence.migrations import upgrade
 
             if not settings.database_url:
                 raise RuntimeError("RETAILFLOW_DATABASE_URL is not set")

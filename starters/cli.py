@@ -1,7 +1,8 @@
 """The `retailflow` command line (Typer). Every command reads its settings from RETAILFLOW_ variables.
 
-Commands that need the database or Temporal (`seed`, `check`, `status`, `exceptions`, `histories`) use the
-configured ones; when none is configured and a `retailflow dev` stack runs on the data folder, they use its.
+These are the commands that run and operate a deployment (worker, api, migrate, check, status, exceptions,
+counts); `devtools.cli` adds the development ones (dev, demo, seed, send, histories, replay, bench) to the same
+app. Commands import what they run inside their bodies: `retailflow --help` loads Typer and the settings only.
 """
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import inspect
 import json
 import os
 import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from worker.settings import Settings
+from config.settings import Settings
 
 main = typer.Typer(
     name="retailflow",
@@ -26,9 +27,7 @@ main = typer.Typer(
     pretty_exceptions_enable=False,
 )
 exceptions_app = typer.Typer(help="Exception cases opened by SLA breaches: list and resolve.", no_args_is_help=True)
-histories_app = typer.Typer(help="Workflow histories for replay tests.", no_args_is_help=True)
 main.add_typer(exceptions_app, name="exceptions")
-main.add_typer(histories_app, name="histories")
 counts_app = typer.Typer(help="Cycle counts beyond tolerance: approve or reject their adjustment.",
                          no_args_is_help=True)
 main.add_typer(counts_app, name="counts")
@@ -48,19 +47,16 @@ def settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def with_running_stack(s: Settings) -> Settings:
-    """Fill in the database URL / Temporal address of a running dev stack where none is configured."""
-    from starters.dev import running_stack
+# How a command fills in what is not configured (the dev tooling adds: "the running dev stack's database and
+# Temporal"); the production CLI itself adds nothing.
+SETTINGS_FILLERS: list[Callable[[Settings], Settings]] = []
 
-    state = running_stack(s.data_dir)
-    if state is None:
-        return s
-    update: dict[str, Any] = {}
-    if not s.database_url and state.get("database_url"):
-        update["database_url"] = state["database_url"]
-    if "temporal_address" not in s.model_fields_set and state.get("temporal_address"):
-        update["temporal_address"] = state["temporal_address"]
-    return s.model_copy(update=update)
+
+def with_running_stack(s: Settings) -> Settings:
+    """The settings, completed by every registered filler (devtools.cli registers the running dev stack's)."""
+    for fill in SETTINGS_FILLERS:
+        s = fill(s)
+    return s
 
 
 def need_database(s: Settings) -> str:
@@ -82,51 +78,9 @@ def echo_json(value: Any) -> None:
 
 
 def logging_for(service: str, s: Settings) -> None:
-    from worker.logging import configure_logging
+    from config.logging import configure_logging
 
     configure_logging(s, service=service)
-
-
-# ---- the stack -----------------------------------------------------------------------------------------------
-@main.command()
-def dev(
-    data_dir: Path = typer.Option(None, help="Data folder (default RETAILFLOW_DATA_DIR or .retailflow/)."),
-    postgres_port: int = typer.Option(None, envvar="RETAILFLOW_DEV_POSTGRES_PORT",
-                                      help="Port of the embedded PostgreSQL (default 5433, then remembered)."),
-    skip: list[str] = typer.Option([], "--skip", help="Leave a part out (postgres, temporal, worker, api), e.g. "
-                                                       "to run the worker from your IDE against the stack."),
-) -> None:
-    """The whole local stack: Temporal dev server with UI, PostgreSQL, worker and HTTP service. Ctrl-C stops it."""
-    from starters.dev import PARTS, run_dev
-
-    unknown = set(skip) - set(PARTS)
-    if unknown:
-        typer.echo(f"error: unknown part(s) {sorted(unknown)}; parts are {', '.join(PARTS)}", err=True)
-        raise typer.Exit(2)
-    s = settings()
-    if data_dir is not None:
-        s = s.model_copy(update={"data_dir": data_dir})
-    logging_for("dev", s)
-    raise typer.Exit(asyncio.run(run_dev(s, postgres_port=postgres_port,
-                                      parts=[p for p in PARTS if p not in skip])))
-
-
-@main.command()
-def demo(
-    exit_after: bool = typer.Option(False, "--exit",
-                                    help="Stop the stack after the summary (default: keep it up for the UI)."),
-    orders: int = typer.Option(200, help="Orders in the day (transfers and returns scale with it)."),
-    postgres_port: int = typer.Option(None, envvar="RETAILFLOW_DEV_POSTGRES_PORT",
-                                      help="Port of the embedded PostgreSQL (default 5433, then remembered)."),
-) -> None:
-    """The dev stack plus a retail day through the webhooks, then a summary (exit 1 if anything is off)."""
-    from starters.demo import run_demo
-    from starters.traffic import DayPlan
-
-    s = settings()
-    logging_for("demo", s)
-    raise typer.Exit(run(run_demo(s, exit_after=exit_after, plan=DayPlan.scaled(orders),
-                                  postgres_port=postgres_port)) or 0)
 
 
 @main.command()
@@ -159,23 +113,13 @@ def api() -> None:
 @main.command()
 def migrate() -> None:
     """Migrate the database to the newest schema (workers do it too; compose runs it once before them)."""
-    from activities.db.migrations import current, upgrade
+    from persistence.migrations import current, upgrade
 
     s = with_running_stack(settings())
     logging_for("migrate", s)
     url = need_database(s)
     asyncio.run(upgrade(url))
     typer.echo(f"database at revision {asyncio.run(current(url))}")
-
-
-@main.command()
-def seed() -> None:
-    """Load the demo master data and opening stock (idempotent; migrates the database first)."""
-    from activities.seed import seed as do_seed
-
-    url = need_database(with_running_stack(settings()))
-    report = asyncio.run(do_seed(url))
-    echo_json(report.model_dump())
 
 
 @main.command()
@@ -191,7 +135,7 @@ async def _status(s: Settings, key: str) -> dict[str, Any]:
     from temporalio.client import WorkflowExecutionStatus
     from temporalio.service import RPCError
 
-    from worker.client import connect
+    from client.connect import connect
 
     client = await connect(s)
     workflow_ids = [key] if ":" in key else []
@@ -237,11 +181,11 @@ def exceptions_list(
     status: str = typer.Option("open", help="open, resolved or all."),
 ) -> None:
     """Exception cases with kind, severity, business key, deadline and escalations."""
-    from starters.exceptions import list_cases
+    from starters.exception_cases import list_cases
     url = need_database(with_running_stack(settings()))
 
     async def go() -> Any:
-        from activities.db.engine import create_engine
+        from persistence.engine import create_engine
 
         engine = create_engine(url, pool_size=1, max_overflow=0)
         try:
@@ -260,10 +204,10 @@ def exceptions_resolve(
 ) -> None:
     """Resolve an exception case by hand (through the case workflow, which checks it)."""
     from domain.cases import ResolveRequest
-    from starters.exceptions import CaseError, resolve_case
+    from starters.exception_cases import CaseError, resolve_case
 
     async def go() -> Any:
-        from worker.client import connect
+        from client.connect import connect
 
         client = await connect(with_running_stack(settings()))
         return await resolve_case(client, exception_id, ResolveRequest(note=note, resolved_by=resolved_by))
@@ -284,7 +228,7 @@ def _count_decision(verdict: str, count_id: str, note: str, decided_by: str | No
     by = decided_by or f"cli:{getpass.getuser()}"
 
     async def go() -> Any:
-        from worker.client import connect
+        from client.connect import connect
 
         client = await connect(with_running_stack(settings()))
         return await decide(client, count_id, verdict, DecisionRequest(note=note, decided_by=by))  # type: ignore[arg-type]
@@ -317,77 +261,6 @@ def counts_reject(
 ) -> None:
     """Reject a count's variances beyond tolerance: nothing is adjusted."""
     _count_decision("reject", count_id, note, decided_by)
-
-
-@main.command()
-def send(
-    event_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The event body as JSON."),
-    source: str = typer.Option(..., "--source", help="The webhook source (web, pos, wms, ...)."),
-) -> None:
-    """Sign one event with the source's secret and POST it to the webhook endpoint; prints the answer."""
-    from starters.send import send_file
-    s = with_running_stack(settings())
-    if not s.webhook_secrets and "webhook_secrets" not in s.model_fields_set:
-        from starters.dev import dev_settings, running_stack
-
-        if running_stack(s.data_dir):  # the dev stack's documented secrets
-            s = dev_settings(s)
-    try:
-        response = send_file(event_file, source, s)
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text
-    echo_json({"status": response.status_code, "body": body})
-    raise typer.Exit(0 if response.status_code < 400 else 1)
-
-
-@histories_app.command("export")
-def histories_export(
-    workflow_ids: list[str] = typer.Argument(..., help="Workflow IDs to export."),
-    dest: Path = typer.Option(None, help="Folder (default tests/histories/)."),
-) -> None:
-    """Export workflow histories (into tests/histories/<type>/) for the replay tests."""
-    from starters.histories import export
-
-    async def go() -> list[Path]:
-        from worker.client import connect
-
-        client = await connect(with_running_stack(settings()))
-        return await (export(client, workflow_ids, dest) if dest else export(client, workflow_ids))
-
-    for path in asyncio.run(go()):
-        typer.echo(str(path))
-
-
-@main.command()
-def replay(path: Path = typer.Argument(None, help="A history file or folder (default tests/histories/).")) -> None:
-    """Replay stored histories against today's workflow code; exits 1 on any nondeterminism."""
-    from starters import histories
-
-    files = histories.history_files(path) if path else histories.history_files()
-    if not files:
-        typer.echo("no histories to replay")
-        return
-    outcomes = asyncio.run(histories.replay(files))
-    failed = 0
-    for outcome in outcomes:
-        typer.echo(f"{'FAIL' if outcome.error else 'ok  '} {outcome.path}" + (f"  {outcome.error}" if outcome.error else ""))
-        failed += bool(outcome.error)
-    typer.echo(f"{len(outcomes) - failed} of {len(outcomes)} replayed cleanly")
-    raise typer.Exit(1 if failed else 0)
-
-
-@main.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-              add_help_option=False)
-def bench(ctx: typer.Context) -> None:
-    """Benchmarks on a stack of their own: ceiling, lifecycles, latency, cost, scale (`retailflow bench --help`)."""
-    from bench.__main__ import main as bench_main
-
-    raise typer.Exit(bench_main(list(ctx.args)))
 
 
 if __name__ == "__main__":

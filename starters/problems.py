@@ -105,7 +105,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SQLAlchemyError)
     @app.exception_handler(TimeoutError)
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-        # every database call is bounded (activities/db/engine.py); one that ran out is "retry later"
+        # every database call is bounded (persistence/engine.py); one that ran out is "retry later"
         log.warning("database call failed answering %s: %s", request.url.path, type(exc).__name__)
         return unavailable("the database cannot be reached right now; nothing was changed").response(
             request.url.path)

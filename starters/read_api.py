@@ -7,11 +7,11 @@ database.
   Temporal's retention), with the events that came after it ended; a 404 problem when there is no such process;
 - ops' count decisions (`POST /counts/{id}/approve|reject`, `require_ops`): starters.counts;
 - stock and master data (`/inventory/{sku}`, `/items`, `/items/{sku}`, `/locations`): the ERP tables;
-- exception cases (`/exceptions`, `POST /exceptions/{id}/resolve`): starters.exceptions;
+- exception cases (`/exceptions`, `POST /exceptions/{id}/resolve`): starters.exception_cases;
 - authorization: every route needs a token with the `read` scope, actions (`resolve`) the `ops` scope
   (`require_scope`); who acted is the token's name. Lists are cursor-paged (`limit`, `cursor`, a `Link: rel=next`
   header, and `next_cursor` in an object answer).
-- `/reconciliation/latest`: `latest_reconciliation(engine)` (404 until a run exists).
+- `/reconciliation/latest`: the newest stored run (404 until a run exists).
 """
 import base64
 import hmac
@@ -27,13 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.db.registry import closed_process, late_events_of
+from config.settings import Scope
 from domain import ids
 from domain.cases import CaseStatus, ResolveRequest
 from domain.inventory import Bucket
 from domain.items import Item, Location
+from persistence.reconciliation_runs import latest_run
+from persistence.registry import closed_process, late_events_of
 from starters.problems import Problem, responses, unavailable
-from worker.settings import Scope
 
 ID_PATTERN = r"^[A-Za-z0-9._\-]+$"
 CASE_ID_PATTERN = r"^[A-Za-z0-9._:\-]+$"
@@ -182,19 +183,6 @@ async def process_state(request: Request, workflow_id: str) -> dict[str, Any]:
     return state
 
 
-async def latest_reconciliation(engine: AsyncEngine) -> dict[str, Any] | None:
-    """The last reconciliation run (None until the reconciliation process stores its results)."""
-    try:
-        from activities import reconciliation  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    latest = getattr(reconciliation, "latest_run", None)
-    if latest is None:
-        return None
-    run = await latest(engine)
-    return run.model_dump(mode="json") if isinstance(run, BaseModel) else run
-
-
 STALE_AFTER_RUNS = 3  # a reconciliation is stale after missing this many of its scheduled runs
 
 
@@ -297,7 +285,7 @@ async def get_vendor_return(request: Request, rtv_id: IdPath) -> dict[str, Any]:
 @router.get("/inventory/{sku}", tags=["stock"], responses=responses(404), response_model=InventoryAnswer,
             summary="Every location's buckets for one SKU, in base units")
 async def get_inventory(request: Request, sku: IdPath) -> InventoryAnswer:
-    from activities.adapters.stub_erp import PostgresErp
+    from adapters.stub_erp import PostgresErp
 
     erp = PostgresErp(_engine(request))
     if not await erp.items([sku]):
@@ -314,7 +302,7 @@ async def get_inventory(request: Request, sku: IdPath) -> InventoryAnswer:
             summary="The item master, by SKU, a page at a time (Link: rel=next)")
 async def list_items(request: Request, response: Response, limit: Limit = PAGE_DEFAULT, cursor: Cursor = None
                      ) -> list[Item]:
-    from activities.adapters.stub_erp import PostgresErp
+    from adapters.stub_erp import PostgresErp
 
     after = decode_cursor(cursor, 1)
     page = await PostgresErp(_engine(request)).items_page(after[0] if after else None, limit + 1)
@@ -325,7 +313,7 @@ async def list_items(request: Request, response: Response, limit: Limit = PAGE_D
 @router.get("/items/{sku}", tags=["master data"], response_model=Item, responses=responses(404),
             summary="One item: units and pack conversions, price, cost")
 async def get_item(request: Request, sku: IdPath) -> Item:
-    from activities.adapters.stub_erp import PostgresErp
+    from adapters.stub_erp import PostgresErp
 
     found = await PostgresErp(_engine(request)).items([sku])
     if sku not in found:
@@ -337,7 +325,7 @@ async def get_item(request: Request, sku: IdPath) -> Item:
             summary="Stores and distribution centres: kind, legal entity, a page at a time (Link: rel=next)")
 async def list_locations(request: Request, response: Response, limit: Limit = PAGE_DEFAULT,
                          cursor: Cursor = None) -> list[Location]:
-    from activities.adapters.stub_erp import PostgresErp
+    from adapters.stub_erp import PostgresErp
 
     after = decode_cursor(cursor, 1)
     page = await PostgresErp(_engine(request)).locations_page(after[0] if after else None, limit + 1)
@@ -347,7 +335,7 @@ async def list_locations(request: Request, response: Response, limit: Limit = PA
 
 def _exceptions_module() -> Any:
     try:
-        from starters import exceptions
+        from starters import exception_cases as exceptions
     except ImportError:
         raise unavailable("exception cases are not available in this build yet") from None
     return exceptions
@@ -411,8 +399,8 @@ async def resolve_exception(
 @router.get("/reconciliation/latest", tags=["reconciliation"], responses=responses(404),
             summary="The last reconciliation run: when, what it checked, discrepancies found")
 async def get_reconciliation(request: Request) -> dict[str, Any]:
-    run = await latest_reconciliation(_engine(request))
+    run = await latest_run(_engine(request))
     if run is None:
         raise Problem(404, "no reconciliation run yet", slug="not-found")
     fresh = await reconciliation_freshness(_engine(request), request.app.state.settings)
-    return {**run, "stale": not fresh["fresh"], "stale_after": fresh["stale_after"]}
+    return {**run.model_dump(mode="json"), "stale": not fresh["fresh"], "stale_after": fresh["stale_after"]}

@@ -18,12 +18,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from config.settings import Settings
 from domain.events import Event, EventType, OrderPlaced
 from starters.guard import json_depth
 from starters.problems import Problem, field_errors
 from starters.signatures import SignatureError, shopify_verify
 from starters.webhooks import Ingress, read_body
-from worker.settings import Settings
 
 SOURCE = "shopify"
 CHANNEL = "shopify"

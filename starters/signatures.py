@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
-from worker.settings import webhook_key
+from config.settings import webhook_key
 
 SECRET_PREFIX = "whsec_"
 
@@ -27,7 +27,7 @@ class SignatureError(Exception):
 
 
 def secret_bytes(secret: str) -> bytes:
-    """The key bytes of a secret (settings refuse an invalid one at start-up; see worker.settings.webhook_key)."""
+    """The key bytes of a secret (settings refuse an invalid one at start-up; see config.settings.webhook_key)."""
     return webhook_key(secret)
 
 

@@ -8,7 +8,7 @@ In order, each step answering its own problem (RFC 9457) and none of them starti
    the event's `data` against its schema: 422 with the field errors;
 4. Temporal reachable (a client, connected lazily): 503 + Retry-After.
 Then the delivery is claimed in `webhook_deliveries` by (source, webhook-id): the first insert wins and
-dispatches (starters.dispatch); concurrent and later redeliveries wait for and answer the winner's answer. A
+dispatches (client.dispatch); concurrent and later redeliveries wait for and answer the winner's answer. A
 dispatch that fails (Temporal unreachable, the process refusing the order) deletes the claim, so a retry is a
 first delivery again; every dispatch step is itself idempotent (workflow ID = business key, `event_id` = the
 webhook-id, update ID derived from it), so a retry after an uncertain failure is harmless.
@@ -40,18 +40,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.db.registry import closed_process
+from client.dispatch import DispatchResult, dispatch
+from config import tracing
+from config.logging import bind
+from config.settings import Settings
 from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
 from domain.ids import webhook_event_id
 from domain.routing import OPENING_EVENTS, Route, route
+from persistence.registry import closed_process
 from starters import door_metrics
-from starters.dispatch import DispatchResult, dispatch
 from starters.guard import loads_bounded
 from starters.problems import Problem, field_errors, unavailable
 from starters.signatures import SignatureError, verify
-from worker import tracing
-from worker.interceptors import bind
-from worker.settings import Settings
 
 log = logging.getLogger("retailflow.webhooks")
 
@@ -75,7 +75,7 @@ class TemporalUnavailable(Exception):
 class ClaimPending(Exception):
     """The first delivery of this webhook-id still holds its claim: wait for its answer (retried, not logged)."""
 
-    quiet_retry = True  # an expected wait, not a fault: worker.logging does not log its retries
+    quiet_retry = True  # an expected wait, not a fault: config.logging does not log its retries
 
 
 def allowed_events(source: str, settings: Settings) -> frozenset[EventType] | None:

@@ -32,7 +32,7 @@ def postgres_server_url() -> Iterator[str]:
     if given:
         yield given
         return
-    from activities.db.embedded import EmbeddedPostgres
+    from devtools.embedded_postgres import EmbeddedPostgres
 
     pg = EmbeddedPostgres(tempfile.mkdtemp(prefix="retailflow-pg-"))
     try:
@@ -44,7 +44,7 @@ def postgres_server_url() -> Iterator[str]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh database for one test module, with the schema migrated to head."""
-    from activities.db.migrations import upgrade
+    from persistence.migrations import upgrade
 
     url = await create_database(postgres_server_url)
     await upgrade(url)
@@ -54,7 +54,7 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def engine(database_url: str) -> AsyncIterator["AsyncEngine"]:
     """A connection pool on the module's database, as the worker's activities use it."""
-    from activities.db.engine import create_engine
+    from persistence.engine import create_engine
 
     pool = create_engine(database_url)
     yield pool

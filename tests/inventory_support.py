@@ -1,5 +1,5 @@
 """What the inventory-control process tests share (ReceiveToStock, CountToAdjust, VendorReturn): one test's worker
-on the time-skipping server, events through `starters.dispatch.dispatch`, and the ledger / journal read back."""
+on the time-skipping server, events through `client.dispatch.dispatch`, and the ledger / journal read back."""
 import asyncio
 import uuid
 from collections.abc import Callable
@@ -13,16 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
+from adapters.stub_erp import PostgresErp
+from client.dispatch import dispatch
+from config.settings import Settings
+from devtools.histories import replayer
 from domain.events import Event, EventType
 from domain.inventory import Bucket
-from starters.dispatch import dispatch
-from starters.histories import replayer
 from tests.ledger_helpers import buckets
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.settings import Settings
 
 
 def event(type: EventType, data: dict, *, source: str = "wms", event_id: str | None = None) -> Event:

@@ -2,7 +2,7 @@
 import uuid
 from decimal import Decimal
 
-from activities.adapters.stub_erp import PostgresErp
+from adapters.stub_erp import PostgresErp
 from domain.inventory import Bucket, MovementKind, MovementLine, MovementRequest
 from domain.items import Item, Location, LocationKind
 

@@ -16,7 +16,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from starters.dev import _child_setup
+from devtools.stack import _child_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASES = ROOT / "RELEASES.md"

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 from temporalio.common import SearchAttributeKey
 
-from workflows.common import SEARCH_ATTRIBUTES
+from client.names import SEARCH_ATTRIBUTES
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from worker.settings import Settings
+    from config.settings import Settings
 
 BIN = Path(sys.executable).parent
 
@@ -74,7 +74,7 @@ def unique(prefix: str) -> str:
 
 def test_settings(**overrides: object) -> "Settings":
     """Settings for a test: nothing from the environment but what the test passes (and the database URL)."""
-    from worker.settings import Settings
+    from config.settings import Settings
 
     base: dict[str, object] = {"task_queue": unique("tq")}
     base.update(overrides)
@@ -83,6 +83,6 @@ def test_settings(**overrides: object) -> "Settings":
 
 async def seeded(database_url: str) -> None:
     """The demo catalog and opening stock (idempotent: a module may call it from every test)."""
-    from activities.seed import seed
+    from devtools.seed import seed
 
     await seed(database_url, migrate=False)

@@ -7,23 +7,18 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.embedded import free_port
-from activities.db.engine import create_engine
-from activities.erp import (
-    AvailabilityInput,
-    ErpActivities,
-    FinancialPosting,
-    LookupItemsInput,
-    LookupLocationsInput,
-)
+from activities.erp import ErpActivities
 from activities.faults import Faults
+from adapters.erp import AvailabilityInput, FinancialPosting, LookupItemsInput, LookupLocationsInput
+from adapters.stub_erp import PostgresErp
+from config.settings import FaultSpec
+from devtools.embedded_postgres import free_port
 from domain.errors import ErrorType
 from domain.inventory import Bucket, MovementKind
 from domain.journal import FinancialEvent
+from persistence.engine import create_engine
 from tests.ledger_helpers import World, buckets, line, movement
-from worker.settings import FaultSpec
 
 K = MovementKind
 

@@ -3,8 +3,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.faults import Faults
+from config.settings import FaultSpec, Settings
 from domain.errors import ErrorType
-from worker.settings import FaultSpec, Settings
 
 pytestmark = pytest.mark.unit
 

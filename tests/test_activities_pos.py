@@ -9,10 +9,11 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.adapters.stub_pos import PostgresPos
-from activities.db.engine import create_engine
-from activities.pos import CaptureInput, PosActivities, RefundInput, VoidInput
+from activities.pos import PosActivities
+from adapters.pos import CaptureInput, RefundInput, VoidInput
+from adapters.stub_pos import PostgresPos
 from domain.errors import ErrorType
+from persistence.engine import create_engine
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

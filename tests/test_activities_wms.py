@@ -8,10 +8,10 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.adapters.stub_wms import PostgresWms
-from activities.db.engine import create_engine
 from activities.faults import Faults
-from activities.wms import (
+from activities.wms import WmsActivities
+from adapters.stub_wms import PostgresWms
+from adapters.wms import (
     PickTaskInput,
     ReceiptRecord,
     ShipmentRecord,
@@ -19,10 +19,10 @@ from activities.wms import (
     ShippedLinesInput,
     TaskLine,
     TransferShipmentInput,
-    WmsActivities,
 )
+from config.settings import FaultSpec
 from domain.errors import ErrorType
-from worker.settings import FaultSpec
+from persistence.engine import create_engine
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -111,7 +111,7 @@ async def test_wildcard_fault_hits_every_wms_operation(acts: WmsActivities) -> N
 async def test_cancel_fulfillment_is_answered_once_per_key(acts: WmsActivities) -> None:
     """Intercepted unless the parcel is known to have left; a retry gets the first answer even if the parcel is
     marked as left afterwards; the same key with another request is a conflict."""
-    from activities.wms import CancelFulfillmentInput, InterceptAnswer
+    from adapters.wms import CancelFulfillmentInput, InterceptAnswer
 
     env = ActivityEnvironment()
     order = ids()

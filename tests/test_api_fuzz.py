@@ -42,8 +42,8 @@ def service(dev_env, database_url):
     srv = server(cfg)
 
     async def stack() -> None:
-        from activities.db.engine import create_engine
-        from worker.client import connect
+        from client.connect import connect
+        from persistence.engine import create_engine
         from worker.factory import build_worker
 
         await seeded(database_url)
@@ -110,10 +110,10 @@ def test_the_openapi_document_publishes_every_event_schema_with_an_example(servi
 
 
 def test_send_file_signs_and_posts_an_example(service) -> None:
-    """`retailflow send EVENT.json --source NAME` (starters.send.send_file) against the running service."""
+    """`retailflow send EVENT.json --source NAME` (devtools.send.send_file) against the running service."""
     from pathlib import Path
 
-    from starters.send import send_file
+    from devtools.send import send_file
 
     examples = Path(__file__).resolve().parents[1] / "examples"
     cfg = make_settings(webhook_secrets={"wms": SECRET})

@@ -8,7 +8,7 @@ import pytest
 from bench import ceiling, cost
 from bench.__main__ import shape_of
 from bench.common import Spread, at_concurrency, percentile
-from worker.settings import Settings
+from config.settings import Settings
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -37,10 +37,11 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 from temporalio.client import Client
 
-from activities.adapters.stub_erp import PostgresErp
-from activities.db.engine import create_engine
-from domain.catalog import ITEMS_BY_SKU
+from adapters.stub_erp import PostgresErp
+from client.correlation import CorrelationInterceptor
+from devtools.catalog import ITEMS_BY_SKU
 from domain.inventory import MovementKind, MovementLine, MovementRequest
+from persistence.engine import create_engine
 from starters.api import create_app
 from tests.books_model import (
     SECRET,
@@ -58,7 +59,6 @@ from tests.books_model import (
 from tests.support import seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.interceptors import CorrelationInterceptor
 
 pytestmark = pytest.mark.books
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from activities.cases import get_case, record
 from domain.cases import CaseSnapshot, CaseStatus, Resolution
 from domain.sla import CaseKind, Severity
-from starters.exceptions import list_cases
+from starters.exception_cases import list_cases
 from tests.support import unique
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

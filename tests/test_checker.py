@@ -9,8 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.checker import check, check_connection, cli
-from activities.db.engine import create_engine
-from activities.seed import seed
+from devtools.seed import seed
+from persistence.engine import create_engine
 
 SKU_AT = "(SELECT sku FROM balances WHERE location_id = 'DC-EAST' AND bucket = 'available' ORDER BY sku LIMIT 1)"
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from activities.db.embedded import free_port
-from starters.cli import main
+from devtools.cli import main
+from devtools.embedded_postgres import free_port
 
 runner = CliRunner()
 

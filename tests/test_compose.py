@@ -12,10 +12,10 @@ import pytest
 import typer.main
 import yaml
 
-from starters.cli import main
+from client.names import SEARCH_ATTRIBUTES
+from config.settings import Settings
+from devtools.cli import main
 from starters.guard import check_startup
-from worker.settings import Settings
-from workflows.common import SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.unit
 
@@ -244,7 +244,7 @@ def test_the_trace_viewer_is_wired_to_every_retailflow_service():
     assert host_port(SERVICES["jaeger"], 16686) == 16686  # the Jaeger UI
     for name in ("worker", "api"):
         endpoint = interpolate(env_of(SERVICES[name])["RETAILFLOW_OTLP_ENDPOINT"])
-        assert endpoint == "http://jaeger:4318", name  # OTLP/HTTP, what worker/tracing.py exports
+        assert endpoint == "http://jaeger:4318", name  # OTLP/HTTP, what config/tracing.py exports
         assert "jaeger" not in (SERVICES[name].get("depends_on") or {}), f"{name} must not wait on tracing"
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
+from adapters.stub_erp import PostgresErp
 from domain.counts import CountOutcome, CountStage, CountState, DecisionRequest, LineStatus
 from domain.events import EventType
 from domain.inventory import Bucket, MovementKind

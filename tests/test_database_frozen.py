@@ -16,9 +16,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from activities.db.embedded import EmbeddedPostgres
-from activities.db.engine import create_engine
-from activities.db.migrations import upgrade
+from devtools.embedded_postgres import EmbeddedPostgres
+from persistence.engine import create_engine
+from persistence.migrations import upgrade
 from starters.api import create_app
 from starters.signatures import sign_headers
 from tests.support import test_settings as make_settings

@@ -8,8 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from activities.db.migrations import upgrade
-from activities.seed import seed
+from devtools.seed import seed
+from persistence.migrations import upgrade
 
 SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "10-roles.sh"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from activities.db.embedded import free_port
-from starters.demo import demo_settings, drive, render
-from starters.dev import DevStack
-from starters.traffic import DayPlan
-from worker.settings import Settings
+from config.settings import Settings
+from devtools.demo import demo_settings, drive, render
+from devtools.embedded_postgres import free_port
+from devtools.stack import DevStack
+from devtools.traffic import DayPlan
 
 pytestmark = pytest.mark.stack
 

@@ -19,11 +19,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from activities.db.embedded import free_port
-from starters.dev import PARTS, AlreadyRunning, DevStack, PartFailed, settings_env
+from client.names import SEARCH_ATTRIBUTES
+from config.settings import Settings
+from devtools.embedded_postgres import free_port
+from devtools.stack import PARTS, AlreadyRunning, DevStack, PartFailed, settings_env
 from tests.support import temporal_cli
-from worker.settings import Settings
-from workflows.common import SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.stack
 
@@ -89,7 +89,7 @@ async def test_the_namespace_retention_is_set_explicitly(stack):
 
 async def test_database_is_migrated_and_seeded(stack):
     from activities.checker import check
-    from activities.db.migrations import current
+    from persistence.migrations import current
 
     assert await current(stack.database_url) is not None
     report = await check(stack.database_url)
@@ -216,7 +216,7 @@ def test_retailflow_dev_cli_starts_refuses_a_second_and_stops_on_ctrl_c(tmp_path
                 "RETAILFLOW_TEMPORAL_UI_PORT": str(s.temporal_ui_port), "RETAILFLOW_HTTP_PORT": str(s.http_port),
                 "RETAILFLOW_DEV_POSTGRES_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"})
     skip = [] if HAS_API else ["--skip", "api"]
-    cmd = [sys.executable, "-m", "starters.cli", "dev", *skip]
+    cmd = [sys.executable, "-m", "devtools.cli", "dev", *skip]
     log = tmp_path / "dev.out"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -12,10 +12,10 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from activities.db.embedded import free_port
-from activities.db.engine import create_engine
+from config.settings import DEV_API_TOKEN, dev_webhook_secret
+from devtools.embedded_postgres import free_port
+from persistence.engine import create_engine
 from starters.api import create_app, server
-from starters.dev import DEV_API_TOKEN, dev_webhook_secret
 from starters.guard import UnsafeConfiguration, check_startup, json_depth
 from starters.signatures import sign_headers
 from tests.support import test_settings as make_settings

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from activities.db.embedded import free_port
-from activities.db.engine import create_engine
+from client.correlation import CorrelationInterceptor
+from devtools.embedded_postgres import free_port
+from persistence.engine import create_engine
 from starters import door_metrics
 from starters.api import create_app
 from starters.signatures import sign_headers
@@ -21,7 +22,6 @@ from starters.webhooks import TemporalUnavailable
 from tests.support import seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.interceptors import CorrelationInterceptor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from activities.db.engine import create_engine
+from persistence.engine import create_engine
 from starters.api import create_app
 from starters.housekeeping import sweep
 from starters.signatures import sign_headers

@@ -10,7 +10,7 @@ import sys
 import asyncpg
 import pytest
 
-from activities.db.embedded import EmbeddedPostgres
+from devtools.embedded_postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.stack
 

@@ -13,14 +13,14 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities import activity_methods
 from activities.cases import CaseActivities, get_case
 from domain.cases import CaseSnapshot, CaseStatus, ExceptionCaseInput, Lineage, ResolveRequest
 from domain.sla import CaseKind, Severity
-from starters.exceptions import CaseNotFound, CaseRefused, resolve_case
+from starters.exception_cases import CaseNotFound, CaseRefused, resolve_case
 from tests.sla_probe import ProcessStandIn
 from tests.support import unique
 from worker.factory import workflow_runner
+from worker.registry import activity_methods
 from workflows.exception_case import ExceptionCase
 
 T = TypeVar("T")
@@ -202,7 +202,7 @@ async def test_search_attributes_follow_the_case(env):
     handle = await open_case(tenv.client, tq)
     await eventually(lambda: state(handle), lambda s: s is not None)
     # The time-skipping server keeps search attributes; the case sets them as it opens and as it resolves.
-    from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SLA_BREACHED, STAGE
+    from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SLA_BREACHED, STAGE
 
     attrs = (await eventually(handle.describe, lambda d: d.typed_search_attributes.get(STAGE) == "open")
              ).typed_search_attributes

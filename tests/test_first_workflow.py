@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from client.names import BUSINESS_KEY, STAGE
 from tests import support
-from workflows.common import BUSINESS_KEY, STAGE
 from workflows.process import ProcessLog
 
 
@@ -49,7 +49,7 @@ class FirstWorkflow:
 
 
 async def test_first_workflow_runs_through_the_real_worker(dev_env, database_url):
-    from activities.db.engine import create_engine
+    from persistence.engine import create_engine
     from worker.factory import build_worker
     from worker.registry import WORKFLOWS, activities
 
@@ -60,7 +60,7 @@ async def test_first_workflow_runs_through_the_real_worker(dev_env, database_url
                           activities=[*activities(client, engine, settings), double])
     key = support.unique("first")
     at = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
-    from worker.logging import configure_logging
+    from config.logging import configure_logging
 
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)

@@ -4,7 +4,7 @@ token, the decider recorded), vendor returns credited; each process found by its
 it in the Temporal UI.
 
 `RETAILFLOW_EXPORT_HISTORIES=1` exports the runs (and their cases) into tests/histories/ with the project's export
-helper (`starters.histories.export`): that is how the committed histories of ReceiveToStock, CountToAdjust and
+helper (`devtools.histories.export`): that is how the committed histories of ReceiveToStock, CountToAdjust and
 VendorReturn were made.
 """
 import asyncio
@@ -20,19 +20,19 @@ import pytest
 from sqlalchemy import text
 from temporalio.client import Client
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.engine import create_engine
-from domain.catalog import ITEMS_BY_SKU
+from adapters.stub_erp import PostgresErp
+from client.correlation import CorrelationInterceptor
+from devtools.catalog import ITEMS_BY_SKU
+from devtools.histories import export
 from domain.inventory import Bucket, MovementKind
+from persistence.engine import create_engine
 from starters.api import create_app
-from starters.histories import export
 from starters.signatures import sign_headers
 from tests.ledger_helpers import line, movement
 from tests.support import seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.interceptors import CorrelationInterceptor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -246,7 +246,7 @@ async def test_the_cli_approves_a_count_and_says_why_it_cannot(http, dev_env) ->
     """`retailflow counts approve|reject COUNT_ID --note` reaches the same update as the API and the UI."""
     from typer.testing import CliRunner
 
-    from starters.cli import main
+    from devtools.cli import main
 
     def cli(*args: str):
         env = {k: v for k, v in os.environ.items() if not k.startswith("RETAILFLOW_")}

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.catalog import ITEMS, LOCATIONS, opening_movements
+from devtools.catalog import ITEMS, LOCATIONS, opening_movements
 from domain.errors import DomainError, ErrorType
 from domain.inventory import Bucket, MovementKind, MovementLine, MovementRequest, apply, deltas
 from domain.items import Item

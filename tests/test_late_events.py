@@ -10,12 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
-from activities.db.registry import closed_process, late_events_of, record_closed
+from adapters.stub_erp import PostgresErp
+from client.dispatch import DispatchResult, dispatch
+from config.settings import Settings
 from domain import ids
 from domain.events import EventType
 from domain.late import ClosedProcess, LateAction
-from starters.dispatch import DispatchResult, dispatch
+from persistence.registry import closed_process, late_events_of, record_closed
 from tests.support import test_settings as make_settings
 from tests.test_reserve_to_fulfill import (
     cancelled,
@@ -33,7 +34,6 @@ from tests.test_reserve_to_fulfill import (
     world_with,
 )
 from worker.factory import build_worker
-from worker.settings import Settings
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -8,13 +8,13 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.engine import create_engine
-from activities.erp import FinancialPosting
+from adapters.erp import FinancialPosting
+from adapters.stub_erp import PostgresErp
 from domain.errors import DomainError, ErrorType
 from domain.inventory import Bucket, MovementKind
 from domain.journal import FinancialEvent
+from persistence.engine import create_engine
 from tests.ledger_helpers import World, buckets, line, movement, raw_movement
 
 K = MovementKind

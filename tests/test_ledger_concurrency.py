@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.engine import create_engine
+from adapters.stub_erp import PostgresErp
 from domain.errors import DomainError, ErrorType
 from domain.inventory import Bucket, MovementKind
+from persistence.engine import create_engine
 from tests.ledger_helpers import World, buckets, line, movement
 
 K = MovementKind

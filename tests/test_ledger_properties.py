@@ -12,11 +12,11 @@ import pytest_asyncio
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.engine import create_engine
+from adapters.stub_erp import PostgresErp
 from domain.errors import DomainError, ErrorType
 from domain.inventory import Bucket, MovementKind, MovementLine, MovementRequest, apply, deltas
+from persistence.engine import create_engine
 from tests.ledger_helpers import World, raw_movement
 
 PROFILE = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)

@@ -2,9 +2,9 @@
 nullability (the CHECKs, triggers and indexes live in the migration alone)."""
 from sqlalchemy import inspect
 
-from activities.db.engine import create_engine
-from activities.db.migrations import current
-from activities.db.models import LEDGER_TABLES
+from persistence.engine import create_engine
+from persistence.migrations import current
+from persistence.models import LEDGER_TABLES
 
 
 def _columns(connection) -> dict[str, dict[str, bool]]:  # noqa: ANN001

@@ -1,9 +1,9 @@
 """The list queries ops use (docs/ops.md), on a dev server: by each custom search attribute of the contract
 (BusinessKey, Channel, Stage, LocationIds, Skus, SlaBreached, OpenExceptions) they return exactly the expected
-runs. Processes are started through `starters.dispatch` by a real worker, on SKUs and locations of their own
+runs. Processes are started through `client.dispatch` by a real worker, on SKUs and locations of their own
 (`World`), so attributes shared with other runs (Channel, Stage, ...) are scoped to this test's SKUs.
 
-Also: `starters.histories.export` writes a running process's history, which replays cleanly.
+Also: `devtools.histories.export` writes a running process's history, which replays cleanly.
 """
 import asyncio
 import uuid
@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
+from adapters.stub_erp import PostgresErp
+from client.dispatch import dispatch
+from devtools.histories import export, replay
 from domain import ids
 from domain.events import Event, EventType
 from domain.inventory import MovementKind
 from domain.sla import SlaKind
-from starters.dispatch import dispatch
-from starters.histories import export, replay
 from tests.ledger_helpers import World, line, movement
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker

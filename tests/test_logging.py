@@ -7,7 +7,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from worker.logging import configure_logging, wants_json
+from config.logging import configure_logging, wants_json
 
 pytestmark = pytest.mark.unit
 
@@ -98,7 +98,7 @@ def test_replay_safe_workflow_logger_does_not_append_info_to_the_message(stream)
 
 
 def test_a_bound_correlation_id_is_on_every_line(stream):
-    from worker.interceptors import correlation_id
+    from config.logging import correlation_id
 
     token = correlation_id.set("msg_123")
     try:

@@ -12,16 +12,16 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
-from activities.db.embedded import free_port
+from adapters.stub_erp import PostgresErp
+from client.connect import connect
+from client.dispatch import dispatch
+from devtools.embedded_postgres import free_port
 from domain import ids
 from domain.events import Event, EventType
 from domain.inventory import MovementKind
 from domain.sla import SlaKind
-from starters.dispatch import dispatch
 from tests.ledger_helpers import World, line, movement
 from tests.support import test_settings as make_settings
-from worker.client import connect
 from worker.factory import build_worker
 from worker.main import build_runtime
 from worker.metrics import CASES_OPENED, PROCESSES_COMPLETED, PROCESSES_STARTED, BusinessMetrics

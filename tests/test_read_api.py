@@ -7,16 +7,16 @@ import httpx
 import pytest
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.db.engine import create_engine
-from activities.db.registry import record_closed
-from domain.catalog import ITEMS, LOCATIONS, opening_quantity
+from client.correlation import CorrelationInterceptor
+from devtools.catalog import ITEMS, LOCATIONS, opening_quantity
 from domain.ids import webhook_event_id
 from domain.late import ClosedProcess
+from persistence.engine import create_engine
+from persistence.registry import record_closed
 from starters.api import create_app
 from tests.support import seeded
 from tests.support import test_settings as make_settings
 from tests.test_webhooks import SECRET, STANDS, TOKEN, echo_correlation, example, post, unique_keys
-from worker.interceptors import CorrelationInterceptor
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 

@@ -7,10 +7,10 @@ import httpx
 import pytest
 
 from activities.cases import record
-from activities.db.engine import create_engine
+from devtools.catalog import ITEMS, LOCATIONS
 from domain.cases import CaseKind, CaseSnapshot, CaseStatus, Severity
-from domain.catalog import ITEMS, LOCATIONS
-from starters import exceptions
+from persistence.engine import create_engine
+from starters import exception_cases as exceptions
 from starters.api import create_app
 from tests.support import seeded
 from tests.support import test_settings as make_settings

@@ -10,13 +10,13 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
+from adapters.stub_erp import PostgresErp
+from client.names import SLA_BREACHED
 from domain.events import EventType
 from domain.inventory import Bucket
 from domain.receiving import PoOutcome, PoStage, PoState
 from tests.inventory_support import assert_checker_ok, case_kinds, event, journal, key, run, stock
 from tests.ledger_helpers import World
-from workflows.common import SLA_BREACHED
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

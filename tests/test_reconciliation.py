@@ -1,6 +1,6 @@
 """Reconciliation on a real dev server and PostgreSQL: clean runs clean; planted orphans, stale processes and
 journal drift are found, each opens ONE case (stable ID across runs) that clears when the discrepancy goes;
-the `reconciliation` schedule is created idempotently and its runs store what `latest_reconciliation` serves.
+the `reconciliation` schedule is created idempotently and its runs store what `latest_run` serves.
 
 The tests of this module share one database and run in order: each leaves the ledger clean behind it."""
 import asyncio
@@ -18,9 +18,14 @@ from temporalio.client import (
 )
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
-from activities.db.engine import create_engine
+from adapters.stub_erp import PostgresErp
+from client.schedules import (
+    ensure_schedule,
+    reconciliation_input,
+    run_reconciliation,
+)
+from config.settings import Settings
 from domain.inventory import MovementKind
 from domain.reconciliation import (
     CaseOutcome,
@@ -29,18 +34,13 @@ from domain.reconciliation import (
     ReconciliationReport,
     case_id,
 )
-from starters.schedules import (
-    ensure_schedule,
-    latest_reconciliation,
-    reconciliation_input,
-    run_reconciliation,
-)
+from persistence.engine import create_engine
+from persistence.reconciliation_runs import latest_run
 from tests import support
 from tests.ledger_helpers import line, movement
 from tests.support import seeded, unique
 from worker.factory import build_worker
 from worker.main import _ensure_reconciliation_schedule
-from worker.settings import Settings
 
 FULL_ONLY = {"ledger_totals_match_movements", "journal_totals_match_lines"}
 CHECKS = {"no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
@@ -98,7 +98,7 @@ async def test_a_clean_ledger_reconciles_clean(dev_env: WorkflowEnvironment, eng
             assert entity.accruals["goods_received_not_invoiced"] < 0
         assert report.totals["movements"] > 0
 
-        latest = await latest_reconciliation(engine)
+        latest = await latest_run(engine)
         assert latest is not None and latest.run_id == report.run_id and latest.ok
         assert latest.model_dump(exclude={"finished_at"}) == report.model_dump(exclude={"finished_at"})
 
@@ -272,7 +272,7 @@ async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
         assert described.schedule.state.paused and described.schedule.state.note == "ops: maintenance"
         await handle.unpause()
 
-        # a run the schedule starts decodes its input, reconciles and is what latest_reconciliation serves
+        # a run the schedule starts decodes its input, reconciles and is what latest_run serves
         async with build_worker(client, engine, settings):
             # the session's dev server may hold this schedule from an earlier test (test_cli): wait for a new run
             before = {a.action.workflow_id for a in (await handle.describe()).info.recent_actions}
@@ -287,7 +287,7 @@ async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
             assert workflow_id.startswith("reconciliation-")
             report = await client.get_workflow_handle(workflow_id, result_type=ReconciliationReport).result()
         assert report.ok
-        latest = await latest_reconciliation(engine)
+        latest = await latest_run(engine)
         assert latest is not None and latest.workflow_id == workflow_id and latest.ok
     finally:
         await handle.delete()

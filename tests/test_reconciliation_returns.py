@@ -4,9 +4,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
 from activities.reconciliation import OrphanQuery, ReconciliationActivities
+from adapters.stub_erp import PostgresErp
 from domain.inventory import MovementKind
 from tests.ledger_helpers import World, line, movement
 from tests.support import unique

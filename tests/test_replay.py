@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
-from starters.histories import HISTORIES, history_files, replay, replayer, workflow_id_of
+from devtools.histories import HISTORIES, history_files, replay, replayer, workflow_id_of
 from worker.registry import WORKFLOWS
 
 pytestmark = pytest.mark.unit  # no server, no database: runs with the fast tests in CI
@@ -113,7 +113,7 @@ def test_the_cli_replays_a_history(tmp_path: Path) -> None:
     """`retailflow replay PATH` replays and says so (exit 0)."""
     from typer.testing import CliRunner
 
-    from starters.cli import main
+    from devtools.cli import main
 
     one = next(p for p in FILES if _type_of(p) == "Transfer")
     ok = CliRunner().invoke(main, ["replay", str(one)])

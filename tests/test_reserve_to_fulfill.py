@@ -2,7 +2,7 @@
 
 Time-skipping server for the process paths and the SLA clocks (start_workflow + execute_update("place")); the
 dev server for what needs update-with-start (the ship path and the race for the last unit, through
-starters.dispatch). Every test works on its own SKUs and locations (tests.ledger_helpers.World), and asserts
+client.dispatch). Every test works on its own SKUs and locations (tests.ledger_helpers.World), and asserts
 the ledger buckets, the journal postings of its own workflow and that the invariant checker passes.
 """
 import asyncio
@@ -22,8 +22,12 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
+from adapters.stub_erp import PostgresErp
+from client.dispatch import dispatch
+from client.names import STAGE
+from config.settings import Settings
+from devtools.histories import replayer
 from domain import ids
 from domain.events import Event, EventType
 from domain.inventory import Bucket, MovementKind
@@ -38,13 +42,9 @@ from domain.order import (
 )
 from domain.process import PartialPolicy, ProcessInput, ProcessPolicy
 from domain.sla import SlaKind, SlaPolicy
-from starters.dispatch import dispatch
-from starters.histories import replayer
 from tests.ledger_helpers import World, buckets, line, movement
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.settings import Settings
-from workflows.common import STAGE
 
 if TYPE_CHECKING:
     from domain.settlement import SettleState
@@ -709,7 +709,7 @@ async def test_cancel_after_pick_the_wms_intercepts(ts: Settings, module_time_sk
 async def test_cancel_after_pick_already_dispatched_waits_for_the_parcel_and_bills_it(
         ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
         erp: PostgresErp) -> None:
-    from activities.adapters.stub_wms import PostgresWms
+    from adapters.stub_wms import PostgresWms
 
     w = await world_with(erp, {(0, "dc"): 10})
     order = new_order()
@@ -743,7 +743,7 @@ async def test_dispatch_after_cancel_put_units_back_is_the_truth_and_billed(
     """Two locations: the WMS intercepts at the DC (units put back) but not at the far store (already
     dispatched), so the order stays open. Then the DC reports its parcel left after all: its units are taken out
     of the ledger again and billed, since the payment was never voided."""
-    from activities.adapters.stub_wms import PostgresWms
+    from adapters.stub_wms import PostgresWms
 
     w = await world_with(erp, {(0, "dc"): 10, (1, "far"): 10})
     order = new_order()

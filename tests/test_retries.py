@@ -8,11 +8,11 @@ import time
 import httpx
 import pytest
 
-from activities.db.embedded import free_port
-from starters.traffic import Sender
+from config.logging import configure_logging, log_retry
+from devtools.embedded_postgres import free_port
+from devtools.traffic import Sender
 from starters.webhooks import ClaimPending
 from tests.support import test_settings as make_settings
-from worker.logging import configure_logging, log_retry
 from worker.main import connect_with_retry
 
 pytestmark = pytest.mark.unit

@@ -9,11 +9,10 @@ from decimal import Decimal
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.adapters.stub_pos import PostgresPos
-from activities.adapters.stub_wms import PostgresWms
-from activities.db.engine import create_engine
-from activities.pos import CaptureInput, PaymentLookupInput
-from activities.wms import (
+from adapters.pos import CaptureInput, PaymentLookupInput
+from adapters.stub_pos import PostgresPos
+from adapters.stub_wms import PostgresWms
+from adapters.wms import (
     AuthorizeReturnInput,
     AuthorizeReturnResult,
     CloseReturnInput,
@@ -21,6 +20,7 @@ from activities.wms import (
     ShipmentRecord,
     ShippedLine,
 )
+from persistence.engine import create_engine
 
 D = Decimal
 

@@ -1,4 +1,4 @@
-"""ReturnToRefund on the time-skipping server, driven by events through `starters.dispatch.dispatch` (signal-with-
+"""ReturnToRefund on the time-skipping server, driven by events through `client.dispatch.dispatch` (signal-with-
 start) as the webhooks drive it. ReserveToFulfill is not run: each test ships the original order itself the way
 it would (RECEIPT of opening stock, RESERVE, PICK, SHIP through the ledger, and the shipment record in the WMS,
 which the return reads back with `get_shipped_lines`).
@@ -19,12 +19,15 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
-from activities.adapters.stub_pos import PostgresPos
-from activities.adapters.stub_wms import PostgresWms
 from activities.checker import check
-from activities.pos import CaptureInput
-from activities.wms import ShipmentRecord, ShippedLine
+from adapters.pos import CaptureInput
+from adapters.stub_erp import PostgresErp
+from adapters.stub_pos import PostgresPos
+from adapters.stub_wms import PostgresWms
+from adapters.wms import ShipmentRecord, ShippedLine
+from client.dispatch import dispatch
+from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
+from config.settings import Settings
 from domain import ids
 from domain.cases import CaseSnapshot
 from domain.events import (
@@ -41,13 +44,10 @@ from domain.events import (
 )
 from domain.inventory import MovementKind
 from domain.returns import ReturnOutcome, ReturnStage, ReturnState
-from starters.dispatch import dispatch
 from tests.ledger_helpers import World, buckets, line, movement
 from tests.support import test_settings as make_settings
 from tests.support import unique
 from worker.factory import build_worker
-from worker.settings import Settings
-from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
 
 D = Decimal
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -3,10 +3,10 @@ import pytest
 from sqlalchemy import text
 
 from activities.checker import check
-from activities.db.engine import create_engine
-from activities.seed import seed
-from domain.catalog import ITEMS, LOCATIONS, opening_movements
+from devtools.catalog import ITEMS, LOCATIONS, opening_movements
+from devtools.seed import seed
 from domain.items import LocationKind
+from persistence.engine import create_engine
 
 
 async def test_seeding_twice_changes_nothing_and_opens_a_balanced_journal(database_url: str) -> None:

@@ -1,4 +1,4 @@
-"""ShipToSettle on the time-skipping server, driven by events through `starters.dispatch.dispatch` exactly as the
+"""ShipToSettle on the time-skipping server, driven by events through `client.dispatch.dispatch` exactly as the
 webhooks and ReserveToFulfill drive it (signal-with-start). ReserveToFulfill is not run: the tests hand over
 `order.shipped` themselves and post the SHIP movement (which carries COGS) the way it would.
 
@@ -20,8 +20,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
+from adapters.stub_erp import PostgresErp
+from client.dispatch import dispatch
+from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
+from config.settings import Settings
+from devtools.histories import replayer
 from domain import ids
 from domain.cases import CaseSnapshot
 from domain.events import (
@@ -36,14 +40,10 @@ from domain.events import (
 )
 from domain.inventory import MovementKind
 from domain.settlement import SettleOutcome, SettleStage, SettleState
-from starters.dispatch import dispatch
-from starters.histories import replayer
 from tests.ledger_helpers import World, line, movement
 from tests.support import register_search_attributes, temporal_test_server, unique
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.settings import Settings
-from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
 
 D = Decimal
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Tracing (worker/tracing.py): one signed order.placed through the real HTTP service and a real worker on the
+"""Tracing (config/tracing.py): one signed order.placed through the real HTTP service and a real worker on the
 dev server is one trace, HTTP span -> the delivery's idempotency claim -> the update-with-start -> the workflow's
 update handler and each activity -> their SQL; the TracingInterceptor adds no workflow command (the committed
 histories replay with it on, and the traced order's history replays on a worker without it); and tracing is off,
@@ -17,15 +17,15 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from activities.db.engine import create_engine
+from client.correlation import CorrelationInterceptor
+from config import tracing
+from devtools.histories import history_files, replayer, workflow_id_of
+from persistence.engine import create_engine
 from starters.api import create_app
-from starters.histories import history_files, replayer, workflow_id_of
 from starters.signatures import sign_headers
 from tests.support import seeded
 from tests.support import test_settings as make_settings
-from worker import tracing
 from worker.factory import build_worker, workflow_runner
-from worker.interceptors import CorrelationInterceptor
 from worker.registry import WORKFLOWS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -1,4 +1,4 @@
-"""The Transfer process end to end: events through `starters.dispatch.dispatch` (signal-with-start) on the
+"""The Transfer process end to end: events through `client.dispatch.dispatch` (signal-with-start) on the
 time-skipping server, a real worker over the PostgreSQL stubs. Every test asserts the buckets at both ends, the
 journal of both legal entities, and the invariant checker."""
 import asyncio
@@ -15,20 +15,20 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
 from activities.checker import check
+from adapters.stub_erp import PostgresErp
+from client.dispatch import dispatch
+from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
+from config.settings import Settings
+from devtools.histories import replayer
 from domain.events import Event, EventType
 from domain.inventory import Bucket, MovementKind
 from domain.process import PartialPolicy
 from domain.transfer import CancelRequest, TransferOutcome, TransferStage, TransferState
-from starters.dispatch import dispatch
-from starters.histories import replayer
 from tests.ledger_helpers import World, buckets, line, movement
 from tests.support import seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.settings import Settings
-from workflows.common import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

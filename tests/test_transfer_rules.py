@@ -104,7 +104,7 @@ def test_cancel_is_refused_once_shipped_or_before_the_request() -> None:
 def test_the_receipt_grace_comes_from_settings_into_the_transfer_policy() -> None:
     from datetime import timedelta
 
-    from worker.settings import Settings
+    from config.settings import Settings
 
     policy = Settings(transfer_receipt_grace=timedelta(hours=2), partial_transfers=PartialPolicy.REJECT
                       ).process_policy("transfer", None)
@@ -261,8 +261,8 @@ def test_a_notice_beyond_what_is_still_reserved_ships_only_the_reservation() -> 
 def test_the_ship_grace_comes_from_settings_into_the_transfer_policy() -> None:
     from datetime import timedelta
 
+    from config.settings import Settings
     from domain.events import TransferShipped
-    from worker.settings import Settings
 
     assert Settings(transfer_ship_grace=timedelta(hours=3)).process_policy("transfer", None).ship_grace == timedelta(
         hours=3)

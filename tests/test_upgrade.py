@@ -39,11 +39,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.checker import check
-from activities.db.embedded import free_port
-from activities.db.engine import create_engine
-from activities.db.migrations import current, upgrade
+from client.correlation import CorrelationInterceptor
+from devtools.embedded_postgres import free_port
 from domain import ids
 from domain.reconciliation import SCHEDULE_ID
+from persistence.engine import create_engine
+from persistence.migrations import current, upgrade
 from starters.api import create_app
 from starters.signatures import sign_headers
 from tests.release import (
@@ -59,7 +60,6 @@ from tests.release import (
 from tests.support import create_database, unique
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.interceptors import CorrelationInterceptor
 
 SOURCES = ("web", "marketplace", "pos", "wms", "carrier", "payments")
 SECRET = "whsec_" + base64.b64encode(b"retailflow-upgrade-test").decode()

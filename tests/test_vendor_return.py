@@ -10,7 +10,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from activities.adapters.stub_erp import PostgresErp
+from adapters.stub_erp import PostgresErp
 from domain.events import EventType
 from domain.inventory import Bucket, MovementKind
 from domain.vendor_returns import RtvOutcome, RtvStage, RtvState

@@ -21,19 +21,20 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.db.engine import create_engine
-from activities.db.registry import record_closed
+from client.correlation import CorrelationInterceptor
+from config.logging import correlation_id
 from domain.events import EVENT_DATA, Event, EventType, WebhookBody
 from domain.ids import webhook_event_id
 from domain.late import ClosedProcess
 from domain.order import Decision, LineDecision, OrderDecision
 from domain.process import ProcessInput
 from domain.routing import route
+from persistence.engine import create_engine
+from persistence.registry import record_closed
 from starters.api import ClientProvider, create_app
 from starters.signatures import shopify_sign, sign_headers
 from starters.webhooks import WEBHOOK_EVENTS
 from tests.support import test_settings as make_settings
-from worker.interceptors import CorrelationInterceptor, correlation_id
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm"  # base64 of a test key
@@ -659,7 +660,7 @@ async def test_serve_answers_then_exits_cleanly_on_sigterm(database_url) -> None
     env = {**os.environ, "RETAILFLOW_DATABASE_URL": database_url, "RETAILFLOW_HTTP_PORT": str(port),
            "RETAILFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from starters.api import serve; from worker.settings import Settings; "
+        sys.executable, "-c", "import sys; from starters.api import serve; from config.settings import Settings; "
                               "sys.exit(serve(Settings()))",
         env=env, cwd=str(EXAMPLES.parent), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:

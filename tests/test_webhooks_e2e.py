@@ -14,14 +14,14 @@ from sqlalchemy import text
 from temporalio.client import Client
 
 from activities.checker import check
-from activities.db.engine import create_engine
-from domain.catalog import ITEMS, LOCATIONS, opening_quantity
+from client.correlation import CorrelationInterceptor
+from devtools.catalog import ITEMS, LOCATIONS, opening_quantity
+from persistence.engine import create_engine
 from starters.api import create_app
 from starters.signatures import sign_headers
 from tests.support import seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
-from worker.interceptors import CorrelationInterceptor
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECRET = "whsec_" + "ZTJlLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm"

@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from worker.interceptors import CorrelationInterceptor
+from client.correlation import CorrelationInterceptor
 from worker.registry import WORKFLOWS, activities
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
     from temporalio.client import Client
 
-    from worker.settings import Settings
+    from config.settings import Settings
 
-PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "activities", "structlog",
+PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "activities", "adapters", "client", "structlog",
                "opentelemetry")  # opentelemetry: one context (the trace) inside and outside the sandbox
 
 
@@ -39,7 +39,7 @@ def build_worker(client: "Client", engine: "AsyncEngine", settings: "Settings", 
         max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
         max_concurrent_activity_task_polls=settings.activity_task_pollers,
     )
-    # a client from worker.client.connect() carries the correlation interceptor (the worker inherits it);
+    # a client from client.connect.connect() carries the correlation interceptor (the worker inherits it);
     # any other client (the test environments') gets it on the worker
     if not any(isinstance(i, CorrelationInterceptor) for i in client.config().get("interceptors", [])):
         options["interceptors"] = [CorrelationInterceptor()]

@@ -6,7 +6,7 @@ until SIGTERM or SIGINT, then shuts down gracefully: polling stops, running acti
 `graceful_shutdown_timeout` to finish, the database pool is closed and the process exits 0. With
 `RETAILFLOW_METRICS_PORT` the SDK runtime serves Prometheus metrics on `/metrics` of that port, on
 `RETAILFLOW_METRICS_HOST` (loopback unless configured: the metrics name every process type and queue); with an OTLP
-endpoint (`RETAILFLOW_OTLP_ENDPOINT`, worker/tracing.py) every workflow handler, activity and SQL statement is
+endpoint (`RETAILFLOW_OTLP_ENDPOINT`, config/tracing.py) every workflow handler, activity and SQL statement is
 traced, continuing the trace of the delivery that caused it.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ import structlog
 from temporalio.client import Client, Interceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from worker.logging import temporal_runtime_logging
-from worker.settings import Settings
+from config.logging import temporal_runtime_logging
+from config.settings import Settings
 
 log = structlog.get_logger("retailflow.worker")
 
@@ -42,7 +42,7 @@ async def connect_with_retry(settings: Settings, runtime: Runtime | None = None,
                              interceptors: list[Interceptor] | None = None) -> Client:
     """Temporal may still be starting (compose, a dev stack restart): retry any failure to connect with
     jittered exponential backoff (stamina; each retry is logged) for up to `give_up_after` s, or until `stop`."""
-    from worker.client import connect
+    from client.connect import connect
 
     def still_wanted(_: Exception) -> bool:
         return stop is None or not stop.is_set()
@@ -64,9 +64,9 @@ def _install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 async def _ensure_reconciliation_schedule(client: Client, settings: Settings) -> None:
-    """Create or update the `reconciliation` schedule (starters/schedules.py); idempotent, so every replica may.
+    """Create or update the `reconciliation` schedule (client/schedules.py); idempotent, so every replica may.
     A failure (e.g. no permission on schedules) is logged and the worker runs on: processes come first."""
-    from starters.schedules import ensure_schedule
+    from client.schedules import ensure_schedule
 
     try:
         await ensure_schedule(client, settings)
@@ -78,8 +78,8 @@ async def _ensure_reconciliation_schedule(client: Client, settings: Settings) ->
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
-    from activities.db.engine import create_engine
-    from activities.db.migrations import upgrade
+    from persistence.engine import create_engine
+    from persistence.migrations import upgrade
     from worker.factory import build_worker
 
     if not settings.database_url:
@@ -90,7 +90,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     _install_stop_handlers(stop)
 
     runtime = build_runtime(settings)
-    from worker.tracing import configure
+    from config.tracing import configure
 
     tracing = configure(settings, "retailflow-worker")  # None unless an OTLP endpoint is configured
     client = await connect_with_retry(settings, runtime, stop=stop,

@@ -6,6 +6,17 @@ replayed against exactly the code a worker would run.
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from activities.cases import CaseActivities
+from activities.erp import ErpActivities
+from activities.faults import Faults
+from activities.pos import PosActivities
+from activities.reconciliation import ReconciliationActivities
+from activities.registry import RegistryActivities
+from activities.routing import RoutingActivities
+from activities.wms import WmsActivities
+from adapters.stub_erp import PostgresErp
+from adapters.stub_pos import PostgresPos
+from adapters.stub_wms import PostgresWms
 from workflows.count_to_adjust import CountToAdjust
 from workflows.exception_case import ExceptionCase
 from workflows.late_event import LateEvent
@@ -21,26 +32,36 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
     from temporalio.client import Client
 
-    from worker.settings import Settings
+    from config.settings import Settings
 
 WORKFLOWS: list[type] = [ReserveToFulfill, ShipToSettle, Transfer, ReturnToRefund, ExceptionCase, Reconciliation,
                          LateEvent]
 WORKFLOWS += [ReceiveToStock, CountToAdjust, VendorReturn]  # inventory control (issue 21)
 
 
+def activity_methods(*instances: object) -> list[Callable[..., Any]]:
+    """Every @activity.defn method of the given activity class instances."""
+    out = []
+    for instance in instances:
+        for name in dir(type(instance)):
+            attr = getattr(type(instance), name)
+            if callable(attr) and hasattr(attr, "__temporal_activity_definition"):
+                out.append(getattr(instance, name))
+    return out
+
+
 def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
                *, fault_seed: int | None = None) -> list[Callable[..., Any]]:
-    """Every activity: the stub ERP / WMS / POS adapters, the case register, and event forwarding."""
-    from activities import activity_methods, stub_activities
-    from activities.cases import CaseActivities
-    from activities.reconciliation import ReconciliationActivities
-    from activities.registry import RegistryActivities
-    from activities.routing import RoutingActivities
-
-    return [
-        *stub_activities(engine, settings, fault_seed=fault_seed),
-        *activity_methods(CaseActivities(engine), RoutingActivities(client, settings, engine),
-                           ReconciliationActivities(client, engine,
-                                                    quiet_for=settings.reconciliation_orphan_quiet_for),
-                           RegistryActivities(engine, client)),
-    ]
+    """Every activity: ERP, WMS and POS over the PostgreSQL stubs (with the configured faults and safety stock),
+    the case register, the process registry, reconciliation and event forwarding. A team with real systems
+    passes its own port implementations to the same activity classes."""
+    faults = Faults.from_settings(settings, seed=fault_seed)
+    return activity_methods(
+        ErpActivities(PostgresErp(engine), faults, settings.safety_stock),
+        WmsActivities(PostgresWms(engine), faults),
+        PosActivities(PostgresPos(engine), faults),
+        CaseActivities(engine),
+        RoutingActivities(client, settings, engine),
+        ReconciliationActivities(client, engine, quiet_for=settings.reconciliation_orphan_quiet_for),
+        RegistryActivities(engine, client),
+    )

@@ -24,7 +24,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.erp import ErpActivities, LookupItemsInput, LookupLocationsInput, StockInput
+    from activities.erp import ErpActivities
+    from adapters.erp import LookupItemsInput, LookupLocationsInput, StockInput
     from domain.counts import (
         CYCLE_COUNT,
         CountLine,

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cases import CaseActivities
+    from client import names as common
     from domain.cases import (
         CaseResolved,
         CaseSnapshot,
@@ -27,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
         ResolveRequest,
     )
     from domain.sla import Severity
-    from workflows import common
     from workflows.calls import call
     from workflows.process import ProcessLog, markdown_table
 

@@ -10,8 +10,8 @@ from datetime import timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 
+from client import names as common
 from domain.events import Event, EventType
-from workflows import common
 
 with workflow.unsafe.imports_passed_through():
     from activities.registry import RegistryActivities

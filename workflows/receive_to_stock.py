@@ -24,8 +24,10 @@ from collections.abc import Mapping
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.erp import ErpActivities, FinancialPosting, LookupItemsInput, LookupLocationsInput
-    from activities.wms import ReceiptRecord, TaskLine, WmsActivities
+    from activities.erp import ErpActivities
+    from activities.wms import WmsActivities
+    from adapters.erp import FinancialPosting, LookupItemsInput, LookupLocationsInput
+    from adapters.wms import ReceiptRecord, TaskLine
     from domain.events import (
         Event,
         EventType,

@@ -1,4 +1,4 @@
-"""Reconciliation: started by the Temporal Schedule `reconciliation` (see starters/schedules.py).
+"""Reconciliation: started by the Temporal Schedule `reconciliation` (see client/schedules.py).
 
 Thin: three read-only activities run side by side (the invariant checker with per-entity inventory figures,
 orphaned holdings, stale processes), the pure `domain.reconciliation.build_report` turns what they found into

@@ -16,17 +16,19 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.erp import AvailabilityInput, ErpActivities, LookupItemsInput
-    from activities.pos import PosActivities, VoidInput
+    from activities.erp import ErpActivities
+    from activities.pos import PosActivities
     from activities.routing import RoutingActivities
-    from activities.wms import (
+    from activities.wms import WmsActivities
+    from adapters.erp import AvailabilityInput, LookupItemsInput
+    from adapters.pos import VoidInput
+    from adapters.wms import (
         CancelFulfillmentInput,
         InterceptAnswer,
         PickTaskInput,
         ShipmentRecord,
         ShippedLine,
         TaskLine,
-        WmsActivities,
     )
     from domain import order as rules
     from domain.errors import DomainError, ErrorType

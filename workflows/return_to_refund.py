@@ -36,9 +36,12 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.erp import ErpActivities, FinancialPosting, LookupItemsInput, LookupLocationsInput
-    from activities.pos import PaymentLookupInput, PosActivities, RefundInput
-    from activities.wms import (
+    from activities.erp import ErpActivities
+    from activities.pos import PosActivities
+    from activities.wms import WmsActivities
+    from adapters.erp import FinancialPosting, LookupItemsInput, LookupLocationsInput
+    from adapters.pos import PaymentLookupInput, RefundInput
+    from adapters.wms import (
         AuthorizeReturnInput,
         CloseReturnInput,
         CloseReturnResult,
@@ -46,7 +49,6 @@ with workflow.unsafe.imports_passed_through():
         ReturnLineRequest,
         ShippedLinesInput,
         TaskLine,
-        WmsActivities,
     )
     from domain import returns as rules
     from domain.errors import ErrorType

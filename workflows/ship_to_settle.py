@@ -28,8 +28,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.erp import ErpActivities, FinancialPosting
-    from activities.pos import CaptureInput, PosActivities
+    from activities.erp import ErpActivities
+    from activities.pos import PosActivities
+    from adapters.erp import FinancialPosting
+    from adapters.pos import CaptureInput
     from domain.errors import ErrorType
     from domain.events import (
         Event,

@@ -67,13 +67,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.erp import (
-        AvailabilityInput,
-        ErpActivities,
-        LookupItemsInput,
-        LookupLocationsInput,
-    )
-    from activities.wms import ReceiptRecord, TaskLine, TransferShipmentInput, WmsActivities
+    from activities.erp import ErpActivities
+    from activities.wms import WmsActivities
+    from adapters.erp import AvailabilityInput, LookupItemsInput, LookupLocationsInput
+    from adapters.wms import ReceiptRecord, TaskLine, TransferShipmentInput
     from domain.errors import ErrorType
     from domain.events import Event, EventType, TransferReceived, TransferRequested, TransferShipped
     from domain.inventory import Bucket, MovementKind, MovementLine, MovementRequest

@@ -22,13 +22,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.erp import (
-        ErpActivities,
-        FinancialPosting,
-        LookupItemsInput,
-        LookupLocationsInput,
-        StockInput,
-    )
+    from activities.erp import ErpActivities
+    from adapters.erp import FinancialPosting, LookupItemsInput, LookupLocationsInput, StockInput
     from domain.errors import ErrorType
     from domain.events import Event, EventType, VendorCreditReceived, VendorReturnShipped
     from domain.inventory import Bucket, MovementKind, MovementLine, MovementRequest

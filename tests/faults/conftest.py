@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from starters.dev import DevStack
+from devtools.stack import DevStack
 from tests.faults.driver import start_stack
 
 

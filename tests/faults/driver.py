@@ -2,7 +2,7 @@
 fault is applied, then the checks every scenario shares.
 
 A scenario is `await run_scenario(stack, "name", fault)`: `fault(stack, traffic)` runs beside the workload
-(`starters.traffic.run_day`) and may kill, stop and restart parts of the stack; when both are done the harness
+(`devtools.traffic.run_day`) and may kill, stop and restart parts of the stack; when both are done the harness
 waits for every process to reach the end its events call for (`traffic.verify`) and checks:
 - every process ended as expected (else: lost events);
 - the invariant checker passes (`activities.checker`), incl. "no transaction key applied twice" (duplicates);
@@ -34,11 +34,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.checker import check
-from activities.db.embedded import free_port
+from config.settings import Settings
+from devtools.embedded_postgres import free_port
+from devtools.stack import DevStack
+from devtools.traffic import DayPlan, Expectation, Sender, Verdict, run_day, verify
 from domain.sla import SlaKind
-from starters.dev import DevStack
-from starters.traffic import DayPlan, Expectation, Sender, Verdict, run_day, verify
-from worker.settings import Settings
 
 SCALE = os.environ.get("RETAILFLOW_FAULTS_SCALE", "ci").strip().lower()
 if SCALE not in {"ci", "full"}:
@@ -148,7 +148,7 @@ class Result:
 
 async def sla_cases(stack: DevStack, client: Client, late_picked: list[str]) -> tuple[int, list[str]]:
     """Every SLA breach has exactly one exception case. Returns (breached processes, problems)."""
-    from activities.db.engine import create_engine
+    from persistence.engine import create_engine
 
     problems: list[str] = []
     sla_kinds = [k.value for k in SlaKind]
@@ -255,7 +255,7 @@ def record(row: dict) -> None:
 
 
 async def count_rows(stack: DevStack, table: str) -> int:
-    from activities.db.engine import create_engine
+    from persistence.engine import create_engine
 
     engine = create_engine(stack.database_url, pool_size=1, max_overflow=0)
     try:

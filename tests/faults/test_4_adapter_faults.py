@@ -2,8 +2,8 @@
 latency (RETAILFLOW_FAULTS {"*": ...} in the worker's environment). Temporal's retry policy rides them out."""
 import pytest
 
+from config.settings import FaultSpec
 from tests.faults.driver import assert_nothing_lost, log_since, log_size, run_scenario
-from worker.settings import FaultSpec
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 FAULTS = {"*": FaultSpec(failure_rate=0.2, latency_ms=500, random_latency=True)}

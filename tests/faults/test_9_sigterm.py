@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from starters.dev import STOP_TIMEOUT
+from devtools.stack import STOP_TIMEOUT
 from tests.faults.driver import ensure_up, log_since, log_size
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]

@@ -29,13 +29,14 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from domain import ids
 from domain.catalog import DISTRIBUTION_CENTERS, STORES
-from domain.sla import SlaKind
 from starters.histories import HISTORIES, export
 from starters.traffic import Day, Expectation, Sender, order, order_and_return, transfer, verify
 from worker.settings import Settings
-from workflows.common import SLA_BREACHED
+
+from client.names import SLA_BREACHED
+from domain import ids
+from domain.sla import SlaKind
 
 RUN = "h"  # the ID part of every business key: O-h-0001 ...
 # Short enough to breach within the run where a story means to, long enough that the others (whose events follow at

@@ -11,9 +11,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from activities.adapters.common import conflict, request_hash
-from activities.db.models import CaptureRow, PaymentRow, RefundRow, VoidRow
-from activities.pos import (
+from adapters.keys import conflict, request_hash
+from adapters.pos import (
     CaptureInput,
     CaptureResult,
     PaymentLookupInput,
@@ -24,6 +23,7 @@ from activities.pos import (
     VoidResult,
 )
 from domain.errors import DomainError, ErrorType
+from persistence.models import CaptureRow, PaymentRow, RefundRow, VoidRow
 
 PAYMENTS = PaymentRow.__table__
 CAPTURES = CaptureRow.__table__

@@ -20,8 +20,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from activities.adapters.common import conflict, request_hash
-from activities.db.models import (
+from adapters.erp import AvailabilityRow, FinancialPosting, MovementResult, PostingResult
+from adapters.keys import conflict, request_hash
+from domain.errors import DomainError, ErrorType
+from domain.inventory import Bucket, MovementKind, MovementRequest, apply, deltas
+from domain.items import Item, Location, LocationKind
+from domain.journal import JournalLine, financial_lines, movement_postings
+from persistence.models import (
     BalanceRow,
     ItemRow,
     JournalEntryRow,
@@ -30,11 +35,6 @@ from activities.db.models import (
     MovementBatchRow,
     MovementRow,
 )
-from activities.erp import AvailabilityRow, FinancialPosting, MovementResult, PostingResult
-from domain.errors import DomainError, ErrorType
-from domain.inventory import Bucket, MovementKind, MovementRequest, apply, deltas
-from domain.items import Item, Location, LocationKind
-from domain.journal import JournalLine, financial_lines, movement_postings
 
 ITEMS = ItemRow.__table__
 LOCATIONS = LocationRow.__table__

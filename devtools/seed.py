@@ -6,10 +6,10 @@ idempotent by key.
 """
 from pydantic import BaseModel
 
-from activities.adapters.stub_erp import PostgresErp
-from activities.db.engine import create_engine
-from activities.db.migrations import upgrade
-from domain.catalog import CATEGORIES, ITEMS, LOCATIONS, opening_movements
+from adapters.stub_erp import PostgresErp
+from devtools.catalog import CATEGORIES, ITEMS, LOCATIONS, opening_movements
+from persistence.engine import create_engine
+from persistence.migrations import upgrade
 
 
 class SeedReport(BaseModel):

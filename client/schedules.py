@@ -18,7 +18,7 @@ Where it is created:
   --reason "..."` (ops pause; kept by later ensures).
 
 `run_reconciliation` runs one reconciliation right now (outside the schedule) and returns its report: for
-the demo's summary and for tests. `latest_reconciliation(engine)` is the stored newest run.
+the demo's summary and for tests.
 """
 import dataclasses
 from datetime import UTC, datetime, timedelta
@@ -47,9 +47,8 @@ from domain.reconciliation import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from worker.settings import Settings
+    from config.settings import Settings
 
 RUN_TIMEOUT = timedelta(hours=1)  # a run stuck longer (e.g. a database outage) gives way to the next one
 
@@ -104,10 +103,3 @@ async def run_reconciliation(client: Client, settings: "Settings", *,
         WORKFLOW_TYPE, input or reconciliation_input(settings), id=workflow_id, task_queue=settings.task_queue,
         execution_timeout=RUN_TIMEOUT, result_type=ReconciliationReport,
     )
-
-
-async def latest_reconciliation(engine: "AsyncEngine") -> ReconciliationReport | None:
-    """The newest stored run (None before the first): `GET /reconciliation/latest`."""
-    from activities.reconciliation import latest_run
-
-    return await latest_run(engine)

@@ -9,13 +9,10 @@ through Temporal headers into workflow and activity logs, so one grep follows an
 - Activity side: the header is put into a context variable for the activity's duration, bound into
   structlog's context vars, and added to every log record by `CorrelationFilter`.
 
-One class is both the client and the worker interceptor; `worker.client.connect()` installs it, and a worker
+One class is both the client and the worker interceptor; `client.connect.connect()` installs it, and a worker
 built on a client that has it picks it up by itself (`worker.factory` adds it otherwise).
 """
-import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from typing import Any
 
 import temporalio.api.common.v1
@@ -24,23 +21,10 @@ import temporalio.converter
 import temporalio.worker
 from temporalio import activity, workflow
 
+from config.logging import bind, correlation_id
+
 HEADER = "correlation-id"
-correlation_id: ContextVar[str | None] = ContextVar("retailflow_correlation_id", default=None)
 _converter = temporalio.converter.default().payload_converter
-
-
-@contextmanager
-def bind(value: str | None) -> Iterator[None]:
-    """Make `value` the correlation ID of everything done with Temporal inside the block (and of the structlog
-    lines written inside it)."""
-    import structlog.contextvars as scv
-
-    token = correlation_id.set(value)
-    try:
-        with scv.bound_contextvars(correlation_id=value):
-            yield
-    finally:
-        correlation_id.reset(token)
 
 
 def _with_header(headers: Mapping[str, temporalio.api.common.v1.Payload], value: str | None
@@ -59,15 +43,6 @@ def _read(headers: Mapping[str, temporalio.api.common.v1.Payload]) -> str | None
     except Exception:  # noqa: BLE001 - a foreign header never breaks a workflow
         return None
     return value if isinstance(value, str) else None
-
-
-class CorrelationFilter(logging.Filter):
-    """Adds `correlation_id` to every log record made while one is bound (activities, the HTTP service)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "correlation_id"):
-            record.correlation_id = correlation_id.get()
-        return True
 
 
 class _ClientOutbound(temporalio.client.OutboundInterceptor):

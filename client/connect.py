@@ -3,8 +3,8 @@ from temporalio.client import Client, Interceptor, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 
-from worker.interceptors import CorrelationInterceptor
-from worker.settings import Settings
+from client.correlation import CorrelationInterceptor
+from config.settings import Settings
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
@@ -35,7 +35,7 @@ async def connect(
         data_converter=pydantic_data_converter,
         tls=tls_config(settings),
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
-        # correlation IDs (webhook-id) into workflow and activity logs; see worker/interceptors.py
+        # correlation IDs (webhook-id) into workflow and activity logs; see client/correlation.py
         interceptors=[CorrelationInterceptor(), *(interceptors or [])],
         runtime=runtime,
     )

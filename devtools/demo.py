@@ -1,6 +1,6 @@
 """`retailflow demo`: the dev stack plus a retail business day through the signed webhooks, then a summary.
 
-The day (starters.traffic.DayPlan): 200 orders across web, marketplace and POS, ship and pickup, cancellations
+The day (devtools.traffic.DayPlan): 200 orders across web, marketplace and POS, ship and pickup, cancellations
 before and after pick, short picks, split shipments, transfers (one with a receipt variance), returns with mixed
 dispositions, a purchase order received in two parts, cycle counts (one beyond tolerance, approved through the
 API), a damaged lot returned to its vendor and credited, a few late and missing events that breach short demo SLAs, duplicate and out-of-order deliveries,
@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from config.settings import FaultSpec, Settings
+from devtools.stack import DevStack, run_dev
+from devtools.traffic import DayPlan, Sender, Verdict, run_day, verify
 from domain.sla import SlaKind
-from starters.dev import DevStack, run_dev
-from starters.traffic import DayPlan, Sender, Verdict, run_day, verify
-from worker.settings import FaultSpec, Settings
 
 DEMO_SLA = {
     SlaKind.PICK_OVERDUE: timedelta(seconds=45),  # the late-pick orders send their pick after 60 s
@@ -76,9 +76,9 @@ async def drive(stack: DevStack, plan: DayPlan, *, console: Console, seed: int =
                 concurrency: int = 8) -> DemoSummary:
     """Run the day against a started stack and gather the summary."""
     from activities.checker import check
-    from activities.db.engine import create_engine
-    from starters.exceptions import list_cases
-    from starters.schedules import run_reconciliation
+    from client.schedules import run_reconciliation
+    from persistence.engine import create_engine
+    from starters.exception_cases import list_cases
 
     begun = time.monotonic()
     sender = Sender(stack.api_url, stack.settings.webhook_secrets, api_token=stack.api_token,

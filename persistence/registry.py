@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.db.models import LateEventRow, ProcessRegistryRow
 from domain.late import ClosedProcess, LateEventRecord
+from persistence.models import LateEventRow, ProcessRegistryRow
 
 REGISTRY = ProcessRegistryRow.__table__  # type: ignore[attr-defined]
 LATE_EVENTS = LateEventRow.__table__  # type: ignore[attr-defined]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
-    from worker.settings import Settings
+    from config.settings import Settings
 
 log = logging.getLogger("retailflow.tracing")
 

@@ -17,7 +17,6 @@ tests and the bench start a stack in-process and `kill()` / `restart()` single p
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ctypes
 import fcntl
@@ -36,14 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
-from worker.settings import ApiToken, Scope, Settings
+from config.settings import DEV_API_TOKEN, ApiToken, Scope, Settings, dev_webhook_secret
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
 PARTS = ("postgres", "temporal", "worker", "api")
 DEFAULT_POSTGRES_PORT = 5433
-DEV_API_TOKEN = "retailflow-dev-token"
 STOP_TIMEOUT = {"postgres": 15.0, "temporal": 15.0, "worker": 30.0, "api": 15.0}
 
 
@@ -63,11 +61,6 @@ class AlreadyRunning(RuntimeError):
                          f"stop it first (Ctrl-C in its terminal, or `kill {pid or '<pid>'}`), "
                          f"or use another --data-dir")
         self.pid = pid
-
-
-def dev_webhook_secret(source: str) -> str:
-    """The documented development secret of a webhook source: `whsec_` + base64("retailflow-dev-<source>")."""
-    return "whsec_" + base64.b64encode(f"retailflow-dev-{source}".encode()).decode()
 
 
 def dev_sources() -> list[str]:
@@ -229,7 +222,7 @@ class DevStack:
 
     async def client(self):  # noqa: ANN201 - temporalio.client.Client
         """A Temporal client on the stack (pydantic converter), as the worker and the API connect."""
-        from worker.client import connect
+        from client.connect import connect
 
         return await connect(self.settings)
 
@@ -345,7 +338,7 @@ class DevStack:
             part.extra["embedded"] = False
             await self._prepare_database()
             return
-        from activities.db.embedded import EmbeddedPostgres
+        from devtools.embedded_postgres import EmbeddedPostgres
 
         root = self.data_dir / "postgres"
         port = self._postgres_port()
@@ -384,8 +377,8 @@ class DevStack:
         """Migrate to head (so an older data folder upgrades) and seed an empty database."""
         from sqlalchemy import text
 
-        from activities.db.engine import create_engine
-        from activities.db.migrations import upgrade
+        from persistence.engine import create_engine
+        from persistence.migrations import upgrade
 
         await upgrade(self.database_url)
         if not self.seed:
@@ -397,14 +390,14 @@ class DevStack:
         finally:
             await engine.dispose()
         if not items:
-            from activities.seed import seed
+            from devtools.seed import seed
 
             report = await seed(self.database_url, migrate=False)
             self.say(f"  seeded    {report.items} items, {report.locations} locations, "
                      f"{report.movements_applied} opening movements")
 
     async def _start_temporal(self, part: Part) -> None:
-        from workflows.common import SEARCH_ATTRIBUTES
+        from client.names import SEARCH_ATTRIBUTES
 
         cmd = [temporal_cli(), "server", "start-dev",
                "--db-filename", str(self.data_dir / "temporal.db"),

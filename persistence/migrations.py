@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from activities.db.engine import create_engine
+from persistence.engine import create_engine
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 _LOCK_ID = 0x72_66_6C_77  # "rflw": one advisory lock id for schema upgrades

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from config.settings import Settings
 from starters.signatures import sign_headers
-from worker.settings import Settings
 
 
 def base_url(settings: Settings) -> str:

@@ -18,16 +18,46 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import SecretBytes, SecretStr
 
 if TYPE_CHECKING:
-    from worker.settings import Settings
+    from config.settings import Settings
 
 EventDict = MutableMapping[str, Any]
+
+# The correlation ID (the webhook-id of the delivery that caused the work) of the current task; the Temporal
+# interceptors in client.correlation carry it across processes in headers.
+correlation_id: ContextVar[str | None] = ContextVar("retailflow_correlation_id", default=None)
+
+
+@contextmanager
+def bind(value: str | None) -> Iterator[None]:
+    """Make `value` the correlation ID of everything done with Temporal inside the block (and of the structlog
+    lines written inside it)."""
+    token = correlation_id.set(value)
+    try:
+        with structlog.contextvars.bound_contextvars(correlation_id=value):
+            yield
+    finally:
+        correlation_id.reset(token)
+
+
+class CorrelationFilter(logging.Filter):
+    """Adds `correlation_id` to every log record made while one is bound (activities, the HTTP service)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "correlation_id"):
+            record.correlation_id = correlation_id.get()
+        return True
+
+
+
 
 # Keys whose values are masked wherever they appear (top level or inside `fields`).
 SECRET_MARKERS = ("secret", "password", "token", "api_key", "apikey", "authorization", "private_key", "signature")
@@ -167,12 +197,7 @@ def configure_logging(settings: Settings | None = None, *, service: str | None =
     handler = logging.StreamHandler(stream)
     handler.setFormatter(build_formatter(json))
     handler.set_name("retailflow")
-    try:  # the correlation ID (webhook-id) bound for this task, on every record made while it is bound
-        from worker.interceptors import CorrelationFilter
-
-        handler.addFilter(CorrelationFilter())
-    except ImportError:  # pragma: no cover - interceptors are optional for logging
-        pass
+    handler.addFilter(CorrelationFilter())  # the correlation ID (webhook-id) bound for this task, on every record
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

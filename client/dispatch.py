@@ -31,6 +31,8 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from client.names import BUSINESS_KEY, CHANNEL, TASK_QUEUE
+from config.settings import Settings
 from domain.events import (
     CountSubmitted,
     Event,
@@ -47,8 +49,6 @@ from domain.late import ClosedProcess, LateEventInput, late_case_id
 from domain.order import OrderDecision
 from domain.process import ProcessInput
 from domain.routing import Route, route
-from worker.settings import Settings
-from workflows.common import BUSINESS_KEY, CHANNEL, TASK_QUEUE
 
 EVENT_SIGNAL = "event"  # every process receives its events on this signal
 PLACE_UPDATE = "place"  # ReserveToFulfill answers order.placed on this update

@@ -1,4 +1,4 @@
-"""Alembic environment. Run through activities.db.migrations (which hands over a connection from the async
+"""Alembic environment. Run through persistence.migrations (which hands over a connection from the async
 engine); the `alembic` command line also works with RETAILFLOW_DATABASE_URL set, running async via asyncpg."""
 import asyncio
 import os
@@ -16,7 +16,7 @@ def _migrate(connection: Connection) -> None:
 
 
 async def _online_async() -> None:
-    from activities.db.engine import create_engine
+    from persistence.engine import create_engine
 
     url = config.get_main_option("sqlalchemy.url") or os.environ["RETAILFLOW_DATABASE_URL"]
     engine = create_engine(url, pool_size=1, max_overflow=0, statement_timeout=None)

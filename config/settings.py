@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # Storage
     database_url: str | None = None  # postgresql+asyncpg://...; unset in the dev stack: embedded PostgreSQL
     data_dir: Path = Path(".retailflow")
-    # every database call is bounded (activities/db/engine.py): a statement, a wait for a pool connection, a lock
+    # every database call is bounded (persistence/engine.py): a statement, a wait for a pool connection, a lock
     database_statement_timeout: timedelta = timedelta(seconds=10)
     database_pool_timeout: timedelta = timedelta(seconds=5)
     database_connect_timeout: timedelta = timedelta(seconds=5)
@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     activity_task_pollers: int = 4
     metrics_host: str = "127.0.0.1"  # the worker's /metrics binds loopback unless configured (compose: 0.0.0.0)
     metrics_port: int | None = None
-    otlp_endpoint: str | None = None  # OTLP/HTTP base URL (http://jaeger:4318): traces on (worker/tracing.py)
+    otlp_endpoint: str | None = None  # OTLP/HTTP base URL (http://jaeger:4318): traces on (config/tracing.py)
     log_level: str = "INFO"
     log_format: str = "auto"  # auto: console on a terminal, JSON otherwise; or "json" / "console"
 
@@ -211,3 +211,12 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+# The documented development secrets (`retailflow dev` fills them in); the door refuses them beyond loopback.
+DEV_API_TOKEN = "retailflow-dev-token"
+
+
+def dev_webhook_secret(source: str) -> str:
+    """The documented development secret of a webhook source: `whsec_` + base64("retailflow-dev-<source>")."""
+    return "whsec_" + base64.b64encode(f"retailflow-dev-{source}".encode()).decode()

@@ -19,19 +19,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Insert
 
-from activities.adapters.common import conflict, request_hash
-from activities.db.models import (
-    PickTaskRow,
-    ReceiptRow,
-    ReturnAuthorizationLineRow,
-    ReturnAuthorizationRow,
-    ReturnOrderRow,
-    ShipmentLineRow,
-    ShipmentRow,
-    TransferShipmentRow,
-    WmsInterceptionRow,
-)
-from activities.wms import (
+from adapters.keys import conflict, request_hash
+from adapters.wms import (
     AuthorizedLine,
     AuthorizeReturnInput,
     AuthorizeReturnResult,
@@ -53,6 +42,17 @@ from activities.wms import (
 from domain import returns as rules
 from domain.errors import DomainError, ErrorType
 from domain.money import round_money
+from persistence.models import (
+    PickTaskRow,
+    ReceiptRow,
+    ReturnAuthorizationLineRow,
+    ReturnAuthorizationRow,
+    ReturnOrderRow,
+    ShipmentLineRow,
+    ShipmentRow,
+    TransferShipmentRow,
+    WmsInterceptionRow,
+)
 
 PICK_TASKS = PickTaskRow.__table__
 SHIPMENTS = ShipmentRow.__table__

@@ -24,11 +24,11 @@ import stamina
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from client.names import SLA_BREACHED
+from devtools.catalog import DISTRIBUTION_CENTERS, ITEMS, ITEMS_BY_SKU, STORES
 from domain import ids
-from domain.catalog import DISTRIBUTION_CENTERS, ITEMS, ITEMS_BY_SKU, STORES
 from domain.items import Item
 from starters.signatures import sign_headers
-from workflows.common import SLA_BREACHED
 
 ORDER_SOURCES = ("web", "marketplace")
 

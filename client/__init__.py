@@ -1,0 +1,1 @@
+"""The Temporal client layer: connecting, routing events to processes, schedules."""

@@ -1,0 +1,1 @@
+"""Configuration of a retailflow process: settings, its log stream, its traces."""

@@ -1,0 +1,1 @@
+"""Development tooling: the local dev stack, embedded PostgreSQL, demo catalogue and seed, traffic, demo."""

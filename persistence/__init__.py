@@ -1,0 +1,1 @@
+"""PostgreSQL: the engine, the schema (ORM rows and alembic migrations) and the queries the layers above share."""
