@@ -1,4 +1,5 @@
-"""Hand an event from one process to another through the same router the webhooks use (client.dispatch)."""
+"""Hand events between processes through the same router the webhooks use (client.dispatch), and close a
+process: its registry entry, what it hands over, and what it still held, in one activity (release 3)."""
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -6,7 +7,8 @@ from temporalio import activity
 
 from client.dispatch import dispatch
 from domain.events import Event
-from persistence.registry import closed_process
+from domain.late import ClosedProcess
+from persistence.registry import closed_process, record_closed
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +22,21 @@ class ForwardResult(BaseModel):
     status: str  # started | signalled | late (the process had ended: a LateEvent process has the event)
 
 
+class ClosingInput(BaseModel):
+    """A process's last step: enter it in the registry, then hand `hand_over` to the processes they route to
+    (e.g. the order's last shipment to ShipToSettle) and `unapplied` (events it held but never applied) to the
+    late-event path. Each part is idempotent (registry by workflow ID, forwards by event_id): a retry is harmless."""
+
+    closed: ClosedProcess
+    hand_over: list[Event] = []
+    unapplied: list[Event] = []
+
+
+class ClosingResult(BaseModel):
+    entered: bool  # False on a retry that found the entry
+    forwarded: list[ForwardResult] = []
+
+
 class RoutingActivities:
     def __init__(self, client: "Client", settings: "Settings", engine: "AsyncEngine | None" = None) -> None:
         self.client = client
@@ -29,6 +46,17 @@ class RoutingActivities:
     @activity.defn(name="forward_event")
     async def forward_event(self, event: Event) -> ForwardResult:
         """Signal-with-start the process `event` routes to; the event_id makes a retry harmless."""
+        return await self._forward(event)
+
+    @activity.defn(name="close_process")
+    async def close_process(self, closing: ClosingInput) -> ClosingResult:
+        """The last step of every release-3 process (workflows.process.Process.close)."""
+        assert self.engine is not None, "close_process needs the registry's database"
+        entered = await record_closed(self.engine, closing.closed)
+        forwarded = [await self._forward(event) for event in [*closing.hand_over, *closing.unapplied]]
+        return ClosingResult(entered=entered, forwarded=forwarded)
+
+    async def _forward(self, event: Event) -> ForwardResult:
         engine = self.engine
 
         def closed(wf: str):  # noqa: ANN202
