@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import text
 from temporalio.client import Client
 
-from activities.checker import check
 from adapters.stub_erp import PostgresErp
 from client.correlation import CorrelationInterceptor
 from devtools.catalog import ITEMS_BY_SKU
@@ -30,7 +29,7 @@ from persistence.engine import create_engine
 from starters.api import create_app
 from starters.signatures import sign_headers
 from tests.ledger_helpers import line, movement
-from tests.support import seeded
+from tests.support import assert_checker_ok, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 
@@ -167,7 +166,7 @@ async def test_a_purchase_order_received_in_two_parts_and_one_over_received(http
     state = await read(http, f"/purchase-orders/{over}", lambda s: s.get("stage") == "received" and s["exceptions"])
     assert [c["kind"] for c in state["exceptions"]] == ["over_receipt"]
     assert f"po:{over}" in await found_by(http.client, f"BusinessKey = '{over}' AND OpenExceptions > 0")
-    assert (await check(database_url)).ok
+    await assert_checker_ok(database_url)
     await exported(http.client, [f"po:{po}", f"po:{over}"])
 
 
@@ -204,7 +203,7 @@ async def test_a_count_beyond_tolerance_approved_through_the_api(http, database_
     await read(http, f"/counts/{rejected}", stage("awaiting_approval"))
     answer = (await http.post(f"/counts/{rejected}/reject", headers=AUTH, json={"note": "recount ordered"})).json()
     assert answer["stage"] == "rejected" and await journal(http.engine, rejected) == {}
-    assert (await check(database_url)).ok
+    await assert_checker_ok(database_url)
     await exported(http.client, [f"count:{count}", f"count:{rejected}"])
 
 
@@ -238,7 +237,7 @@ async def test_vendor_returns_credited_in_full_and_short(http, database_url) -> 
                                                  "vendor_credit_variance": Decimal("1.60")}
     stock = await erp.stock([mug.sku], ["DC-EAST"])
     assert stock[mug.sku]["DC-EAST"]["vendor_return"] == 0
-    assert (await check(database_url)).ok
+    await assert_checker_ok(database_url)
     await exported(http.client, [f"rtv:{rtv}", f"rtv:{short}"])
 
 

@@ -13,13 +13,12 @@ import pytest
 from sqlalchemy import text
 from temporalio.client import Client
 
-from activities.checker import check
 from client.correlation import CorrelationInterceptor
 from devtools.catalog import ITEMS, LOCATIONS, opening_quantity
 from persistence.engine import create_engine
 from starters.api import create_app
 from starters.signatures import sign_headers
-from tests.support import seeded
+from tests.support import assert_checker_ok, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 
@@ -160,8 +159,7 @@ async def test_every_event_type_through_http_into_its_process(http, database_url
         assert answer.status_code == 202 and answer.json()["workflow_id"] == f"return:{ret}", answer.text
     await read(http, f"/returns/{ret}", stage("refunded"))
 
-    report = await check(database_url)
-    assert report.ok, report.failed()
+    await assert_checker_ok(database_url)
 
 
 async def test_the_same_order_delivered_20_times_at_once_is_one_process(http, database_url) -> None:
@@ -186,5 +184,4 @@ async def test_the_same_order_delivered_20_times_at_once_is_one_process(http, da
     ordered = {line["sku"]: line["quantity"] for line in body("order.placed")["data"]["lines"]}
     assert {sku: qty for sku, _, qty in reserved} == ordered  # reserved once, not 20 times
     assert deliveries == 1
-    report = await check(database_url)
-    assert report.ok, report.failed()
+    await assert_checker_ok(database_url)
