@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import httpx
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -120,6 +121,23 @@ async def eventually(probe: Callable[[], Awaitable[T] | T], ok: Callable[[T], ob
             last = f"; last error: {error!r}" if error is not None else ""
             raise AssertionError(f"{what}: not so within {within:g}s; last value: {repr(value)[:3000]}{last}")
         await asyncio.sleep(every)
+
+
+async def read_until(http: httpx.AsyncClient, path: str, until: Callable[[dict], object], *, token: str,
+                     within: float = 60) -> dict:
+    """The read API's answer for `path` once `until` holds for it (a process works after the door's 202)."""
+    async def read() -> tuple[int, dict]:
+        response = await http.get(path, headers={"authorization": f"Bearer {token}"})
+        return response.status_code, response.json()
+
+    status, body = await eventually(read, lambda got: got[0] == 200 and until(got[1]), what=f"GET {path}",
+                                    within=within)
+    return body
+
+
+def at_stage(*stages: str) -> Callable[[dict], bool]:
+    """A read API answer's test: the process is at one of these stages."""
+    return lambda state: state.get("stage") in stages
 
 
 # --- the invariant checker ---------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ or recorded, redeliveries answering as the first, the decision bound, the correl
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +23,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from client.correlation import CorrelationInterceptor
 from config.logging import correlation_id
-from domain.events import EVENT_DATA, Event, EventType, WebhookBody
+from domain.events import EVENT_DATA, Event, WebhookBody
 from domain.ids import webhook_event_id
 from domain.late import ClosedProcess
 from domain.order import Decision, LineDecision, OrderDecision
@@ -34,20 +34,11 @@ from persistence.registry import record_closed
 from starters.api import ClientProvider, create_app
 from starters.signatures import shopify_sign, sign_headers
 from starters.webhooks import WEBHOOK_EVENTS
+from tests.support import EXAMPLES, SENDER, event, eventually, example
 from tests.support import test_settings as make_settings
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm"  # base64 of a test key
 TOKEN = "test-token"
-# the contract's "sent by": one source per type for these tests
-SENDER = {
-    "order.placed": "web", "order.cancelled": "web", "fulfillment.picked": "wms", "shipment.dispatched": "wms",
-    "order.collected": "pos", "shipment.delivered": "carrier", "payment.settled": "payments",
-    "transfer.requested": "wms", "transfer.shipped": "wms", "transfer.received": "wms",
-    "return.authorized": "web", "return.received": "wms", "return.inspected": "wms", "refund.settled": "payments",
-    "purchase_order.created": "erp", "purchase_order.received": "wms", "purchase_order.closed": "erp",
-    "count.submitted": "pos", "vendor_return.shipped": "wms", "vendor_credit.received": "erp",
-}
 CLOSING = {"order.cancelled", "transfer.received", "refund.settled", "payment.settled"}
 
 
@@ -58,6 +49,9 @@ async def echo_correlation() -> str:
 
 
 class _Stand:
+    """What every stand-in does: record each event once (with the correlation ID its activity saw), answer
+    `state`, and close on its process's closing event."""
+
     def __init__(self) -> None:
         self.events: list[str] = []
         self.correlations: list[str] = []
@@ -78,10 +72,15 @@ class _Stand:
         await workflow.wait_condition(lambda: self.closed)
         await workflow.wait_condition(workflow.all_handlers_finished)
 
+    @workflow.signal(name="event")
+    async def event(self, event: Event) -> None:
+        await self._record(event)
 
-def _state(self: _Stand) -> dict:
-    return {"workflow_id": workflow.info().workflow_id, "events": self.events, "correlations": self.correlations,
-            "placements": len(self.placed), "stage": "closed" if self.closed else "open"}
+    @workflow.query(name="state")
+    def state(self) -> dict:
+        return {"workflow_id": workflow.info().workflow_id, "events": self.events,
+                "correlations": self.correlations, "placements": len(self.placed),
+                "stage": "closed" if self.closed else "open"}
 
 
 @workflow.defn(name="ReserveToFulfill")
@@ -93,10 +92,6 @@ class FakeOrder(_Stand):
     @workflow.run
     async def run(self, input: ProcessInput) -> None:
         await self._run()
-
-    @workflow.signal(name="event")
-    async def event(self, event: Event) -> None:
-        await self._record(event)
 
     @workflow.signal(name="release")
     def release_decision(self) -> None:
@@ -120,23 +115,9 @@ class FakeOrder(_Stand):
         if event.data.order_id.startswith("REJ"):
             raise ApplicationError("order refused by the stand-in", type="Refused")
 
-    @workflow.query(name="state")
-    def state(self) -> dict:
-        return _state(self)
-
-
-class _Plain(_Stand):
-    @workflow.signal(name="event")
-    async def event(self, event: Event) -> None:
-        await self._record(event)
-
-    @workflow.query(name="state")
-    def state(self) -> dict:
-        return _state(self)
-
 
 @workflow.defn(name="ShipToSettle")
-class FakeSettle(_Plain):
+class FakeSettle(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -147,7 +128,7 @@ class FakeSettle(_Plain):
 
 
 @workflow.defn(name="Transfer")
-class FakeTransfer(_Plain):
+class FakeTransfer(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -158,7 +139,7 @@ class FakeTransfer(_Plain):
 
 
 @workflow.defn(name="ReturnToRefund")
-class FakeReturn(_Plain):
+class FakeReturn(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -169,7 +150,7 @@ class FakeReturn(_Plain):
 
 
 @workflow.defn(name="ReceiveToStock")
-class FakePurchaseOrder(_Plain):
+class FakePurchaseOrder(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -180,7 +161,7 @@ class FakePurchaseOrder(_Plain):
 
 
 @workflow.defn(name="CountToAdjust")
-class FakeCount(_Plain):
+class FakeCount(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -191,7 +172,7 @@ class FakeCount(_Plain):
 
 
 @workflow.defn(name="VendorReturn")
-class FakeVendorReturn(_Plain):
+class FakeVendorReturn(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -205,12 +186,6 @@ STANDS = [FakeOrder, FakeSettle, FakeTransfer, FakeReturn, FakePurchaseOrder, Fa
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
-def example(type_: str, **data_overrides: object) -> dict:
-    body = json.loads((EXAMPLES / f"{type_.replace('.', '_')}.json").read_text())
-    body["data"].update(data_overrides)
-    return body
-
-
 def unique_keys(type_: str) -> dict:
     """Fresh business keys for one example (the dev server is shared by the whole session)."""
     tag = uuid.uuid4().hex[:8]
@@ -280,20 +255,16 @@ async def delivery_rows(engine, webhook_id: str) -> int:
 
 
 def workflow_id_of(body: dict, source: str) -> str:
-    t = EventType(body["type"])
-    return route(Event(event_id="x", type=t, occurred_at=body["timestamp"], source=source,
-                       data=EVENT_DATA[t].model_validate(body["data"]))).workflow_id
+    return route(event(body["type"], body["data"], source=source)).workflow_id
 
 
-async def state_of(client: Client, workflow_id: str, until=lambda state: True, within: float = 15.0) -> dict:
-    """The process's state once `until` holds (signals are applied asynchronously after the 202)."""
+async def state_of(client: Client, workflow_id: str, until: Callable[[dict], object] | None = None) -> dict:
+    """The stand-in's state, once `until` holds when given (signals are applied asynchronously after the 202)."""
     handle = client.get_workflow_handle(workflow_id)
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        state = await handle.query("state")
-        if until(state) or asyncio.get_running_loop().time() > deadline:
-            return state
-        await asyncio.sleep(0.1)
+    if until is None:
+        return await handle.query(_Stand.state)
+    return await eventually(lambda: handle.query(_Stand.state), until, what=f"the state of {workflow_id}",
+                            within=15)
 
 
 # --- examples --------------------------------------------------------------------------------------------
@@ -452,7 +423,7 @@ async def test_a_slow_decision_answers_202_then_the_redelivery_answers_it(stack)
     workflow_id = workflow_id_of(body, "web")
     assert first.status_code == 202, first.text
     assert first.json() == {"status": "started", "workflow_id": workflow_id}
-    await client.get_workflow_handle(workflow_id).signal("release")
+    await client.get_workflow_handle(workflow_id).signal(FakeOrder.release_decision)
     again = await post(http, "web", body, webhook_id=webhook_id)
     assert again.status_code == 200, again.text
     assert again.json()["decision"] == "reserved"
