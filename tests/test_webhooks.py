@@ -8,6 +8,11 @@ or recorded, redeliveries answering as the first, the decision bound, the correl
 """
 import asyncio
 import json
+import logging
+import os
+import signal
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +28,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from client.correlation import CorrelationInterceptor
 from config.logging import correlation_id
-from domain.events import EVENT_DATA, Event, WebhookBody
+from devtools.embedded_postgres import free_port
+from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, WebhookBody
 from domain.ids import webhook_event_id
 from domain.late import ClosedProcess
 from domain.order import Decision, LineDecision, OrderDecision
@@ -269,8 +275,6 @@ async def state_of(client: Client, workflow_id: str, until: Callable[[dict], obj
 
 # --- examples --------------------------------------------------------------------------------------------
 def test_every_event_type_has_a_valid_example_sent_by_its_source() -> None:
-    from domain.events import SOURCE_EVENTS
-
     assert {p.stem for p in EXAMPLES.glob("*.json")} == {str(t).replace(".", "_") for t in WEBHOOK_EVENTS}
     for t in WEBHOOK_EVENTS:
         body = WebhookBody.model_validate(example(str(t)))
@@ -385,8 +389,6 @@ async def test_a_webhook_id_reused_for_another_body_is_refused(stack) -> None:
 
 
 async def test_the_correlation_id_is_in_the_workflow_log(stack, caplog) -> None:
-    import logging
-
     http, client, _ = stack
     caplog.set_level(logging.INFO, logger="temporalio.workflow")
     keys = unique_keys("return.authorized")
@@ -470,7 +472,7 @@ async def test_401_missing_invalid_stale_signature(stack) -> None:
         {k: v for k, v in headers.items() if k != "webhook-signature"},  # missing
         {**headers, "webhook-signature": headers["webhook-signature"][:-6] + "AAAAA="},  # invalid
         signed(body, webhook_id=webhook_id, secrets="whsec_" + "b3RoZXItc2VjcmV0")[1],  # someone else's secret
-        signed(body, webhook_id=webhook_id, timestamp=int(__import__("time").time()) - 301)[1],  # stale
+        signed(body, webhook_id=webhook_id, timestamp=int(time.time()) - 301)[1],  # stale
     ]
     for h in cases:
         _problem(await http.post("/webhooks/wms", content=raw, headers=h), 401)
@@ -620,14 +622,7 @@ async def test_health_and_readiness(stack) -> None:
 async def test_serve_answers_then_exits_cleanly_on_sigterm(database_url) -> None:
     """`retailflow api` (starters.api.serve) in its own process: up without Temporal (readyz says so), and a
     SIGTERM ends it with exit code 0."""
-    import os
-    import signal
-    import socket
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RETAILFLOW_DATABASE_URL": database_url, "RETAILFLOW_HTTP_PORT": str(port),
            "RETAILFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1"}
     proc = await asyncio.create_subprocess_exec(
@@ -636,15 +631,13 @@ async def test_serve_answers_then_exits_cleanly_on_sigterm(database_url) -> None
         env=env, cwd=str(EXAMPLES.parent), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            deadline = asyncio.get_running_loop().time() + 60
-            while True:
-                try:
-                    health = await http.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    assert proc.returncode is None and asyncio.get_running_loop().time() < deadline
-                    await asyncio.sleep(0.2)
-            assert health.json() == {"status": "ok"}
+            async def health() -> httpx.Response:
+                assert proc.returncode is None, "the service exited"
+                return await http.get("/healthz")
+
+            up = await eventually(health, what="the service answers", within=60, every=0.2,
+                                  ignoring=(httpx.TransportError,))
+            assert up.json() == {"status": "ok"}
             ready = await http.get("/readyz")
             assert ready.status_code == 503 and ready.json()["checks"] == {"temporal": False, "database": True}
         proc.send_signal(signal.SIGTERM)
