@@ -20,7 +20,9 @@ K = MovementKind
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def erp(database_url: str) -> AsyncIterator[PostgresErp]:
-    engine = create_engine(database_url, pool_size=20, max_overflow=10)
+    # callers beyond the pool wait their turn: on a loaded machine longer than the production bound (5 s), which
+    # is not the deadlock these tests look for
+    engine = create_engine(database_url, pool_size=20, max_overflow=10, pool_timeout=60)
     yield PostgresErp(engine)
     await engine.dispose()
 
