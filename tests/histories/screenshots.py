@@ -15,7 +15,7 @@ from urllib.parse import quote
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from workflows.common import LOCATION_IDS, SKUS
+from client.names import LOCATION_IDS, SKUS
 
 IMG = Path(__file__).resolve().parent.parent.parent / "docs" / "img"
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
