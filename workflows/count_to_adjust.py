@@ -52,7 +52,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.calls import call_local, refusal_type
     from workflows.common import on_release_3
     from workflows.inventory_control import InventoryControl
-    from workflows.process import Shown
     from workflows.release_2 import count_to_adjust as release_2
 
 ADJUST_ATTEMPTS = 3  # re-read the stock after a reservation took it between reading and posting
@@ -61,6 +60,7 @@ ADJUST_ATTEMPTS = 3  # re-read the stock after a reservation took it between rea
 @workflow.defn(name="CountToAdjust")
 class CountToAdjust(InventoryControl):
     process_type = "CountToAdjust"
+    describe = staticmethod(details_markdown)
 
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
@@ -126,11 +126,6 @@ class CountToAdjust(InventoryControl):
         if self.legacy is not None:
             return self.legacy.query_state()
         return self.current()
-
-    def shown(self) -> Shown:
-        s = self.state
-        return Shown(stage=str(s.stage), skus=s.skus, location_ids=[s.location_id] if s.location_id else [],
-                     details=details_markdown(s))
 
     # --- the process ----------------------------------------------------------------------------------------
     @workflow.run

@@ -18,17 +18,19 @@ with workflow.unsafe.imports_passed_through():
     from activities.erp import ErpActivities
     from adapters.erp import FinancialPosting, LookupItemsInput, LookupLocationsInput
     from workflows.calls import call_local
-    from workflows.process import Process
+    from workflows.process import Process, Shown
 
 
 class InventoryControl(Process):
     """The base of the inventory-control processes. A subclass passes its new state to `__init__` (a continued
-    run gets its own back from `input.resume`) and implements `shown()`.
+    run gets its own back from `input.resume`) and sets `describe`, the markdown of its state for ops.
 
     The state (PoState, CountState, RtvState) has `stage` (an enum with REFUSED, and EXPIRED where an early event
     can start the process), `location_id`, `legal_entity`, `lines`, `skus`, `refusal_reason`, `notes`,
     `duplicate_events`, `ignored_events` and `exceptions`.
     """
+
+    describe: Callable[[Any], str]  # the state as current details (domain's details_markdown)
 
     def __init__(self, input: ProcessInput, state: Any) -> None:  # noqa: ANN401 - the subclass's pydantic state
         super().__init__(input)
@@ -46,6 +48,13 @@ class InventoryControl(Process):
     def current(self) -> Any:  # noqa: ANN401 - the subclass's state type
         """The state with its cases: the `state` query, and what the registry keeps at the end."""
         return self.state.model_copy(update={"exceptions": [r.model_dump(mode="json") for r in self.cases.refs()]})
+
+    def shown(self) -> Shown:
+        s = self.state
+        return Shown(stage=str(s.stage), skus=s.skus, location_ids=self.location_ids(), details=self.describe(s))
+
+    def location_ids(self) -> list[str]:
+        return [self.state.location_id] if self.state.location_id else []
 
     # --- opening ----------------------------------------------------------------------------------------------
     async def opened_by(self, opening: EventType) -> Event | None:

@@ -57,13 +57,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.calls import call_local
     from workflows.common import on_release_3
     from workflows.inventory_control import InventoryControl
-    from workflows.process import Shown
     from workflows.release_2 import receive_to_stock as release_2
 
 
 @workflow.defn(name="ReceiveToStock")
 class ReceiveToStock(InventoryControl):
     process_type = "ReceiveToStock"
+    describe = staticmethod(details_markdown)
 
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
@@ -87,10 +87,9 @@ class ReceiveToStock(InventoryControl):
             return self.legacy.query_state()
         return self.current()
 
-    def shown(self) -> Shown:
+    def location_ids(self) -> list[str]:
         s = self.state
-        where = sorted({s.location_id, *(r.location_id for r in s.receipts)}) if s.location_id else []
-        return Shown(stage=str(s.stage), skus=s.skus, location_ids=where, details=details_markdown(s))
+        return sorted({s.location_id, *(r.location_id for r in s.receipts)}) if s.location_id else []
 
     # --- the process ----------------------------------------------------------------------------------------
     @workflow.run

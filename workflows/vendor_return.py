@@ -46,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.calls import call_local, refusal_type
     from workflows.common import on_release_3
     from workflows.inventory_control import InventoryControl
-    from workflows.process import Shown
     from workflows.release_2 import vendor_return as release_2
 
 SHIP_ATTEMPTS = 3
@@ -55,6 +54,7 @@ SHIP_ATTEMPTS = 3
 @workflow.defn(name="VendorReturn")
 class VendorReturn(InventoryControl):
     process_type = "VendorReturn"
+    describe = staticmethod(details_markdown)
 
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
@@ -76,11 +76,6 @@ class VendorReturn(InventoryControl):
         if self.legacy is not None:
             return self.legacy.query_state()
         return self.current()
-
-    def shown(self) -> Shown:
-        s = self.state
-        return Shown(stage=str(s.stage), skus=s.skus, location_ids=[s.location_id] if s.location_id else [],
-                     details=details_markdown(s))
 
     # --- the process ----------------------------------------------------------------------------------------
     @workflow.run
