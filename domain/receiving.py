@@ -101,6 +101,7 @@ class PoState(BaseModel):
     lines: list[PoLine] = Field(default_factory=list)
     refused_lines: list[RefusedPoLine] = Field(default_factory=list)
     receipts: list[PoReceiptNote] = Field(default_factory=list)
+    receipt_ids: list[str] = Field(default_factory=list)  # every receipt_id seen, applied or not: each applied once
     refusal_reason: str | None = None
     close_reason: str | None = None
     created_at: datetime | None = None

@@ -8,16 +8,19 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowHistory
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
 from adapters.stub_erp import PostgresErp
-from client.dispatch import dispatch
+from client.dispatch import EVENT_SIGNAL, dispatch
+from client.names import BUSINESS_KEY
 from config.settings import Settings
 from devtools.histories import replayer
 from domain.counts import CountState
 from domain.events import Event
 from domain.inventory import Bucket
+from domain.process import ProcessInput
 from domain.receiving import PoState
 from domain.vendor_returns import RtvState
 from tests.ledger_helpers import buckets
@@ -80,6 +83,34 @@ class Run:
 
     async def until(self, business_key: str, ok: Callable[[Any], bool], what: str, limit: float = 30.0) -> Any:
         return await eventually(lambda: self.state(business_key), ok, what=what, within=limit)
+
+    async def start_small(self, run: Callable[..., Any], business_key: str, opening: Event, *,
+                          continue_as_new_after: int) -> str:
+        """Start the process as dispatch does, but with a small `continue_as_new_after` (no setting has it):
+        the first run's ID."""
+        policy = self.settings.process_policy(self.prefix, None).model_copy(
+            update={"continue_as_new_after": continue_as_new_after})
+        handle = await self.client.start_workflow(
+            run, ProcessInput(business_key=business_key, policy=policy), id=f"{self.prefix}:{business_key}",
+            task_queue=self.settings.task_queue, start_signal=EVENT_SIGNAL, start_signal_args=[opening],
+            search_attributes=TypedSearchAttributes([SearchAttributePair(BUSINESS_KEY, business_key)]))
+        assert handle.result_run_id is not None
+        return handle.result_run_id
+
+    async def runs(self, business_key: str, first_run_id: str) -> list[WorkflowHistory]:
+        """The history of every run of the process, from `first_run_id` along its continue-as-new chain; each
+        replays against today's code."""
+        histories, run_id = [], first_run_id
+        while run_id:
+            history = await self.client.get_workflow_handle(f"{self.prefix}:{business_key}",
+                                                            run_id=run_id).fetch_history()
+            replayed = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+            assert replayed.replay_failure is None, replayed.replay_failure
+            histories.append(history)
+            last = history.events[-1]
+            run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                      if last.HasField("workflow_execution_continued_as_new_event_attributes") else "")
+        return histories
 
     async def finish(self, business_key: str, outcome_type: type[BaseModel]) -> tuple[Any, Any]:
         """The process's result and final state; its cases settled; its history replays against today's code."""

@@ -1,7 +1,8 @@
 """CountToAdjust end to end on the time-skipping server with a real worker over the PostgreSQL stubs: variances
 measured against the ledger as of counted_at, adjusted at once within tolerance, approved or rejected by ops
 beyond it (and overdue when nobody decides), and a count racing a reservation. Every test asserts the buckets,
-the journal (shrink / gain at standard cost) and the invariant checker."""
+the journal (shrink / gain at standard cost) and the invariant checker. And release 3's continue-as-new while a
+count waits for ops."""
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -9,6 +10,7 @@ from decimal import Decimal
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
@@ -16,11 +18,13 @@ from adapters.stub_erp import PostgresErp
 from domain.counts import CountOutcome, CountStage, CountState, DecisionRequest, LineStatus
 from domain.events import EventType
 from domain.inventory import Bucket, MovementKind
+from domain.sla import SlaKind
 from starters.counts import CountRefused, decide
 from tests.inventory_support import case_kinds, journal, movements, run, stock
 from tests.ledger_helpers import World, line, movement
 from tests.support import assert_checker_ok, event
 from tests.support import unique as key
+from workflows.count_to_adjust import CountToAdjust
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -167,3 +171,38 @@ async def test_an_unknown_location_is_refused_and_moves_nothing(
     assert out.stage is CountStage.REFUSED and "unknown location" in (out.reason or "")
     assert [x.sku for x in s.refused_lines] == ["NOPE-9"]
     assert await movements(engine, count) == []
+
+
+async def test_ignored_counts_make_a_waiting_count_continue_as_new_and_its_clock_breaches_in_the_new_run(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """Release 3, on the dev server: counts submitted again for the same ID are ignored but grow the history; with
+    a small `continue_as_new_after` the count waiting for ops continues as new, its notes, seen event IDs and
+    approval clock with it: the clock (20 s here) breaches in a later run, and the approval (an update to the
+    workflow ID) is applied once by the latest run and resolves the case."""
+    r = run(dev_env, engine, database_url, CountState, "count", sla={SlaKind.COUNT_APPROVAL_OVERDUE: timedelta(seconds=20)})
+    count, b = key("CC"), world.skus[1]
+    start = (await stock(engine, b, world.store))[A]
+    async with r.worker:
+        first = await r.start_small(CountToAdjust.run, count, submitted(count, world.store, (b, start + 9)),
+                                    continue_as_new_after=20)
+        await r.until(count, lambda s: s.stage is CountStage.AWAITING_APPROVAL, "awaiting approval")
+        again = [submitted(count, world.store, (b, start)) for _ in range(8)]
+        for n, e in enumerate(again, start=1):
+            await r.send(e)
+            await r.until(count, lambda s, n=n: len(s.notes) == n, f"count {n} ignored")
+        assert len(await r.runs(count, first)) > 1, "the count did not continue as new"
+        await r.send(again[0])  # the same event again: a redelivery, not another ignored count
+        await r.until(count, lambda s: case_kinds(s, "open") == ["count_approval_overdue"], "overdue case", limit=60)
+        answer = await r.handle(count).execute_update(
+            CountToAdjust.approve, DecisionRequest(note="recounted twice", decided_by="ops-ana"))
+        assert answer.stage is CountStage.ADJUSTED
+        out, s = await r.finish(count, CountOutcome)
+        histories = await r.runs(count, first)
+    assert (out.stage, out.adjusted_units, out.decided_by) == (CountStage.ADJUSTED, 9, "ops-ana")
+    assert len(s.notes) == 8 and s.duplicate_events == 1
+    assert case_kinds(s, "resolved") == ["count_approval_overdue"]
+    initiated = HistoryEvent.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    assert not any(e.event_type == initiated for e in histories[0].events), "the case opened in the first run"
+    assert await stock(engine, b, world.store) == {A: start + 9}
+    assert await movements(engine, count) == [("adjust", b, "available", 9, "cycle_count")]
+    await assert_checker_ok(database_url)

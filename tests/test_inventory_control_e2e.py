@@ -5,7 +5,10 @@ it in the Temporal UI.
 
 `RETAILFLOW_EXPORT_HISTORIES=1` exports the runs (and their cases) into tests/histories/ with the project's export
 helper (`devtools.histories.export`): that is how the committed histories of ReceiveToStock, CountToAdjust and
-VendorReturn were made.
+VendorReturn (and the release-3 LateEvent of a receipt after its PO closed) were made.
+
+Each run's Temporal actions are counted from its history (bench.cost, Temporal Cloud's rules) against what release
+3 measured (`ACTIONS`): they may fall, never grow unnoticed.
 """
 import asyncio
 import json
@@ -20,9 +23,11 @@ from sqlalchemy import text
 from temporalio.client import Client
 
 from adapters.stub_erp import PostgresErp
+from bench.cost import count_workflow
 from client.correlation import CorrelationInterceptor
 from devtools.catalog import ITEMS_BY_SKU
 from devtools.histories import export
+from domain import ids
 from domain.inventory import Bucket, MovementKind
 from persistence.engine import create_engine
 from starters.api import create_app
@@ -38,6 +43,18 @@ SECRET = "whsec_" + "aW52ZW50b3J5LWNvbnRyb2wtZTJlLTAxMjM0NTY3"
 TOKEN = "ic-e2e-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 EXPORT = os.environ.get("RETAILFLOW_EXPORT_HISTORIES") == "1"
+
+# Temporal actions of each run below on release 3 (bench.cost.count), and on release 2 in the comment (the histories
+# in tests/histories/<Type>/release-2/). docs/inventory-control.md, "Actions", says where each one goes.
+ACTIONS = {
+    "po": 11,  # received in two parts (release 2: 22)
+    "po-over": 10,  # received over in one, an over_receipt case (20)
+    "po-late": 5,  # LateEvent: a receipt after the PO closed, a late_event case (15: one movement)
+    "count": 8,  # beyond tolerance, approved (17)
+    "count-rejected": 7,  # beyond tolerance, rejected (15)
+    "rtv": 8,  # credited in full (17)
+    "rtv-short": 10,  # credited short, a vendor_credit_mismatch case (21)
+}
 
 
 def new_tag() -> str:
@@ -67,9 +84,10 @@ async def http(dev_env, settings, database_url):
     await engine.dispose()
 
 
-async def send(http: httpx.AsyncClient, source: str, type_: str, data: dict) -> httpx.Response:
+async def send(http: httpx.AsyncClient, source: str, type_: str, data: dict, *, msg_id: str | None = None
+               ) -> httpx.Response:
     raw = json.dumps({"type": type_, "timestamp": datetime.now(UTC).isoformat(), "data": data}).encode()
-    headers = {"content-type": "application/json", **sign_headers(SECRET, f"msg_{uuid.uuid4().hex}", raw)}
+    headers = {"content-type": "application/json", **sign_headers(SECRET, msg_id or f"msg_{uuid.uuid4().hex}", raw)}
     response = await http.post(f"/webhooks/{source}", content=raw, headers=headers)
     assert response.status_code == 202, response.text
     return response
@@ -95,6 +113,15 @@ async def available(engine, sku: str, location_id: str) -> int:
     return stock.get(sku, {}).get(location_id, {}).get("available", 0)
 
 
+async def within_budget(client: Client, runs: dict[str, str]) -> None:
+    """Each run's actions, counted from its history once it has ended, at most what release 3 measured (`ACTIONS`)."""
+    for name, workflow_id in runs.items():
+        await client.get_workflow_handle(workflow_id).result()
+        counted = await count_workflow(client, workflow_id)
+        assert counted.total <= ACTIONS[name], (f"{workflow_id}: {counted.total} actions, release 3 measured "
+                                                f"{ACTIONS[name]}: {dict(counted.actions)}")
+
+
 async def exported(client: Client, workflow_ids: list[str]) -> None:
     if not EXPORT:
         return
@@ -108,6 +135,7 @@ async def test_a_purchase_order_received_in_two_parts_and_one_over_received(http
     po, over = f"PO-e2e-{tag}", f"PO-e2e-over-{tag}"
     coffee, tea = ITEMS_BY_SKU["GRO-COF-HOUSE"], ITEMS_BY_SKU["GRO-TEA-EARL"]  # standard 5.60 and 3.40
     before = await available(http.engine, coffee.sku, "DC-EAST")
+    tea_before = await available(http.engine, tea.sku, "DC-EAST")
     expected_at = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     opened = await send(http, "erp", "purchase_order.created", {
         "po_id": po, "supplier_id": "SUP-ROAST", "location_id": "DC-EAST", "currency": "USD",
@@ -148,8 +176,20 @@ async def test_a_purchase_order_received_in_two_parts_and_one_over_received(http
                              lambda s: s.get("stage") == "received" and s["exceptions"], token=TOKEN)
     assert [c["kind"] for c in state["exceptions"]] == ["over_receipt"]
     assert f"po:{over}" in await found_by(http.client, f"BusinessKey = '{over}' AND OpenExceptions > 0")
+
+    # a parcel after the PO closed: the door finds the PO in the registry (its close entered it) and hands the
+    # receipt to a LateEvent process, which receives it at standard cost and opens the case that tells ops
+    await http.client.get_workflow_handle(f"po:{po}").result()
+    late = await send(http, "wms", "purchase_order.received", {
+        "po_id": po, "receipt_id": "GR-3", "location_id": "DC-EAST",
+        "lines": [{"line_id": "2", "sku": tea.sku, "quantity": 2}]}, msg_id=f"msg_po_late_{tag}")
+    late_id = ids.late_event_workflow_id(f"webhook:wms:msg_po_late_{tag}")
+    assert late.json() == {"status": "late", "workflow_id": f"po:{po}", "case_id": f"exception:{late_id}:late_event"}
+    await http.client.get_workflow_handle(late_id).result()
+    assert await available(http.engine, tea.sku, "DC-EAST") == tea_before + 10 + 2
     await assert_checker_ok(database_url)
-    await exported(http.client, [f"po:{po}", f"po:{over}"])
+    await within_budget(http.client, {"po": f"po:{po}", "po-over": f"po:{over}", "po-late": late_id})
+    await exported(http.client, [f"po:{po}", f"po:{over}", late_id])
 
 
 async def test_a_count_beyond_tolerance_approved_through_the_api(http, database_url) -> None:
@@ -186,6 +226,7 @@ async def test_a_count_beyond_tolerance_approved_through_the_api(http, database_
     answer = (await http.post(f"/counts/{rejected}/reject", headers=AUTH, json={"note": "recount ordered"})).json()
     assert answer["stage"] == "rejected" and await journal(http.engine, rejected) == {}
     await assert_checker_ok(database_url)
+    await within_budget(http.client, {"count": f"count:{count}", "count-rejected": f"count:{rejected}"})
     await exported(http.client, [f"count:{count}", f"count:{rejected}"])
 
 
@@ -221,6 +262,7 @@ async def test_vendor_returns_credited_in_full_and_short(http, database_url) -> 
     stock = await erp.stock([mug.sku], ["DC-EAST"])
     assert stock[mug.sku]["DC-EAST"]["vendor_return"] == 0
     await assert_checker_ok(database_url)
+    await within_budget(http.client, {"rtv": f"rtv:{rtv}", "rtv-short": f"rtv:{short}"})
     await exported(http.client, [f"rtv:{rtv}", f"rtv:{short}"])
 
 

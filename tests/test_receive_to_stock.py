@@ -1,13 +1,14 @@
 """ReceiveToStock end to end on the time-skipping server with a real worker over the PostgreSQL stubs: receipts in
 parts, over-receipt, a line the PO does not have, the ERP closing the PO, the overdue clock. Every test asserts
 the buckets, the journal (inventory at standard cost, GRNI at PO cost, the price variance between) and the
-invariant checker."""
+invariant checker. And release 3's continue-as-new: a PO received in many parcels."""
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.testing import WorkflowEnvironment
 
 from adapters.stub_erp import PostgresErp
@@ -15,10 +16,11 @@ from client.names import SLA_BREACHED
 from domain.events import EventType
 from domain.inventory import Bucket
 from domain.receiving import PoOutcome, PoStage, PoState
-from tests.inventory_support import case_kinds, journal, run, stock
+from tests.inventory_support import case_kinds, journal, movements, run, stock
 from tests.ledger_helpers import World
 from tests.support import assert_checker_ok, event
 from tests.support import unique as key
+from workflows.receive_to_stock import ReceiveToStock
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -141,4 +143,41 @@ async def test_overdue_after_expected_at_plus_grace_then_resolved_by_the_last_re
     assert out.stage is PoStage.RECEIVED
     assert case_kinds(s, "resolved") == ["po_receipt_overdue"]
     assert await stock(engine, a, world.dc) == {A: 6}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_po_received_in_many_parcels_continues_as_new_and_receives_each_parcel_once(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """Release 3, on the dev server (continue-as-new as production runs it): a small `continue_as_new_after` makes
+    the PO continue as new every few receipts. The state, the receipt and event IDs seen and the overdue clock go
+    with it (every later run re-arms its one timer); each parcel is received once, whatever comes again."""
+    r, po = run(dev_env, engine, database_url, PoState, "po"), key("PO")
+    a = world.skus[0]  # standard 2.50; the PO pays 2.75
+    expected = datetime.now(UTC) + timedelta(days=2)
+    async with r.worker:
+        first = await r.start_small(ReceiveToStock.run, po, created(po, world.dc, ("1", a, 12, "EA", "2.75"),
+                                                                   expected_at=expected), continue_as_new_after=30)
+        parcels = [received(po, f"GR-{n}", world.dc, ("1", a, 1)) for n in range(1, 13)]
+        for n, parcel in enumerate(parcels[:6], start=1):
+            await r.send(parcel)
+            await r.until(po, lambda s, n=n: sum(ln.received for ln in s.lines) == n, f"parcel {n}")
+        assert len(await r.runs(po, first)) > 1, "the PO did not continue as new"
+        await r.send(parcels[0])  # the first parcel's event again: seen in an earlier run
+        await r.send(received(po, "GR-2", world.dc, ("1", a, 1)))  # the second parcel again, as a new event
+        for parcel in parcels[6:]:
+            await r.send(parcel)
+        out, s = await r.finish(po, PoOutcome)
+        histories = await r.runs(po, first)
+    assert (out.stage, out.received, out.over) == (PoStage.RECEIVED, 12, 0)
+    assert s.duplicate_events == 1 and [n.split(" (")[0] for n in s.notes] == ["receipt GR-2 came again"]
+    assert len(s.receipts) == 12 and len(s.receipt_ids) == 12 and s.overdue_at == expected + timedelta(hours=24)
+    assert len(histories) >= 3  # 30 events hold about three receipts
+    for history in histories[1:-1]:  # (the last run may take its last parcels, and stop the clock, in its first task)
+        timers = [e for e in history.events if e.event_type == HistoryEvent.EVENT_TYPE_TIMER_STARTED]
+        assert len(timers) == 1, "a continued run re-arms the one SLA timer for the carried overdue clock"
+    assert await stock(engine, a, world.dc) == {A: 12}
+    assert len(await movements(engine, po)) == 12  # one RECEIPT a parcel, none twice
+    assert await journal(engine, po) == {world.entity_a: {
+        "inventory": Decimal("30.00"), "goods_received_not_invoiced": Decimal("-33.00"),
+        "purchase_price_variance": Decimal("3.00")}}
     await assert_checker_ok(database_url)

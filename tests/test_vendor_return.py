@@ -1,7 +1,8 @@
 """VendorReturn end to end on the time-skipping server with a real worker over the PostgreSQL stubs: units out of
 `vendor_return` against a vendor credit receivable, settled by a matching credit, a differing credit (its
 difference to its own account), a shipment naming more than vendor_return holds, an overdue credit. Every test
-asserts the buckets, the journal and the invariant checker."""
+asserts the buckets, the journal and the invariant checker. And release 3's continue-as-new while a return waits
+for its credit."""
 from datetime import timedelta
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from tests.inventory_support import case_kinds, journal, run, stock
 from tests.ledger_helpers import World, line, movement
 from tests.support import assert_checker_ok, event
 from tests.support import unique as key
+from workflows.vendor_return import VendorReturn
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -110,4 +112,31 @@ async def test_a_credit_above_the_receivable_and_in_time_after_an_overdue_case(
     assert await journal(engine, rtv) == {world.entity_a: {
         "inventory": Decimal("-7.00"), "accounts_payable": Decimal("7.25"),
         "vendor_credit_variance": Decimal("-0.25")}}
+    await assert_checker_ok(database_url)
+
+
+async def test_credits_in_another_currency_make_the_return_continue_as_new_and_the_credit_settles_it_once(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """Release 3, on the dev server: with a small `continue_as_new_after`, credits the process cannot post (another
+    currency) make the waiting return continue as new; the receivable, the credits seen and the case go with it,
+    and the credit in the receivable's currency settles it once."""
+    r, rtv = run(dev_env, engine, database_url, RtvState, "rtv"), key("RTV")
+    b = world.skus[1]
+    async with r.worker:
+        first = await r.start_small(VendorReturn.run, rtv, shipped(rtv, world.dc, (b, 2)), continue_as_new_after=25)
+        await r.until(rtv, lambda s: s.stage is RtvStage.AWAITING_CREDIT, "shipped")
+        for n in range(1, 7):
+            await r.send(credited(rtv, "7.00", currency="EUR"))
+            await r.until(rtv, lambda s, n=n: len(s.credits) == n, f"credit {n} seen")
+        assert len(await r.runs(rtv, first)) > 1, "the return did not continue as new"
+        await r.send(credited(rtv, "7.00"))
+        out, s = await r.finish(rtv, RtvOutcome)
+        histories = await r.runs(rtv, first)
+    assert (out.stage, out.receivable, out.credited, out.difference) == (
+        RtvStage.CREDITED, Decimal("7.00"), Decimal("7.00"), Decimal("0"))
+    assert [c.applied for c in s.credits] == [False] * 6 + [True]
+    assert case_kinds(s) == ["vendor_credit_mismatch"]  # once, for the first credit in euros
+    assert len(histories) > 1 and s.credit_due_at is not None
+    assert await journal(engine, rtv) == {world.entity_a: {"inventory": Decimal("-7.00"),
+                                                           "accounts_payable": Decimal("7.00")}}
     await assert_checker_ok(database_url)

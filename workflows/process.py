@@ -55,15 +55,16 @@ class Process:
         self.view.show(self.shown(), open_cases=self.cases.open_count, breached=self.cases.sla_breached)
 
     def movement(self, step: str, kind: MovementKind, lines: Sequence[MovementLine] | Mapping[tuple[str, str], int],
-                 reason: str, *, reference: str | None = None) -> MovementRequest:
+                 reason: str, *, reference: str | None = None, reason_code: str | None = None) -> MovementRequest:
         """A ledger movement keyed `{workflow ID}:{step}` (a retry or a replay posts it once). `lines` are
-        movement lines, or units by (sku, location) merged into one line each."""
+        movement lines, or units by (sku, location) merged into one line each; an ADJUST needs its `reason_code`."""
         if isinstance(lines, Mapping):
             lines = [MovementLine(sku=sku, location_id=location, quantity=qty)
                      for (sku, location), qty in sorted(lines.items()) if qty]
         info = workflow.info()
         return MovementRequest(key=f"{self.workflow_id}:{step}", kind=kind, reason=reason, workflow_id=self.workflow_id,
-                               run_id=info.run_id, reference=reference or self.input.business_key, lines=list(lines))
+                               run_id=info.run_id, reference=reference or self.input.business_key, lines=list(lines),
+                               reason_code=reason_code)
 
     async def checkpoint(self, resume: BaseModel) -> None:
         """Continue as new when the history is long (policy `continue_as_new_after`, or Temporal suggests it),
@@ -73,8 +74,7 @@ class Process:
         if not (info.is_continue_as_new_suggested()
                 or info.get_current_history_length() >= self.policy.continue_as_new_after):
             return
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await self.cases.drain()
+        await self._settled()
         self.refresh()
         self.view.flush()
         self.log.info("continuing as new", history_length=info.get_current_history_length(),
@@ -84,12 +84,20 @@ class Process:
             "carried_cases": self.cases.carry(), "resume": resume.model_dump(mode="json"),
         }))
 
+    async def _settled(self) -> None:
+        """Wait until no handler runs and every case send is done, both at once: an update may start while the
+        sends drain, and continuing as new (or closing) under a running update would cut it off halfway."""
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self.cases.drain()
+            if workflow.all_handlers_finished():
+                return
+
     async def close(self, outcome: str, stage: str, state: BaseModel, *, hand_over: Sequence[Event] = ()) -> None:
         """The last step: wait for running handlers and case sends, then one activity enters the process in the
         registry (its business key never opens a second process; the read API answers for it after Temporal's
         retention), hands `hand_over` on, and sends every event still held unapplied to the late-event path."""
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await self.cases.drain()
+        await self._settled()
         self.refresh()
         self.view.flush()
         info = workflow.info()

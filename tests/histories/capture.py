@@ -229,7 +229,8 @@ async def export_all(client, dest: Path) -> list[Path]:  # noqa: ANN001
 
 
 # Exported by tests/test_inventory_control_e2e.py (RETAILFLOW_EXPORT_HISTORIES=1), not by this capture: kept.
-EXPORTED_BY_E2E = ("po~", "count~", "rtv~", "exception~po~", "exception~count~", "exception~rtv~")
+EXPORTED_BY_E2E = ("po~", "count~", "rtv~", "late~webhook~wms~msg_po_late_", "exception~po~", "exception~count~",
+                   "exception~rtv~", "exception~late~webhook~wms~msg_po_late_")
 
 
 def _clear(dest: Path) -> None:
