@@ -21,7 +21,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.erp import AvailabilityRow, FinancialPosting, MovementResult, PostingResult
-from adapters.keys import conflict, request_hash
 from domain.errors import DomainError, ErrorType
 from domain.inventory import Bucket, MovementKind, MovementRequest, apply, deltas
 from domain.items import Item, Location, LocationKind
@@ -35,6 +34,7 @@ from persistence.models import (
     MovementBatchRow,
     MovementRow,
 )
+from persistence.write_once import request_hash, write_once
 
 ITEMS = ItemRow.__table__
 LOCATIONS = LocationRow.__table__
@@ -224,19 +224,10 @@ class PostgresErp:
         result = MovementResult(key=request.key, applied=True, journal_keys=sorted(entries))
 
         # 1. the idempotency row; a same-key racer waits here for the first to commit
-        inserted = await conn.scalar(
-            insert(BATCHES)
-            .values(key=request.key, kind=str(kind), request_hash=fingerprint,
-                    result=result.model_dump(mode="json"), workflow_id=request.workflow_id, run_id=request.run_id)
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(BATCHES.c.key)
-        )
-        if inserted is None:
-            first = (await conn.execute(
-                select(BATCHES.c.request_hash, BATCHES.c.result).where(BATCHES.c.key == request.key)
-            )).one()
-            if first.request_hash != fingerprint:
-                raise conflict(request.key, "movement")
+        first = await write_once(conn, BATCHES, dict(
+            key=request.key, kind=str(kind), request_hash=fingerprint, result=result.model_dump(mode="json"),
+            workflow_id=request.workflow_id, run_id=request.run_id), what="movement")
+        if first is not None:
             return MovementResult.model_validate({**first.result, "applied": False})
 
         # 2. lock (or create) the touched balances, in one deterministic order
@@ -301,18 +292,12 @@ class PostgresErp:
                     raise DomainError(ErrorType.UNKNOWN_LOCATION, f"unknown location {posting.location_id}",
                                       location_ids=[posting.location_id])
                 entity = locations[posting.location_id].legal_entity
-            inserted = await conn.scalar(
-                insert(ENTRIES)
-                .values(key=posting.key, source_key=posting.key, source_kind=str(posting.event), legal_entity=entity,
-                        currency=posting.currency, memo=posting.memo, request_hash=fingerprint,
-                        workflow_id=posting.workflow_id, run_id=posting.run_id, reference=posting.reference)
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(ENTRIES.c.key)
-            )
-            if inserted is None:
-                first = await conn.scalar(select(ENTRIES.c.request_hash).where(ENTRIES.c.key == posting.key))
-                if first != fingerprint:
-                    raise conflict(posting.key, "financial posting")
+            first = await write_once(conn, ENTRIES, dict(
+                key=posting.key, source_key=posting.key, source_kind=str(posting.event), legal_entity=entity,
+                currency=posting.currency, memo=posting.memo, request_hash=fingerprint,
+                workflow_id=posting.workflow_id, run_id=posting.run_id, reference=posting.reference),
+                what="financial posting")
+            if first is not None:
                 return PostingResult(key=posting.key, applied=False)
             await conn.execute(insert(LINES), [
                 {"entry_key": posting.key, "line": n, "account": str(jl.account), "debit": jl.debit,

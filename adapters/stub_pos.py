@@ -11,7 +11,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from adapters.keys import conflict, request_hash
 from adapters.pos import (
     CaptureInput,
     CaptureResult,
@@ -24,6 +23,7 @@ from adapters.pos import (
 )
 from domain.errors import DomainError, ErrorType
 from persistence.models import CaptureRow, PaymentRow, RefundRow, VoidRow
+from persistence.write_once import first, request_hash
 
 PAYMENTS = PaymentRow.__table__
 CAPTURES = CaptureRow.__table__
@@ -42,13 +42,10 @@ async def _captured(conn: AsyncConnection, payment_id: str) -> Decimal:
 
 
 async def _replay(conn: AsyncConnection, table, key: str, fingerprint: str, what: str) -> dict | None:  # noqa: ANN001
-    """The first result stored under `key`, or None if the key is new."""
-    row = (await conn.execute(select(table.c.request_hash, table.c.result).where(table.c.key == key))).first()
-    if row is None:
-        return None
-    if row.request_hash != fingerprint:
-        raise conflict(key, what)
-    return {**row.result, "applied": False}
+    """The first result stored under `key`, or None if the key is new (checked under the caller's lock, before
+    the result is computed: it depends on what the payment holds)."""
+    row = await first(conn, table, {"key": key}, what=what, fingerprint=fingerprint)
+    return None if row is None else {**row.result, "applied": False}
 
 
 class PostgresPos:
