@@ -16,7 +16,6 @@
 - `open_reconciliation_cases`: the case register's open reconciliation cases (to resolve those that cleared).
 - `store_run`: upsert the report by run ID (a retried store writes the same row).
 
-`latest_run(engine)` is what `GET /reconciliation/latest` serves.
 """
 import asyncio
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ from domain.reconciliation import (
     StaleQuery,
 )
 from domain.sla import CaseKind
+from persistence import cases, reconciliation_runs
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -139,11 +139,6 @@ async def quiet_holders(engine: "AsyncEngine", buckets: list[str], quiet_for: ti
         return list(rows.scalars().all())
 
 
-async def last_run_at(engine: "AsyncEngine") -> datetime | None:
-    async with engine.connect() as conn:
-        return await conn.scalar(text("SELECT max(run_at) FROM reconciliation_runs"))
-
-
 async def process_status(client: "Client", workflow_id: str) -> str:
     """running | completed | failed | ... of the latest run of `workflow_id`, or not_found."""
     from temporalio.service import RPCError, RPCStatusCode
@@ -180,7 +175,7 @@ class ReconciliationActivities:
         if query.full:
             since = None
         else:  # the first run looks back FIRST_WINDOW; `retailflow check` proves everything on demand
-            previous = await last_run_at(self.engine)
+            previous, _ = await reconciliation_runs.last_run_at(self.engine)
             since = (previous - WINDOW_MARGIN) if previous is not None else datetime.now(UTC) - FIRST_WINDOW
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -263,13 +258,7 @@ class ReconciliationActivities:
 
     async def _with_open_case(self, workflow_ids: list[str]) -> set[str]:
         """The ended processes that have an open case telling ops about what they still hold."""
-        if not workflow_ids:
-            return set()
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(text(
-                "SELECT DISTINCT process_workflow_id FROM exception_cases WHERE status = 'open' "
-                "AND process_workflow_id = ANY(:ids)"), {"ids": workflow_ids})
-            return {r[0] for r in rows}
+        return await cases.processes_with_open_case(self.engine, workflow_ids)
 
     @activity.defn(name="reconcile_find_stale_processes")
     async def find_stale_processes(self, query: StaleQuery) -> StaleResult:
@@ -293,23 +282,8 @@ class ReconciliationActivities:
     @activity.defn(name="reconcile_open_cases")
     async def open_reconciliation_cases(self, query: OpenCasesQuery) -> list[str]:
         """Open reconciliation cases in the case register (exception_cases)."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(text(
-                "SELECT exception_id FROM exception_cases WHERE kind = :kind AND status = 'open' "
-                "AND starts_with(exception_id, :prefix) ORDER BY 1"),
-                {"kind": CaseKind.RECONCILIATION.value, "prefix": query.prefix})
-            return list(rows.scalars().all())
+        return await cases.open_case_ids(self.engine, CaseKind.RECONCILIATION.value, query.prefix)
 
     @activity.defn(name="reconcile_store_run")
     async def store_run(self, report: ReconciliationReport) -> None:
-        stored = report.model_copy(update={"finished_at": report.finished_at or datetime.now(UTC)})
-        async with self.engine.begin() as conn:
-            await conn.execute(text("""
-                INSERT INTO reconciliation_runs (run_id, workflow_id, run_at, ok, discrepancies, report)
-                VALUES (:run_id, :workflow_id, :run_at, :ok, :discrepancies, CAST(:report AS jsonb))
-                ON CONFLICT (run_id) DO UPDATE
-                   SET ok = EXCLUDED.ok, discrepancies = EXCLUDED.discrepancies, report = EXCLUDED.report,
-                       stored_at = now()"""),
-                {"run_id": report.run_id, "workflow_id": report.workflow_id, "run_at": report.when,
-                 "ok": report.ok, "discrepancies": len(report.discrepancies),
-                 "report": stored.model_dump_json()})
+        await reconciliation_runs.store_run(self.engine, report)

@@ -48,7 +48,8 @@ from domain.ids import late_event_workflow_id
 from domain.late import ClosedProcess, LateEventInput, late_case_id
 from domain.order import OrderDecision
 from domain.process import ProcessInput
-from domain.routing import Route, route
+from domain.routing import Route
+from domain.routing import route as route_of
 
 EVENT_SIGNAL = "event"  # every process receives its events on this signal
 PLACE_UPDATE = "place"  # ReserveToFulfill answers order.placed on this update
@@ -124,10 +125,11 @@ def place_update_id(event: Event) -> str:
     return f"place:{event.event_id}"
 
 
-async def dispatch(client: Client, event: Event, settings: Settings, *, closed: ClosedLookup | None = None,
-                   decision_timeout: timedelta | None = None) -> DispatchResult:
+async def dispatch(client: Client, event: Event, settings: Settings, *, route: Route | None = None,
+                   closed: ClosedLookup | None = None, decision_timeout: timedelta | None = None) -> DispatchResult:
     """Start or advance the process `event` belongs to, or hand it to a LateEvent process when it has ended.
 
+    `route`: the event's Route when the caller has it already (the door routes before it claims the delivery).
     `closed` looks the business key up in the process registry (the door and forward_event pass it).
     For order.placed with `decision_timeout`: when the decision takes longer, the result has `decision=None`
     (the process exists and will decide; the read API has the decision later, and a redelivery, with the same
@@ -135,7 +137,7 @@ async def dispatch(client: Client, event: Event, settings: Settings, *, closed: 
 
     Raises `WorkflowUpdateFailedError` when the process refuses the order (its update validator or handler failed).
     """
-    r = route(event)
+    r = route or route_of(event)
     if closed is not None and (ended := await closed(r.workflow_id)) is not None:
         return await dispatch_late(client, event, settings, r, process_type=ended.workflow_type)
     options = _start_options(r, settings, event)

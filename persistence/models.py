@@ -322,6 +322,17 @@ class WebhookDeliveryRow(SQLModel, table=True):
     answered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+class UnopenedProcessRow(SQLModel, table=True):
+    """A process a source's non-opening event started before its opening event came (revision 0009)."""
+
+    __tablename__ = "unopened_processes"
+
+    source: str = Field(primary_key=True)
+    workflow_id: str = Field(primary_key=True)
+    opener: str
+    first_seen: datetime | None = _created()
+
+
 class ExceptionCaseRow(SQLModel, table=True):
     """The exception-case register (revision 0002); written by activities/cases.py."""
 

@@ -13,9 +13,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.cases import CaseActivities, get_case
+from activities.cases import CaseActivities
 from domain.cases import CaseSnapshot, CaseStatus, ExceptionCaseInput, Lineage, ResolveRequest
 from domain.sla import CaseKind, Severity
+from persistence.cases import get_case
 from starters.exception_cases import CaseNotFound, CaseRefused, resolve_case
 from tests.sla_probe import ProcessStandIn
 from tests.support import unique

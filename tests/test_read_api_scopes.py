@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from activities.cases import record
 from devtools.catalog import ITEMS, LOCATIONS
 from domain.cases import CaseKind, CaseSnapshot, CaseStatus, Severity
+from persistence.cases import record
 from persistence.engine import create_engine
 from starters import exception_cases as exceptions
 from starters.api import create_app
