@@ -74,11 +74,6 @@ class PostgresErp:
         async with self.engine.connect() as conn:
             return await _items(conn, skus)
 
-    async def all_items(self) -> list[Item]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(ITEMS).order_by(ITEMS.c.sku))).mappings()
-            return [_item(r) for r in rows]
-
     async def items_page(self, after: str | None, limit: int) -> list[Item]:
         """Up to `limit` items by SKU, after `after` (the read API's cursor)."""
         query = select(ITEMS).order_by(ITEMS.c.sku).limit(limit)

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -104,18 +104,24 @@ def _lines(lines: list) -> str:
     return f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
 
 
-def _start_options(r: Route, settings: Settings, event: Event | None = None) -> dict:
-    attrs: list[SearchAttributePair] = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
+def search_attributes(r: Route) -> TypedSearchAttributes:
+    """BusinessKey and Channel, set on every start dispatch makes (free at start; the processes need not upsert
+    them, and setting them adds no workflow command)."""
+    pairs: list[SearchAttributePair] = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
     if r.channel:
-        attrs.append(SearchAttributePair(CHANNEL, r.channel))
+        pairs.append(SearchAttributePair(CHANNEL, r.channel))
+    return TypedSearchAttributes(pairs)
+
+
+def _start_options(r: Route, settings: Settings, event: Event) -> dict:
     return dict(
         id=r.workflow_id,
         task_queue=settings.task_queue or TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         # a finished process is never started again by a late or repeated event
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(attrs),
-        static_summary=start_summary(event, r) if event is not None else f"{r.workflow_type} {r.business_key}",
+        search_attributes=search_attributes(r),
+        static_summary=start_summary(event, r),
     )
 
 
@@ -162,15 +168,12 @@ async def dispatch_late(client: Client, event: Event, settings: Settings, r: Rou
     late_id = late_event_workflow_id(event.event_id)
     late = LateEventInput(event=event, process_workflow_id=r.workflow_id, process_type=process_type,
                           business_key=r.business_key, channel=r.channel, sla=settings.sla_policy(r.channel))
-    attrs = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
-    if r.channel:
-        attrs.append(SearchAttributePair(CHANNEL, r.channel))
     try:
         await client.start_workflow(
             "LateEvent", late, id=late_id, task_queue=settings.task_queue or TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(attrs),
+            search_attributes=search_attributes(r),
             static_summary=f"Late {event.type} for ended {process_type} {r.business_key}"[:200],
         )
     except WorkflowAlreadyStartedError:
@@ -178,12 +181,11 @@ async def dispatch_late(client: Client, event: Event, settings: Settings, r: Rou
     return DispatchResult(workflow_id=r.workflow_id, status="late", case_id=late_case_id(late_id, event.type))
 
 
-def _started(handle: object) -> bool:
-    """Whether signal-with-start started the process (else it signalled a running one): the server says so in
-    the response's `started` (the SDK keeps the response on the handle; its first_execution_run_id is set in
-    both cases)."""
-    response = getattr(handle, "_start_workflow_response", None)
-    return bool(getattr(response, "started", True))
+def _started(handle: WorkflowHandle) -> bool:
+    """Whether signal-with-start started the process (else it signalled a running one). The server says so in
+    its response's `started`; temporalio 1.35 has no public property for it (`first_execution_run_id` is set
+    either way on server 1.32+, measured), so it is read, here only, from the response the SDK keeps."""
+    return bool(getattr(handle._start_workflow_response, "started", True))
 
 
 async def _place(client: Client, event: Event, r: Route, settings: Settings, options: dict,

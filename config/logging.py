@@ -243,10 +243,3 @@ def temporal_runtime_logging(level: str = "WARN"):  # noqa: ANN201 - temporalio.
         forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
     )
 
-
-# uvicorn must not install its own handlers: pass `log_config=UVICORN_LOG_CONFIG` to uvicorn.run / Config.
-UVICORN_LOG_CONFIG = None
-
-
-def get_logger(name: str | None = None, **bound: Any) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name).bind(**bound)
