@@ -20,12 +20,15 @@
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
+from activities.checker import ACCRUALS_SQL, ENTITY_INVENTORY_FAST_SQL, ENTITY_INVENTORY_SQL, check_connection
 from domain.reconciliation import (
     HELD_BUCKETS,
     SCHEDULE_ID,
@@ -41,10 +44,6 @@ from domain.reconciliation import (
 )
 from domain.sla import CaseKind
 from persistence import cases, reconciliation_runs
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-    from temporalio.client import Client
 
 DESCRIBE_CONCURRENCY = 20
 # Listed at most (a report must stay well under Temporal's payload limit even when something goes badly wrong);
@@ -93,8 +92,6 @@ class OpenCasesQuery(BaseModel):
 
 
 def _entity_sql(fast: bool = True) -> str:
-    from activities.checker import ENTITY_INVENTORY_FAST_SQL, ENTITY_INVENTORY_SQL
-
     return f"{ENTITY_INVENTORY_FAST_SQL if fast else ENTITY_INVENTORY_SQL}\n ORDER BY 1, 2"
 
 
@@ -120,7 +117,7 @@ _QUIET_SQL = """
      LIMIT :limit"""
 
 
-async def read_holdings(engine: "AsyncEngine", buckets: list[str],
+async def read_holdings(engine: AsyncEngine, buckets: list[str],
                         workflow_ids: list[str] | None = None) -> list[Holding]:
     """Units each process holds in `buckets`, net of its own movements (only positive holdings)."""
     extra = "AND workflow_id = ANY(:ids)" if workflow_ids is not None else ""
@@ -132,17 +129,15 @@ async def read_holdings(engine: "AsyncEngine", buckets: list[str],
     return [Holding(**{k: (int(v) if k == "quantity" else v) for k, v in row.items()}) for row in rows]
 
 
-async def quiet_holders(engine: "AsyncEngine", buckets: list[str], quiet_for: timedelta, limit: int) -> list[str]:
+async def quiet_holders(engine: AsyncEngine, buckets: list[str], quiet_for: timedelta, limit: int) -> list[str]:
     """Processes holding stock that have not moved any for `quiet_for`, the quietest first."""
     async with engine.connect() as conn:
         rows = await conn.execute(text(_QUIET_SQL), {"buckets": buckets, "quiet": quiet_for, "limit": limit})
         return list(rows.scalars().all())
 
 
-async def process_status(client: "Client", workflow_id: str) -> str:
+async def process_status(client: Client, workflow_id: str) -> str:
     """running | completed | failed | ... of the latest run of `workflow_id`, or not_found."""
-    from temporalio.service import RPCError, RPCStatusCode
-
     try:
         description = await client.get_workflow_handle(workflow_id).describe()
     except RPCError as err:
@@ -160,7 +155,7 @@ _LATE_WITHOUT_CASE_SQL = """
 
 
 class ReconciliationActivities:
-    def __init__(self, client: "Client", engine: "AsyncEngine", *, quiet_for: timedelta = timedelta(0)) -> None:
+    def __init__(self, client: Client, engine: AsyncEngine, *, quiet_for: timedelta = timedelta(0)) -> None:
         self.client = client
         self.engine = engine
         # a process that moved stock more recently than this is taken to be running and is not described
@@ -170,8 +165,6 @@ class ReconciliationActivities:
     @activity.defn(name="reconcile_check_inventory")
     async def check_inventory(self, query: InventoryQuery) -> InventoryCheck:
         """The invariant checker plus per-entity figures, in one repeatable-read, read-only snapshot."""
-        from activities.checker import ACCRUALS_SQL, check_connection
-
         if query.full:
             since = None
         else:  # the first run looks back FIRST_WINDOW; `retailflow check` proves everything on demand

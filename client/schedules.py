@@ -22,7 +22,6 @@ the demo's summary and for tests.
 """
 import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from temporalio.client import (
     Client,
@@ -38,6 +37,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from config.settings import Settings
 from domain.reconciliation import (
     SCHEDULE_ID,
     WORKFLOW_TYPE,
@@ -46,21 +46,17 @@ from domain.reconciliation import (
     stale_thresholds,
 )
 
-if TYPE_CHECKING:
-
-    from config.settings import Settings
-
 RUN_TIMEOUT = timedelta(hours=1)  # a run stuck longer (e.g. a database outage) gives way to the next one
 
 
-def reconciliation_input(settings: "Settings") -> ReconciliationInput:
+def reconciliation_input(settings: Settings) -> ReconciliationInput:
     """The run input under these settings: stale thresholds over the default and every per-channel SLA policy."""
     policies = [settings.sla_policy(None), *(settings.sla_policy(c) for c in sorted(settings.sla_by_channel))]
     return ReconciliationInput(stale_after=stale_thresholds(policies),
                                escalate_every=settings.exception_escalate_every)
 
 
-def reconciliation_schedule(settings: "Settings") -> Schedule:
+def reconciliation_schedule(settings: Settings) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             WORKFLOW_TYPE,
@@ -78,7 +74,7 @@ def reconciliation_schedule(settings: "Settings") -> Schedule:
     )
 
 
-async def ensure_schedule(client: Client, settings: "Settings") -> ScheduleHandle:
+async def ensure_schedule(client: Client, settings: Settings) -> ScheduleHandle:
     """Create the `reconciliation` schedule, or bring an existing one in line with `settings` (idempotent)."""
     schedule = reconciliation_schedule(settings)
     try:
@@ -95,7 +91,7 @@ async def ensure_schedule(client: Client, settings: "Settings") -> ScheduleHandl
     return handle
 
 
-async def run_reconciliation(client: Client, settings: "Settings", *,
+async def run_reconciliation(client: Client, settings: Settings, *,
                              input: ReconciliationInput | None = None) -> ReconciliationReport:
     """Run one reconciliation now (workflow ID `reconciliation-manual-<time>`) and wait for its report."""
     workflow_id = f"{SCHEDULE_ID}-manual-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"

@@ -21,13 +21,15 @@ import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import stamina.instrumentation
 import structlog
 from pydantic import SecretBytes, SecretStr
+from temporalio import activity, workflow
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
 
-if TYPE_CHECKING:
-    from config.settings import Settings
+from config.settings import Settings
 
 EventDict = MutableMapping[str, Any]
 
@@ -213,13 +215,8 @@ def configure_logging(settings: Settings | None = None, *, service: str | None =
         logging.getLogger(name).setLevel(max(quiet, logging.getLevelName(level_name)))
 
     # Temporal appends its info dict to the message unless told not to; we lift it into keys instead.
-    from temporalio import activity, workflow
-
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
-
-    import stamina.instrumentation
-
     stamina.instrumentation.set_on_retry_hooks([log_retry])
 
 
@@ -234,10 +231,8 @@ def log_retry(details: Any) -> None:
         retry_in_s=round(details.wait_for, 2), waited_s=round(details.waited_so_far, 2))
 
 
-def temporal_runtime_logging(level: str = "WARN"):  # noqa: ANN201 - temporalio.runtime.LoggingConfig
+def temporal_runtime_logging(level: str = "WARN") -> LoggingConfig:
     """The Rust core's own log lines, forwarded into the `temporalio.core` stdlib logger (one stream)."""
-    from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
-
     return LoggingConfig(
         filter=TelemetryFilter(core_level=level, other_level="ERROR"),
         forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
+from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger("retailflow.http")
 
@@ -114,8 +115,6 @@ class DoorMetrics:
 
 
 def _is_database_error(error: BaseException) -> bool:
-    from sqlalchemy.exc import SQLAlchemyError
-
     return isinstance(error, (SQLAlchemyError, OSError, TimeoutError)) or type(error).__module__.startswith(
         "asyncpg")
 

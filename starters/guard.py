@@ -24,7 +24,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from config.settings import Scope, Settings, webhook_key
+from config.settings import DEV_API_TOKEN, Scope, Settings, dev_webhook_secret, webhook_key
 
 MIN_SECRET_BYTES = 16  # a webhook key (decoded) and a bearer token, at least
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")
@@ -229,8 +229,6 @@ def is_loopback(host: str) -> bool:
 
 def check_startup(settings: Settings) -> None:
     """Raise UnsafeConfiguration listing every problem with the secrets and tokens the service would serve."""
-    from config.settings import DEV_API_TOKEN, dev_webhook_secret
-
     problems: list[str] = []
     public = not is_loopback(settings.http_host)
     for source in sorted(settings.webhook_secrets):
