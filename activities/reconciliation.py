@@ -1,22 +1,5 @@
-"""Reconciliation activities: read the ledger and journal, ask Temporal which processes still run, store a run.
-
-- `check_inventory`: the invariant checker and every legal entity's operational vs financial inventory,
-  read in ONE repeatable-read snapshot (so the two agree with each other on a busy system). Incremental: the
-  totals the ledger and journal keep (0009) instead of their rows, and the journal entries written since the
-  previous run (less WINDOW_MARGIN; FIRST_WINDOW for the first run); `full=True` scans everything, as
-  `retailflow check` does. Heartbeats before each check.
-- `find_orphans`: units in `reserved` / `picked` / `in_transit` whose process (the movements' workflow ID)
-  is not running, read from the holdings the ledger keeps; only processes quiet for a while are described.
-  Describe is strongly consistent, but a process may release and close between the ledger read and the describe; each candidate is therefore read again after the describe, and only what it still
-  holds is reported (a process that closed cleanly holds nothing by then).
-- `find_uninspected` (issue 17): units in `pending_inspection` whose return is not running and that no open
-  exception case of that return covers (not yet called by the Reconciliation workflow: the lead wires it).
-- `find_stale_processes`: open runs of the four process types started longer ago than their `stale_after`,
-  through the Temporal visibility list API (eventually consistent, fine for an alarm).
-- `open_reconciliation_cases`: the case register's open reconciliation cases (to resolve those that cleared).
-- `store_run`: upsert the report by run ID (a retried store writes the same row).
-
-"""
+"""Reconciliation activities: check the ledger and journal in one snapshot, find orphaned and uninspected stock
+and stale processes, store the run (persistence.reconciliation_runs). Each one: docs/runtime.md."""
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal

@@ -1,16 +1,5 @@
-"""The stub ERP on PostgreSQL: item master, the inventory ledger and the journal.
-
-`post_movement` is the one way stock changes. One transaction:
-1. insert the key's idempotency row (ON CONFLICT DO NOTHING). A racing caller with the same key blocks on the
-   unique index until the first commits, then finds the row and returns the first result; a different request
-   under a known key is an IdempotencyConflict;
-2. lock the touched balance rows in sorted (sku, location, bucket) order, creating missing ones (every caller
-   locks in the same order, so concurrent movements never deadlock);
-3. apply the movement with the pure rule (`domain.inventory.apply`): an illegal movement is InvalidTransition,
-   a bucket going below zero is InsufficientStock; the CHECK constraint backs this up;
-4. write the balances, append the movement rows and the journal entries (one per legal entity, at standard
-   unit cost; a deferred trigger refuses an unbalanced entry at commit).
-"""
+"""The stub ERP on PostgreSQL: item master, the inventory ledger and the journal. `post_movement` is the one way
+stock changes, in one transaction (docs/persistence.md)."""
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal

@@ -1,9 +1,5 @@
-"""The stub POS / payment gateway on PostgreSQL: captures against an authorization, voids and refunds.
-
-The authorization is registered the first time a capture (or void) names it. Captures on one payment are
-serialised by locking the payment row, so the sum of captures can never exceed the authorized amount
-(OverCapture) however many shipments capture at once. Every operation is idempotent by its key.
-"""
+"""The stub POS / payment gateway on PostgreSQL: captures against an authorization (never over it), voids and
+refunds, each idempotent by its key (docs/persistence.md)."""
 import hashlib
 from decimal import Decimal
 

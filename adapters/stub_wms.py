@@ -1,16 +1,5 @@
-"""The stub WMS on PostgreSQL: pick tasks, customer shipments (with priced lines, which the returns process
-reads back to know what a customer may return and at what price), transfer shipments and receipts, and the
-interception of an order's fulfilment when it is cancelled (answered `intercepted` unless the stub knows the
-parcel left: `mark_parcel_left`, the stub's stand-in for the warehouse floor, as tests and the demo use it).
-
-Release 2: shipment records carry the payment they were charged to and each line's charged amount; and the
-returnable quantities of every order line across its returns live here (revision 0005): `authorize_return`
-and `close_return` lock the order's `return_orders` row, so two returns of one line decided at the same moment
-are decided one after the other, each seeing what the other holds.
-
-Every record is written once per key: a retry returns applied=False, a different request under a used key is
-an IdempotencyConflict. Stock itself never moves here; the workflows move it through the ERP ledger.
-"""
+"""The stub WMS on PostgreSQL: pick tasks, shipments (priced lines), transfer shipments, receipts, interceptions
+and the returnable quantities of every order line, each record written once by key (docs/persistence.md)."""
 from collections import defaultdict
 from decimal import Decimal
 

@@ -1,20 +1,6 @@
-"""The one mapping from a business event to a process action, used by the webhooks, the CLI, the demo and by
-processes that hand events to each other (the `forward_event` activity).
-
-- `order.placed` is an update-with-start of ReserveToFulfill: the workflow itself answers the reservation
-  decision, and a redelivery answers the same decision.
-- every other event is a signal-with-start of its process: an event that comes before the one that opens its
-  process starts the process, which holds the event until the opening event arrives.
-
-The workflow ID is the business key, so a second start of the same key never makes a second process; the
-event's `event_id` (source + `webhook-id`) makes a redelivered signal harmless inside the process.
-
-An event whose process has ended (found in the process registry, or refused by Temporal as a finished business
-key) is never dropped: it starts a `LateEvent` process (workflows/late_event.py) that stores it, applies its
-goods where they moved, and opens the case that tells ops; the answer is `late` with that case's ID. The
-registry is checked first because Temporal forgets a closed run after the namespace's retention, and a
-business key must never open a second process.
-"""
+"""The one mapping from a business event to a process action (update-with-start for order.placed,
+signal-with-start otherwise, a LateEvent for an ended process), for the door, the CLI and `forward_event`.
+Why each: docs/door.md."""
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta

@@ -1,25 +1,5 @@
-"""The Temporal Schedule `reconciliation`, and the last reconciliation run for the read API.
-
-`ensure_schedule(client, settings)` creates the schedule, or updates it to match the settings when it already
-exists (a paused schedule stays paused, its note is kept): safe to call on every start, by every replica.
-Every `RETAILFLOW_RECONCILIATION_EVERY` (ISO 8601, default `PT15M`) it starts a `Reconciliation` workflow on
-the task queue (workflow ID `reconciliation-<scheduled time>`), overlap policy SKIP (a run still going makes
-the next one skip), catch-up window one interval (after an outage, one run, not a backlog). The SLA
-deadlines in effect (defaults, `RETAILFLOW_SLA`, `RETAILFLOW_SLA_BY_CHANNEL`) are baked into the action's
-input as each process type's `stale_after`, so a settings change reaches the schedule at the next ensure.
-
-Where it is created:
-- `retailflow dev` (and so `retailflow demo`) calls `ensure_schedule` once Temporal is up.
-- Production: `retailflow worker` calls it at start, so docker-compose or a Kubernetes deployment needs
-  nothing extra, and a change of `RETAILFLOW_RECONCILIATION_EVERY` or the SLAs takes effect when the workers
-  roll. Several replicas starting at once are fine (create, or update with the same schedule). To see or drive
-  it by hand: `temporal schedule describe --schedule-id reconciliation`, `temporal schedule trigger
-  --schedule-id reconciliation` (run now), `temporal schedule toggle --pause --schedule-id reconciliation
-  --reason "..."` (ops pause; kept by later ensures).
-
-`run_reconciliation` runs one reconciliation right now (outside the schedule) and returns its report: for
-the demo's summary and for tests.
-"""
+"""The Temporal Schedule `reconciliation` (`ensure_schedule`: create or update, safe on every start) and
+`run_reconciliation` (one run now). Its policies and how to drive it: docs/runtime.md."""
 import dataclasses
 from datetime import UTC, datetime, timedelta
 

@@ -1,19 +1,5 @@
-"""One log stream for everything a retailflow process writes: ours, temporalio's (incl. the Rust core), uvicorn's.
-
-structlog renders; the standard library routes. Every stdlib logger (temporalio, uvicorn, sqlalchemy, alembic)
-propagates to one root handler whose `structlog.stdlib.ProcessorFormatter` renders the line, so a record from
-`logging.getLogger(...)` and one from `structlog.get_logger()` come out alike: JSON when stderr is not a terminal
-(one object a line, for a log shipper), a readable console line on a terminal (`RETAILFLOW_LOG_FORMAT`
-overrides: `json` / `console`).
-
-Temporal puts the workflow's / activity's identity on a record as `temporal_workflow` / `temporal_activity`
-extras; `lift_extras` turns them, and our own `business_key`, `fields` and `correlation_id` extras, into
-top-level keys (`workflow_id`, `run_id`, `workflow_type`, `activity_type`, `business_key`, ...), so every line a
-process writes can be found by its workflow ID or business key. `workflow.logger` is replay-safe (it is silent
-while a workflow replays), so the workflow code logs through it (see `workflows.process.ProcessLog`).
-
-Secrets never reach a line: values under secret-like keys are masked and `SecretStr` renders as `**********`.
-"""
+"""One log stream for everything a retailflow process writes (ours, temporalio's, uvicorn's): structlog renders,
+the standard library routes, secrets are masked. How the records get their keys: docs/runtime.md."""
 from __future__ import annotations
 
 import logging

@@ -1,10 +1,6 @@
-"""The exception-case register (revision 0002): what `GET /exceptions`, `retailflow exceptions list` and the
-reconciliation read, so they never scan Temporal. The ExceptionCase workflow is the source of truth and writes
-here on open, on each escalation and on resolution.
-
-Not write-once: a case changes. Writes are upserts by exception_id that never move a resolved case back to open
-and never lower the escalation count, so a retried (or older) write changes nothing it should not.
-"""
+"""The exception-case register (revision 0002), kept by the ExceptionCase workflow, read by `GET /exceptions`,
+the CLI and the reconciliation so they never scan Temporal. Upserts by exception_id that never move a resolved
+case back to open nor lower its escalations (not write-once: a case changes)."""
 from typing import Any
 
 from sqlalchemy import Row, and_, func, select, tuple_

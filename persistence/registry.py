@@ -1,9 +1,5 @@
-"""The process registry and the late-event store in PostgreSQL (revision 0006), shared by the activities that
-write them, the door that checks a business key before it opens a process, and the read API.
-
-Both are written once by key (persistence.write_once): a retried write changes nothing and answers whether
-it was the first.
-"""
+"""The process registry and the late-event store (revision 0006), each written once by key: the activities
+write them, the door and dispatch check a business key against them, the read API answers from them."""
 import json
 
 from sqlalchemy import select

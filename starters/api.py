@@ -1,16 +1,5 @@
-"""The retailflow HTTP service: webhook ingress (`POST /webhooks/{source}`), the read API, `/healthz`,
-`/readyz` and `/openapi.json`. `retailflow api` and the dev stack run it with `serve(settings)`.
-
-Why FastAPI (on Starlette, served by uvicorn): the event schemas are already pydantic models (domain/events.py),
-and FastAPI turns pydantic models into request validation and an OpenAPI document without a second schema
-language; its dependency injection carries the bearer-token check; it is asyncio-native, like the Temporal
-client and SQLAlchemy's asyncpg engine, so one event loop serves webhooks, queries and database reads. The
-webhook route deliberately does *not* let FastAPI parse its body: a signature is over the raw bytes, and the
-size limit must apply before the body is read, so that route reads `request.stream()` itself and validates
-with the same pydantic models afterwards (the OpenAPI document still publishes them, with examples).
-Starlette's exception handlers give one place to turn every error into RFC 9457 problem+json, and a pure ASGI
-guard (starters.problems.CatchAll) makes sure nothing is ever answered 500.
-"""
+"""The retailflow HTTP service: webhooks, the read API, `/healthz`, `/readyz`, `/openapi.json`; `serve(settings)`
+runs it (`retailflow api`, the dev stack). Why FastAPI, and how the webhook route reads its own body: docs/door.md."""
 import asyncio
 import contextlib
 import json

@@ -1,29 +1,5 @@
-"""`POST /webhooks/{source}`: the integration team's door. Verify, validate, de-duplicate, dispatch, answer.
-
-In order, each step answering its own problem (RFC 9457) and none of them starting or recording anything:
-1. the body is read raw, with the size limit applied before it is all read (`Content-Length`, then the streamed
-   byte count): 413;
-2. the Standard Webhooks signature over the raw bytes (starters.signatures): 401;
-3. JSON (and nested at most `http_max_json_depth` deep): 400; the envelope `{type, timestamp, data}`: 422; the event type allowed for the source: 403;
-   the event's `data` against its schema: 422 with the field errors;
-4. Temporal reachable (a client, connected lazily): 503 + Retry-After.
-Then the delivery is claimed in `webhook_deliveries` by (source, webhook-id): the first insert wins and
-dispatches (client.dispatch); concurrent and later redeliveries wait for and answer the winner's answer. A
-dispatch that fails (Temporal unreachable, the process refusing the order) deletes the claim, so a retry is a
-first delivery again; every dispatch step is itself idempotent (workflow ID = business key, `event_id` = the
-webhook-id, update ID derived from it), so a retry after an uncertain failure is harmless.
-
-Answers: order.placed `200` with the decision, or `202` `{status, workflow_id}` when the decision takes longer
-than `order_decision_timeout` (a redelivery of that order then asks again and answers the decision once it is
-made). Other events `202` `{status: started|signalled|duplicate, workflow_id}`. An event for a process that has
-already ended answers `202` `{status: late, workflow_id, case_id}`: it was stored and handed to a LateEvent
-process, which applies its goods where they moved and opens the case (`case_id` null when the event changes
-nothing, e.g. a delivery confirmed after settlement). An event's identity is its source plus its webhook-id.
-A non-opening event for a process nobody opened yet starts it (it waits for its opening event); each source may
-have at most `unopened_process_limit` such processes, counted in `unopened_processes`: beyond that, `429`.
-`409` when the process refuses the event (ReserveToFulfill's `place` validator: only for a process that already
-exists, e.g. one that ended without an order) or when a `webhook-id` comes again with a different body.
-"""
+"""`POST /webhooks/{source}`: verify, validate, de-duplicate (persistence.deliveries), dispatch, answer. Each step
+answers its own problem and none starts or records anything; the steps and the answers: docs/door.md."""
 import asyncio
 import hashlib
 import logging
