@@ -19,7 +19,7 @@ from adapters.pos import (
 )
 from domain.errors import DomainError, ErrorType
 from persistence.models import CaptureRow, PaymentRow, RefundRow, VoidRow
-from persistence.write_once import first, request_hash
+from persistence.write_once import first_record, request_hash
 
 PAYMENTS = PaymentRow.__table__
 CAPTURES = CaptureRow.__table__
@@ -40,7 +40,7 @@ async def _captured(conn: AsyncConnection, payment_id: str) -> Decimal:
 async def _replay(conn: AsyncConnection, table, key: str, fingerprint: str, what: str) -> dict | None:  # noqa: ANN001
     """The first result stored under `key`, or None if the key is new (checked under the caller's lock, before
     the result is computed: it depends on what the payment holds)."""
-    row = await first(conn, table, {"key": key}, what=what, fingerprint=fingerprint)
+    row = await first_record(conn, table, {"key": key}, what=what, fingerprint=fingerprint)
     return None if row is None else {**row.result, "applied": False}
 
 

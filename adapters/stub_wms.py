@@ -40,7 +40,7 @@ from persistence.models import (
     TransferShipmentRow,
     WmsInterceptionRow,
 )
-from persistence.write_once import conflict, first, request_hash, write_once
+from persistence.write_once import conflict, first_record, request_hash, write_once
 
 PICK_TASKS = PickTaskRow.__table__
 SHIPMENTS = ShipmentRow.__table__
@@ -120,8 +120,8 @@ class PostgresWms:
             # one answer per order and location at a time: a racing parcel_left mark or cancel waits here
             await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(
                 f"wms-intercept:{request.channel}:{request.order_id}:{request.location_id}"))))
-            earlier = await first(conn, INTERCEPTIONS, {"key": request.key}, what="cancel of a fulfilment",
-                                  fingerprint=fingerprint)
+            earlier = await first_record(conn, INTERCEPTIONS, {"key": request.key},
+                                         what="cancel of a fulfilment", fingerprint=fingerprint)
             if earlier is not None:
                 return CancelFulfillmentResult(key=request.key, answer=InterceptAnswer(earlier.answer), applied=False)
             left = await conn.scalar(select(INTERCEPTIONS.c.key).where(
@@ -240,8 +240,8 @@ class PostgresWms:
         fingerprint = request_hash(request)
         async with self.engine.begin() as conn:
             await self._lock_order(conn, request.channel, request.order_id)
-            earlier = await first(conn, AUTHORIZATIONS, {"key": request.key}, what="return authorization",
-                                  fingerprint=fingerprint)
+            earlier = await first_record(conn, AUTHORIZATIONS, {"key": request.key},
+                                         what="return authorization", fingerprint=fingerprint)
             if earlier is not None:
                 return AuthorizeReturnResult.model_validate({**earlier.result, "applied": False})
             shipped, payment_id, shipment_ids = await self._shipped(conn, request.channel, request.order_id)

@@ -37,7 +37,7 @@ def _label(key: dict[str, Any]) -> str:
     return "/".join(str(v) for v in key.values())
 
 
-async def first(conn: AsyncConnection, table: Table, key: dict[str, Any], *, what: str,
+async def first_record(conn: AsyncConnection, table: Table, key: dict[str, Any], *, what: str,
                 fingerprint: str | None = None, fingerprint_column: str = "request_hash") -> Row | None:
     """The record stored under `key` (primary-key columns -> values), or None if the key is new. With a
     `fingerprint`, a record made for a different request is refused (IdempotencyConflict)."""
@@ -58,5 +58,5 @@ async def write_once(conn: AsyncConnection, table: Table, values: dict[str, Any]
     if inserted is not None:
         return None
     fingerprint = values[fingerprint_column] if fingerprint_column is not None else None
-    return await first(conn, table, _key_of(table, values), what=what, fingerprint=fingerprint,
+    return await first_record(conn, table, _key_of(table, values), what=what, fingerprint=fingerprint,
                        fingerprint_column=fingerprint_column or "request_hash")
