@@ -4,12 +4,42 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from domain.sla import CaseKind, Severity
+from domain.sla import CaseKind, Severity, SlaKind
 
 
 class CaseStatus(StrEnum):
     OPEN = "open"
     RESOLVED = "resolved"
+
+
+class CaseRef(BaseModel):
+    """A case as a process's `state` query shows it."""
+
+    exception_id: str
+    kind: CaseKind
+    status: CaseStatus
+    opened_at: datetime
+    deadline: datetime | None = None
+    summary: str
+    breached_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution_note: str | None = None
+
+
+class CarriedClock(BaseModel):
+    """An SLA clock carried across continue-as-new: its deadline, and whether it already breached."""
+
+    kind: SlaKind
+    deadline: datetime | None = None
+    stopped: bool = False
+    breached: bool = False
+
+
+class CarriedCases(BaseModel):
+    """What a process's SLA clocks and cases carry into the next run (continue-as-new)."""
+
+    clocks: list[CarriedClock] = Field(default_factory=list)
+    cases: list[CaseRef] = Field(default_factory=list)
 
 
 class Lineage(BaseModel):

@@ -261,6 +261,9 @@ class OrderShipped(_Data):
     currency: Currency
     payment: Payment
     lines: list[PricedLine] = Field(min_length=1)
+    # Release 3: the shipment that ends the order carries the close too (one hand-over instead of two): no
+    # further shipment will come; `closed.shipment_ids` are every shipment ShipToSettle was handed.
+    closed: "OrderClosed | None" = None
 
 
 class OrderClosed(_Data):

@@ -2,9 +2,11 @@
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.cases import CarriedCases
 from domain.events import Event
 from domain.sla import SlaPolicy
 
@@ -34,16 +36,23 @@ class ProcessPolicy(BaseModel):
     # CountToAdjust: a SKU's variance within both bounds is adjusted at once; beyond either, ops decide.
     count_tolerance_units: int = 2
     count_tolerance_value: Decimal = Decimal("25.00")
+    # Release 3: a run continues as new once its history has this many events (or Temporal suggests it), so a
+    # source that keeps sending can never push a process to Temporal's history limit.
+    continue_as_new_after: int = 2000
 
 
 class ProcessInput(BaseModel):
     """Start input of ReserveToFulfill, ShipToSettle, Transfer and ReturnToRefund.
 
     A process may be started by any of its events (signal-with-start); the opening event arrives like every
-    other one. `pending` carries events not yet applied across continue-as-new.
+    other one. Across continue-as-new (release 3) the next run gets the events not yet applied (`pending`),
+    the event IDs already seen, its SLA clocks and cases, and the process's own state (`resume`).
     """
 
     business_key: str
     channel: str | None = None
     policy: ProcessPolicy = Field(default_factory=ProcessPolicy)
     pending: list[Event] = Field(default_factory=list)
+    seen_event_ids: list[str] = Field(default_factory=list)
+    carried_cases: CarriedCases | None = None
+    resume: dict[str, Any] | None = None

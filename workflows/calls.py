@@ -1,19 +1,18 @@
 """The one way a process workflow calls an activity: the same timeouts and retry policy everywhere.
 
-Transient trouble (an adapter outage, a dropped database connection, an injected fault) is retried with
-backoff for as long as it lasts: a workflow waits out an outage rather than failing. Business refusals are
-raised by the activities as non-retryable `ApplicationError`s with a `type` from `domain.errors.ErrorType`,
-which the workflow catches with `refusal_type`.
+Transient trouble (an adapter outage, a dropped connection, an injected fault) is retried with backoff for as
+long as it lasts; business refusals are non-retryable `ApplicationError`s with a `domain.errors.ErrorType`
+`type`, which `refusal_type` reads. `call_local` runs reads (and short steps of one workflow task) as local
+activities: no server round trip, and all local activities of one workflow task are one action
+(docs/versioning.md and bench/RESULTS.md say where each process uses them).
 """
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
-
-T = TypeVar("T")
 
 RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
@@ -22,20 +21,23 @@ RETRY = RetryPolicy(
     maximum_attempts=0,  # unlimited: only non-retryable refusals stop it
 )
 START_TO_CLOSE = timedelta(seconds=30)
+LOCAL_START_TO_CLOSE = timedelta(seconds=10)
 
 
 async def call(activity: Callable[..., Any], arg: Any, *, summary: str) -> Any:
-    """Run an activity method (e.g. `ErpActivities.post_movement`) with the standard policy.
+    """Run an activity method (e.g. `ErpActivities.post_movement`) on the task queue with the standard policy.
 
     `summary` is what the Temporal UI shows for the call ("reserve 3 units at DC-EAST").
     """
     return await workflow.execute_activity_method(
-        activity,
-        arg,
-        start_to_close_timeout=START_TO_CLOSE,
-        retry_policy=RETRY,
-        summary=summary[:200],
-    )
+        activity, arg, start_to_close_timeout=START_TO_CLOSE, retry_policy=RETRY, summary=summary[:200])
+
+
+async def call_local(activity: Callable[..., Any], arg: Any, *, summary: str) -> Any:
+    """Run an activity method as a local activity in this worker, same retry policy (past a minute of retries
+    the SDK backs off with a timer, so an outage is waited out as with `call`)."""
+    return await workflow.execute_local_activity_method(
+        activity, arg, start_to_close_timeout=LOCAL_START_TO_CLOSE, retry_policy=RETRY, summary=summary[:200])
 
 
 def refusal_type(error: BaseException) -> str | None:

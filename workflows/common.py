@@ -1,14 +1,13 @@
-"""The release patches every process workflow asks (docs/versioning.md)."""
+"""The release patch every process workflow asks first (docs/versioning.md)."""
 from temporalio import workflow
 
-# Release 2 changes the commands of every process workflow (issue 17: the books across process boundaries). One
-# patch for the whole release, asked first thing in each process's __init__: a run started on release 1.0 replays
-# without the marker, gets False and keeps the 1.0 path to its end (the SDK memoizes a patch per run); a run
-# started on release 2 records the marker as its first command and takes the new path everywhere. RELEASES.md
-# names release 1.0; docs/versioning.md has the procedure.
-RELEASE_2 = "release-2"
+# Release 3 (issues 18, 19, 20) rewrites every process on one wiring with fewer actions. Each process's entry asks
+# this patch first thing in __init__: a run started on release 1.0 or 2.0 replays without the marker, gets False
+# and is handed to its frozen implementation in workflows/release_2/ for its whole life (the SDK memoizes a patch
+# per run); a run started on release 3 records the marker as its first command. RELEASES.md names release 2.0.
+RELEASE_3 = "release-3"
 
 
-def on_release_2() -> bool:
-    """True for a run started on release 2 or later; call once, before the run issues any other command."""
-    return workflow.patched(RELEASE_2)
+def on_release_3() -> bool:
+    """True for a run started on release 3 or later; call once, before the run issues any other command."""
+    return workflow.patched(RELEASE_3)

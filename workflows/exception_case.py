@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.sla import Severity
     from workflows.calls import call
-    from workflows.process import ProcessLog, markdown_table
+    from workflows.parts import ProcessLog, markdown_table
 
 # The signal a process's ProcessCases listens on (see workflows/sla.py).
 PROCESS_SIGNAL = "case_resolved"

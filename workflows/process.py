@@ -1,155 +1,102 @@
-"""What every process workflow shares: the inbox that holds and de-duplicates events, and the view ops see
-(search attributes and current details), kept current from the process's own state.
+"""The one wiring every release-3 process workflow is built on (docs/architecture.md, "A process").
 
-Deterministic: no I/O, used only from workflow code.
+`Process` gives each process the same parts, built the same way in `__init__`: an `Inbox` that holds and
+de-duplicates its events, a `ProcessView` (search attributes and current details), a `ProcessLog` bound to the
+business key, and `ProcessCases` (SLA clocks and exception cases). A process describes itself in `shown()`;
+`refresh()` is the one way its view is brought up to date. `movement()` builds its ledger movements with keys
+`{workflow ID}:{step}`; `checkpoint()` continues it as new when its history grows long; `close()` is its last step.
 """
-import logging
-from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from pydantic import BaseModel
 from temporalio import workflow
 
-from client import names as common
-from domain.events import Event, EventType
+from domain.events import Event
+from domain.inventory import MovementKind, MovementLine, MovementRequest
+from domain.late import ClosedProcess
+from domain.process import ProcessInput
 
 with workflow.unsafe.imports_passed_through():
-    from activities.registry import RegistryActivities
-    from activities.routing import RoutingActivities
-    from domain.late import ClosedProcess
+    from activities.routing import ClosingInput, RoutingActivities
     from workflows.calls import call
+    from workflows.parts import Inbox, ProcessLog, ProcessView, Shown, markdown_table
+    from workflows.sla import ProcessCases
+
+__all__ = ["Inbox", "Process", "ProcessLog", "ProcessView", "Shown", "markdown_table"]
 
 
-class Inbox:
-    """Events a process has received, held until the process is ready for them, each applied once.
+class Process:
+    """The base of every release-3 process workflow: its parts, its view, its movements, its end.
 
-    Channels deliver at least once and out of order: an event is accepted once by `event_id`, kept in
-    arrival order, and taken by the process when it reaches the stage that consumes it, so an early
-    event waits instead of being dropped.
+    A subclass sets `process_type` (its workflow type), calls `super().__init__(input)` first thing after the
+    release patch, and implements `shown()`. It calls `refresh()` after it changes what `shown()` reads.
     """
 
-    def __init__(self, pending: Iterable[Event] = ()) -> None:
-        self.pending: list[Event] = []
-        self.seen_ids: set[str] = set()
-        self.applied_types: list[str] = []
-        for event in pending:
-            self.offer(event)
+    process_type: ClassVar[str]
 
-    def offer(self, event: Event) -> bool:
-        """Hold `event`; False if this event_id was seen before (a redelivery)."""
-        if event.event_id in self.seen_ids:
-            return False
-        self.seen_ids.add(event.event_id)
-        self.pending.append(event)
-        return True
+    def __init__(self, input: ProcessInput) -> None:
+        info = workflow.info()
+        self.input = input
+        self.policy = input.policy
+        self.workflow_id = info.workflow_id
+        self.inbox = Inbox(input.pending, input.seen_event_ids)
+        self.log = ProcessLog(input.business_key)
+        self.view = ProcessView()
+        self.cases = ProcessCases(process_type=self.process_type, business_key=input.business_key,
+                                  channel=input.channel, policy=input.policy.sla, view=self.view, inbox=self.inbox,
+                                  log=self.log, carried=input.carried_cases)
 
-    def has(self, *types: EventType) -> bool:
-        return any(e.type in types for e in self.pending)
+    def shown(self) -> Shown:
+        raise NotImplementedError
 
-    def take(self, *types: EventType) -> Event | None:
-        """Remove and return the oldest held event of one of `types`."""
-        for i, event in enumerate(self.pending):
-            if event.type in types:
-                self.applied_types.append(str(event.type))
-                return self.pending.pop(i)
-        return None
+    def refresh(self) -> None:
+        """Bring the view up to date with `shown()` and the cases (one upsert at the end of the task)."""
+        self.view.show(self.shown(), open_cases=self.cases.open_count, breached=self.cases.sla_breached)
 
-    async def opening(self, type: EventType, *, within: timedelta) -> Event | None:
-        """Wait up to `within` for the event that opens the process, then take it; None if it never came (the
-        process was started by an early event and ends unopened)."""
-        try:
-            await workflow.wait_condition(lambda: self.has(type), timeout=within, timeout_summary=f"waiting for {type}")
-        except TimeoutError:
-            return None
-        return self.take(type)
+    def movement(self, step: str, kind: MovementKind, lines: Sequence[MovementLine] | Mapping[tuple[str, str], int],
+                 reason: str, *, reference: str | None = None) -> MovementRequest:
+        """A ledger movement keyed `{workflow ID}:{step}` (a retry or a replay posts it once). `lines` are
+        movement lines, or units by (sku, location) merged into one line each."""
+        if isinstance(lines, Mapping):
+            lines = [MovementLine(sku=sku, location_id=location, quantity=qty)
+                     for (sku, location), qty in sorted(lines.items()) if qty]
+        info = workflow.info()
+        return MovementRequest(key=f"{self.workflow_id}:{step}", kind=kind, reason=reason, workflow_id=self.workflow_id,
+                               run_id=info.run_id, reference=reference or self.input.business_key, lines=list(lines))
 
-    async def next(self, *types: EventType) -> Event:
-        """Wait for, then take, the oldest event of one of `types`."""
-        await workflow.wait_condition(lambda: self.has(*types))
-        event = self.take(*types)
-        assert event is not None
-        return event
-
-
-class ProcessView:
-    """The search attributes and current details of one process run; upserts only what changed."""
-
-    def __init__(self, business_key: str, channel: str | None) -> None:
-        self._values: dict[str, object] = {}
-        self._details = ""
-        updates = [common.BUSINESS_KEY.value_set(business_key)]
-        if channel:
-            updates.append(common.CHANNEL.value_set(channel))
-        workflow.upsert_search_attributes(updates)
-
-    def _set(self, key, value) -> None:  # noqa: ANN001
-        if self._values.get(key.name) == value:
+    async def checkpoint(self, resume: BaseModel) -> None:
+        """Continue as new when the history is long (policy `continue_as_new_after`, or Temporal suggests it),
+        once no handler runs and the cases are drained. `resume` is the process's own state; the next run gets
+        it back in `input.resume`, with the held events, the seen event IDs and the SLA clocks and cases."""
+        info = workflow.info()
+        if not (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= self.policy.continue_as_new_after):
             return
-        self._values[key.name] = value
-        workflow.upsert_search_attributes([key.value_set(value)])
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self.cases.drain()
+        self.refresh()
+        self.view.flush()
+        self.log.info("continuing as new", history_length=info.get_current_history_length(),
+                      held=len(self.inbox.pending))
+        workflow.continue_as_new(self.input.model_copy(update={
+            "pending": list(self.inbox.pending), "seen_event_ids": sorted(self.inbox.seen_ids),
+            "carried_cases": self.cases.carry(), "resume": resume.model_dump(mode="json"),
+        }))
 
-    def stage(self, stage: str) -> None:
-        self._set(common.STAGE, stage)
-
-    def skus(self, skus: Sequence[str]) -> None:
-        self._set(common.SKUS, sorted(set(skus)))
-
-    def locations(self, location_ids: Sequence[str]) -> None:
-        self._set(common.LOCATION_IDS, sorted(set(location_ids)))
-
-    def exceptions(self, open_count: int, breached: bool) -> None:
-        self._set(common.OPEN_EXCEPTIONS, open_count)
-        self._set(common.SLA_BREACHED, breached)
-
-    def details(self, markdown: str) -> None:
-        if markdown != self._details:
-            self._details = markdown
-            workflow.set_current_details(markdown)
-
-
-class ProcessLog:
-    """`workflow.logger` bound once with the business key, so every line a process writes carries it.
-
-    `workflow.logger` is replay-safe (silent while replaying) and adds the workflow and run IDs itself; the
-    structlog formatter lifts `business_key` and the keyword fields into the JSON line.
-    """
-
-    def __init__(self, business_key: str) -> None:
-        self.business_key = business_key
-
-    def _log(self, level: int, event: str, fields: dict[str, object]) -> None:
-        workflow.logger.log(level, event, extra={"business_key": self.business_key, "fields": fields})
-
-    def info(self, event: str, **fields: object) -> None:
-        self._log(logging.INFO, event, fields)
-
-    def warning(self, event: str, **fields: object) -> None:
-        self._log(logging.WARNING, event, fields)
-
-    def error(self, event: str, **fields: object) -> None:
-        self._log(logging.ERROR, event, fields)
-
-
-async def enter_closed(workflow_type: str, business_key: str, channel: str | None, outcome: str, stage: str,
-                       state: BaseModel, inbox: Inbox) -> None:
-    """A process's last step (release 2): enter it in the process registry with its final state, so its
-    business key never opens a second process and the read API answers for it after Temporal's retention; then
-    hand every event it still holds unapplied to the late-event path (forward_event finds the process ended),
-    so nothing that reached a process is dropped when it ends."""
-    info = workflow.info()
-    await call(RegistryActivities.record_closed_process, ClosedProcess(
-        workflow_id=info.workflow_id, run_id=info.run_id, workflow_type=workflow_type, business_key=business_key,
-        channel=channel, outcome=outcome, stage=stage, closed_at=workflow.now(), state=state.model_dump(mode="json"),
-    ), summary=f"registry: {workflow_type} {business_key} ended ({outcome})")
-    handed = 0  # events stay in the inbox (the state query shows them held); ones that arrive meanwhile follow
-    while handed < len(inbox.pending):
-        event = inbox.pending[handed]
-        await call(RoutingActivities.forward_event, event, summary=f"unapplied {event.type} to the late-event path")
-        handed += 1
-
-
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A small markdown table for `set_current_details`."""
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
+    async def close(self, outcome: str, stage: str, state: BaseModel, *, hand_over: Sequence[Event] = ()) -> None:
+        """The last step: wait for running handlers and case sends, then one activity enters the process in the
+        registry (its business key never opens a second process; the read API answers for it after Temporal's
+        retention), hands `hand_over` on, and sends every event still held unapplied to the late-event path."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self.cases.drain()
+        self.refresh()
+        self.view.flush()
+        info = workflow.info()
+        closed = ClosedProcess(workflow_id=self.workflow_id, run_id=info.run_id, workflow_type=self.process_type,
+                               business_key=self.input.business_key, channel=self.input.channel, outcome=outcome,
+                               stage=stage, closed_at=workflow.now(), state=state.model_dump(mode="json"))
+        await call(RoutingActivities.close_process,
+                   ClosingInput(closed=closed, hand_over=list(hand_over), unapplied=list(self.inbox.pending)),
+                   summary=f"close {self.process_type} {self.input.business_key} ({outcome})")
+        self.log.info("process ended", outcome=outcome, stage=stage)

@@ -1,70 +1,45 @@
-"""The one SLA-timer and exception-case mechanism every process uses.
+"""The one SLA-clock and exception-case mechanism every process uses (docs/sla.md has the why).
 
-Usage inside a process workflow:
-
-    self.cases = ProcessCases(process_type="Transfer", business_key=..., channel=None,
-                              policy=input.policy.sla, view=self.view, inbox=self.inbox)
-    self.cases.start_clock(SlaKind.TRANSFER_SHIP_OVERDUE)          # clock starts now
-    event = await self.inbox.next(EventType.TRANSFER_SHIPPED, ...)   # the process waits as usual
+    self.cases.start_clock(SlaKind.TRANSFER_SHIP_OVERDUE)               # the clock starts now
+    event = await self.inbox.next(EventType.TRANSFER_SHIPPED)           # the process waits as usual
     self.cases.stop_clock(SlaKind.TRANSFER_SHIP_OVERDUE, by=event.type)  # resolves the case if it breached
     self.cases.open_case(CaseKind.RECEIPT_VARIANCE, summary=..., details={...})
-    if await self.cases.wait(SlaKind.PICKUP_EXPIRED, lambda: self.inbox.has(EventType.ORDER_COLLECTED)):
-        ...                                                          # the event came in time
-    else: ...                                                        # breaches that act (pickup_expired)
-    await self.cases.drain()                                         # before run() returns
+    if await self.cases.wait(SlaKind.PICKUP_EXPIRED, lambda: ...): ...  # breaches that act
+    await self.cases.drain()                                            # before the run ends
 
-Why it looks like this:
-- A clock is a background task of the process (one durable timer with a summary the Temporal UI shows, "SLA
-  ship_overdue, due 2026-11-23 14:00"), so the process code keeps waiting for its events in straight lines and
-  never has to interleave deadlines with its own waits.
-- A breach never fails the process: at the deadline the clock opens an `ExceptionCase` child workflow (ID
-  exception:{process workflow ID}:{kind}, parent-close ABANDON so the case outlives the process, ID reuse
-  rejected so a case ID is never used twice), sets SlaBreached / OpenExceptions through the ProcessView, logs,
-  and the process keeps waiting for the real event. When that event comes, `stop_clock` signals the case to
-  resolve itself ("late event shipment.dispatched arrived").
-- At most one case per kind per process, whatever happens: the clock of a kind starts once, `open_case` of a
-  kind that has a case is a no-op, and a start that finds the case ID taken (a later run of the same process)
-  adopts the existing case instead of opening a second one.
-- Ops resolve a case on the case itself (update `resolve`); the case then signals `case_resolved` to its
-  process, which this class listens to, so the process's OpenExceptions and `state` stay true.
-- Child starts and signals are background tasks so a breach never blocks the process; `drain()` waits for
-  them (and for cases this run resolved to close) so a process that completes right after a breach never loses
-  the case start or the resolve signal, and never completes before a case it resolved. (Also: the
-  time-skipping test server stops skipping time once an abandoned child completes after its parent closed.)
-
-State lives in the process run: a process that continues-as-new starts its clocks afresh (`since=` keeps the
-original deadline) and re-adopts breached cases by ID on breach.
+- One durable timer per process, for the earliest running deadline (release 3): a watcher task re-arms it only
+  when the earliest deadline changes, so three running clocks cost one timer, not three.
+- A breach never fails the process: it opens an `ExceptionCase` child (ID exception:{process workflow ID}:{kind},
+  parent-close ABANDON, ID reuse rejected: at most one case per kind per process, adopted if it exists), and the
+  process keeps waiting for the real event, whose `stop_clock` signals the case to resolve itself.
+- Ops resolve a case on the case itself; it signals `case_resolved` back, so OpenExceptions stays true.
+- `carry()` / `carried=` take the clocks and cases across continue-as-new.
 """
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from client import names
+
 with workflow.unsafe.imports_passed_through():
-    from domain.cases import CaseResolved, CaseStatus, ExceptionCaseInput, Lineage, ResolveRequest
+    from domain.cases import (
+        CarriedCases,
+        CarriedClock,
+        CaseRef,
+        CaseResolved,
+        CaseStatus,
+        ExceptionCaseInput,
+        Lineage,
+        ResolveRequest,
+    )
     from domain.ids import exception_workflow_id
     from domain.sla import CaseKind, Severity, SlaKind, SlaPolicy
     from workflows.exception_case import PROCESS_SIGNAL, ExceptionCase
-    from workflows.process import Inbox, ProcessLog, ProcessView
-
-
-class CaseRef(BaseModel):
-    """A case as a process's `state` query shows it."""
-
-    exception_id: str
-    kind: CaseKind
-    status: CaseStatus
-    opened_at: datetime
-    deadline: datetime | None = None
-    summary: str
-    breached_at: datetime | None = None
-    resolved_by: str | None = None
-    resolution_note: str | None = None
 
 
 def due_text(at: datetime) -> str:
@@ -78,6 +53,10 @@ class _Clock:
         self.stopped = False
         self.stopped_by: str | None = None
         self.breached = False
+
+    @property
+    def running(self) -> bool:
+        return self.deadline is not None and not self.stopped and not self.breached
 
 
 class _Case:
@@ -96,9 +75,10 @@ class ProcessCases:
         business_key: str,
         channel: str | None,
         policy: SlaPolicy,
-        view: ProcessView,
-        inbox: Inbox | None = None,
-        log: ProcessLog | None = None,
+        view: Any,  # workflows.process.ProcessView (that module builds this one)
+        inbox: Any = None,  # workflows.process.Inbox
+        log: Any = None,  # workflows.process.ProcessLog
+        carried: CarriedCases | None = None,
     ) -> None:
         info = workflow.info()
         self.process_type = process_type
@@ -109,19 +89,36 @@ class ProcessCases:
         self.policy = policy
         self.view = view
         self.inbox = inbox
-        self.log = log or ProcessLog(business_key)
+        self.log = log
         self._location_ids: list[str] = []
         self._skus: list[str] = []
         self._clocks: dict[SlaKind, _Clock] = {}
         self._cases: dict[CaseKind, _Case] = {}
+        self._earliest: datetime | None = None  # the deadline the one timer is armed for
+        self._watcher: asyncio.Task[None] | None = None
         self._in_flight = 0
-        self._tasks: set[asyncio.Task[None]] = set()  # held so the loop never drops a running clock or send
+        self._tasks: set[asyncio.Task[None]] = set()  # held so the loop never drops a running send
         workflow.set_signal_handler(PROCESS_SIGNAL, self._on_case_resolved)
+        for c in (carried.clocks if carried else []):
+            clock = _Clock(c.kind, c.deadline)
+            clock.stopped, clock.breached = c.stopped, c.breached
+            self._clocks[c.kind] = clock
+        for ref in (carried.cases if carried else []):
+            case = _Case(ref)
+            case.settled = case.exists = True  # opened by an earlier run: signalled by ID from now on
+            self._cases[ref.kind] = case
 
     def scope(self, *, location_ids: Sequence[str] = (), skus: Sequence[str] = ()) -> None:
         """What the process touches, carried onto every case it opens (for ops' list queries)."""
         self._location_ids = sorted(set(self._location_ids) | set(location_ids))
         self._skus = sorted(set(self._skus) | set(skus))
+
+    def carry(self) -> CarriedCases:
+        """The clocks and cases, for the next run of this process (continue-as-new)."""
+        return CarriedCases(
+            clocks=[CarriedClock(kind=c.kind, deadline=c.deadline, stopped=c.stopped, breached=c.breached)
+                    for c in self._clocks.values()],
+            cases=[c.ref.model_copy() for c in self._cases.values()])
 
     # ---- clocks ------------------------------------------------------------------------------------------
 
@@ -129,27 +126,20 @@ class ProcessCases:
         """Start the named clock (deadline from the policy); starting a running or stopped clock again is a no-op."""
         if kind in self._clocks:
             return
-        deadline = (since or workflow.now()) + self.policy.deadline(kind)
-        clock = _Clock(kind, deadline)
-        self._clocks[kind] = clock
-        self._keep(asyncio.create_task(self._watch(clock)))
+        self._clocks[kind] = _Clock(kind, (since or workflow.now()) + self.policy.deadline(kind))
+        self._rearm()
 
     def restart_clock(self, kind: SlaKind, *, since: datetime | None = None) -> None:
         """Start a clock that was stopped again (a return's units await inspection again after a later parcel);
-        a running clock keeps its deadline. Still at most one case per kind per process: a second breach of a
-        kind whose case exists only marks the clock breached."""
+        a running clock keeps its deadline. Still at most one case per kind per process."""
         clock = self._clocks.get(kind)
         if clock is not None and not clock.stopped:
             return
         self._clocks.pop(kind, None)
         self.start_clock(kind, since=since)
 
-    def deadline(self, kind: SlaKind) -> datetime | None:
-        clock = self._clocks.get(kind)
-        return clock.deadline if clock else None
-
     def stop_clock(self, kind: SlaKind, *, by: str) -> None:
-        """The awaited event came: cancel the timer, or resolve the case if the clock had breached.
+        """The awaited event came: the clock stops, or the case resolves if the clock had breached.
 
         Stopping a clock that never started marks it stopped, so a later `start_clock` of it is a no-op (the
         event came early)."""
@@ -161,6 +151,7 @@ class ProcessCases:
         if clock.breached:
             self.log.info("SLA met late", kind=str(kind), by=str(by))
             self._resolve(CaseKind(kind.value), note=f"late event {by} arrived")
+        self._rearm()
 
     def stop_all(self, *, by: str) -> None:
         """Stop every running clock (the process ends another way, e.g. cancelled), resolving breached ones."""
@@ -177,19 +168,42 @@ class ProcessCases:
         await workflow.wait_condition(lambda: condition() or self.breached(kind))
         return condition()
 
-    async def _watch(self, clock: _Clock) -> None:
-        assert clock.deadline is not None
-        remaining = clock.deadline - workflow.now()
-        if remaining > timedelta(0):
-            try:
-                await workflow.wait_condition(lambda: clock.stopped, timeout=remaining,
-                                              timeout_summary=f"SLA {clock.kind}, due {due_text(clock.deadline)}")
-            except TimeoutError:
-                pass
-        if clock.stopped:
+    def _next_deadline(self) -> datetime | None:
+        running = [c.deadline for c in self._clocks.values() if c.running and c.deadline is not None]
+        return min(running) if running else None
+
+    def _rearm(self) -> None:
+        """Point the one timer at the earliest running deadline: a new timer only when that deadline changed."""
+        earliest = self._next_deadline()
+        if earliest == self._earliest and (self._watcher is not None or earliest is None):
             return
+        self._earliest = earliest
+        if self._watcher is None and earliest is not None:
+            self._watcher = asyncio.create_task(self._watch())
+            self._keep(self._watcher)
+
+    async def _watch(self) -> None:
+        while self._earliest is not None:
+            armed = self._earliest
+            remaining = armed - workflow.now()
+            if remaining > timedelta(0):
+                due = [c.kind for c in self._clocks.values() if c.running and c.deadline == armed]
+                try:
+                    await workflow.wait_condition(
+                        lambda armed=armed: self._earliest != armed, timeout=remaining,
+                        timeout_summary=f"SLA {', '.join(str(k) for k in due)}, due {due_text(armed)}")
+                    continue  # re-armed: the earliest deadline changed
+                except TimeoutError:
+                    pass
+            now = workflow.now()
+            for clock in [c for c in self._clocks.values() if c.running and c.deadline and c.deadline <= now]:
+                self._breach(clock, now)
+            self._earliest = self._next_deadline()
+        self._watcher = None
+
+    def _breach(self, clock: _Clock, breached_at: datetime) -> None:
+        assert clock.deadline is not None
         clock.breached = True
-        breached_at = workflow.now()
         self.log.warning("SLA breached", kind=str(clock.kind), deadline=clock.deadline.isoformat(),
                          process_type=self.process_type)
         self._open(
@@ -326,7 +340,8 @@ class ProcessCases:
         self._refresh_view()
 
     def _refresh_view(self) -> None:
-        self.view.exceptions(self.open_count, self.sla_breached)
+        self.view.set(names.OPEN_EXCEPTIONS, self.open_count)
+        self.view.set(names.SLA_BREACHED, self.sla_breached)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         self._in_flight += 1
