@@ -180,6 +180,10 @@ def exceptions_list(
 ) -> None:
     """Exception cases with kind, severity, business key, deadline and escalations."""
     from starters.exception_cases import list_cases
+
+    if status not in ("open", "resolved", "all"):
+        typer.echo(f"error: --status is open, resolved or all, not {status!r}", err=True)
+        raise typer.Exit(2)
     url = need_database(with_running_stack(settings()))
 
     async def go() -> Any:

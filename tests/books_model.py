@@ -27,6 +27,7 @@ from domain import ids
 from domain.inventory import Bucket, MovementKind
 from domain.transfer import SHRINK_IN_TRANSIT
 from starters.signatures import sign_headers
+from tests.support import checker_findings
 
 VERBOSE = os.environ.get("RETAILFLOW_BOOKS_VERBOSE") == "1"  # print every delivery and its answer
 SECRET = "whsec_" + "Ym9va3Mtc3RhdGVmdWwtc2VjcmV0LTAxMjM0NTY3"
@@ -92,7 +93,8 @@ class Door:
         await quiet(self.client, workflow_ids, interval=0.05)
 
     async def state(self, workflow_id: str) -> dict:
-        """A process's `state` query (also on a closed run: the worker answers it)."""
+        """A process's `state` query (also on a closed run: the worker answers it). By name: the ID may be any
+        process's, and every process answers `state`."""
         try:
             return await self.client.get_workflow_handle(workflow_id).query("state", result_type=dict)
         except Exception:  # noqa: BLE001 - not started, or no state to show: nothing to learn from it
@@ -272,8 +274,7 @@ class RedeliveryAnsweredDifferently(BooksViolation):
 
 
 async def journal_equals_ledger(database_url: str) -> list[str]:
-    report = await check(database_url)
-    return [f"{c.name}: {c.violations} violation(s), e.g. {c.samples[:3]}" for c in report.failed()]
+    return checker_findings(await check(database_url))
 
 
 async def network_units(engine: AsyncEngine, truth: Truth) -> list[str]:

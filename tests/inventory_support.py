@@ -1,9 +1,7 @@
 """What the inventory-control process tests share (ReceiveToStock, CountToAdjust, VendorReturn): one test's worker
 on the time-skipping server, events through `client.dispatch.dispatch`, and the ledger / journal read back."""
 import asyncio
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,24 +11,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.checker import check
 from adapters.stub_erp import PostgresErp
 from client.dispatch import dispatch
 from config.settings import Settings
 from devtools.histories import replayer
-from domain.events import Event, EventType
+from domain.counts import CountState
+from domain.events import Event
 from domain.inventory import Bucket
+from domain.receiving import PoState
+from domain.vendor_returns import RtvState
 from tests.ledger_helpers import buckets
+from tests.support import eventually, terminate_open_cases
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
+from workflows.count_to_adjust import CountToAdjust
+from workflows.receive_to_stock import ReceiveToStock
+from workflows.vendor_return import VendorReturn
 
-
-def event(type: EventType, data: dict, *, source: str = "wms", event_id: str | None = None) -> Event:
-    return Event.parse(event_id or uuid.uuid4().hex, type, datetime.now(UTC), source, data)
-
-
-def key(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+# The process whose `state` query answers each state model.
+PROCESS_OF: dict[type[BaseModel], type] = {PoState: ReceiveToStock, CountState: CountToAdjust, RtvState: VendorReturn}
 
 
 async def stock(engine: AsyncEngine, sku: str, location_id: str) -> dict[Bucket, int]:
@@ -57,11 +56,6 @@ async def movements(engine: AsyncEngine, reference: str) -> list[tuple[str, str,
         return [tuple(row) for row in await conn.execute(text(sql), {"r": reference})]  # type: ignore[misc]
 
 
-async def assert_checker_ok(database_url: str) -> None:
-    report = await check(database_url)
-    assert report.ok, report.failed()
-
-
 def case_kinds(state: Any, status: str | None = None) -> list[str]:
     return sorted(c["kind"] for c in state.exceptions if status is None or c["status"] == status)
 
@@ -72,27 +66,20 @@ class Run:
     def __init__(self, env: WorkflowEnvironment, engine: AsyncEngine, settings: Settings, state_type: type[BaseModel],
                  prefix: str) -> None:
         self.env, self.client, self.settings = env, env.client, settings
-        self.state_type, self.prefix = state_type, prefix
+        self.process, self.prefix = PROCESS_OF[state_type], prefix
         self.worker = build_worker(env.client, engine, settings)
 
     async def send(self, e: Event) -> str:
         return (await dispatch(self.client, e, self.settings)).status
 
     def handle(self, business_key: str) -> WorkflowHandle:
-        return self.client.get_workflow_handle(f"{self.prefix}:{business_key}")
+        return self.client.get_workflow_handle_for(self.process.run, f"{self.prefix}:{business_key}")
 
     async def state(self, business_key: str) -> Any:
-        return await self.handle(business_key).query("state", result_type=self.state_type)
+        return await self.handle(business_key).query(self.process.query_state)
 
     async def until(self, business_key: str, ok: Callable[[Any], bool], what: str, limit: float = 30.0) -> Any:
-        deadline = asyncio.get_running_loop().time() + limit
-        while True:
-            s = await self.state(business_key)
-            if ok(s):
-                return s
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; state: {s.model_dump_json(indent=1)}")
-            await asyncio.sleep(0.1)
+        return await eventually(lambda: self.state(business_key), ok, what=what, within=limit)
 
     async def finish(self, business_key: str, outcome_type: type[BaseModel]) -> tuple[Any, Any]:
         """The process's result and final state; its cases settled; its history replays against today's code."""
@@ -100,11 +87,9 @@ class Run:
         out = outcome_type.model_validate(await asyncio.wait_for(handle.result(), timeout=60))
         final = await self.state(business_key)
         for case in final.exceptions:
-            case_handle = self.client.get_workflow_handle(case["exception_id"])
             if case["status"] == "resolved":
-                await asyncio.wait_for(case_handle.result(), timeout=30)
-            else:
-                await case_handle.terminate("test over")
+                await asyncio.wait_for(self.client.get_workflow_handle(case["exception_id"]).result(), timeout=30)
+        await terminate_open_cases(self.client, [c["exception_id"] for c in final.exceptions])
         replayed = await replayer().replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
         assert replayed.replay_failure is None, replayed.replay_failure
         return out, final

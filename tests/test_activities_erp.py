@@ -7,7 +7,6 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.checker import check
 from activities.erp import ErpActivities
 from activities.faults import Faults
 from adapters.erp import AvailabilityInput, FinancialPosting, LookupItemsInput, LookupLocationsInput
@@ -19,6 +18,7 @@ from domain.inventory import Bucket, MovementKind
 from domain.journal import FinancialEvent
 from persistence.engine import create_engine
 from tests.ledger_helpers import World, buckets, line, movement
+from tests.support import assert_checker_ok
 
 K = MovementKind
 
@@ -73,7 +73,7 @@ async def test_post_movement_retried_with_the_same_key_applies_once(erp: Postgre
     retried = await env.run(acts.post_movement, receipt.model_copy(update={"run_id": "run-2"}))
     assert first.applied and not retried.applied and retried.journal_keys == first.journal_keys
     assert (await buckets(erp, sku, world.store))[Bucket.AVAILABLE] == 4
-    assert (await check(database_url)).ok
+    await assert_checker_ok(database_url)
 
 
 @pytest.mark.parametrize(("make", "error"), [

@@ -17,8 +17,10 @@ from domain.counts import CountOutcome, CountStage, CountState, DecisionRequest,
 from domain.events import EventType
 from domain.inventory import Bucket, MovementKind
 from starters.counts import CountRefused, decide
-from tests.inventory_support import assert_checker_ok, case_kinds, event, journal, key, movements, run, stock
+from tests.inventory_support import case_kinds, journal, movements, run, stock
 from tests.ledger_helpers import World, line, movement
+from tests.support import assert_checker_ok, event
+from tests.support import unique as key
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -18,12 +18,18 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
+from activities.checker import check
 from client.names import SEARCH_ATTRIBUTES
 from config.settings import Settings
 from devtools.embedded_postgres import free_port
 from devtools.stack import PARTS, AlreadyRunning, DevStack, PartFailed, settings_env
-from tests.support import temporal_cli
+from persistence.migrations import current
+from tests.support import assert_checker_ok, eventually, temporal_cli
 
 pytestmark = pytest.mark.stack
 
@@ -88,12 +94,9 @@ async def test_the_namespace_retention_is_set_explicitly(stack):
 
 
 async def test_database_is_migrated_and_seeded(stack):
-    from activities.checker import check
-    from persistence.migrations import current
-
     assert await current(stack.database_url) is not None
-    report = await check(stack.database_url)
-    assert report.ok and report.totals["items"] > 0 and report.totals["movements"] > 0
+    report = await assert_checker_ok(stack.database_url)
+    assert report.totals["items"] > 0 and report.totals["movements"] > 0
 
 
 @pytest.mark.skipif(not HAS_API, reason="starters/api.py not there yet")
@@ -140,10 +143,9 @@ async def test_a_crashed_worker_is_seen_and_restarted(stack):
 
 
 async def test_temporal_restart_keeps_runs_and_attributes(stack):
-    from temporalio.client import Client
-
     client = await Client.connect(stack.temporal_address)
     workflow_id = f"persist-{time.time_ns()}"
+    # by name: a run of a type no worker knows, on a queue nobody polls, stays as it was started
     await client.start_workflow("NoSuchWorkflow", id=workflow_id, task_queue="nobody-polls-this")
     await stack.kill("temporal", signal.SIGKILL)
     await stack.restart("temporal")
@@ -151,27 +153,16 @@ async def test_temporal_restart_keeps_runs_and_attributes(stack):
     description = await client.get_workflow_handle(workflow_id).describe()
     assert description.workflow_type == "NoSuchWorkflow"
     # the worker reconnects by itself: it polls again without a restart
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
     prefix = f"{stack.parts['worker'].pid}@"
     request = DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name=stack.settings.task_queue),
                                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pollers = (await client.workflow_service.describe_task_queue(request)).pollers
-        if any(p.identity.startswith(prefix) for p in pollers):
-            break
-        await asyncio.sleep(0.5)
-    else:
-        pytest.fail("the worker did not poll again after Temporal restarted")
+    await eventually(lambda: client.workflow_service.describe_task_queue(request),
+                     lambda d: any(p.identity.startswith(prefix) for p in d.pollers),
+                     what="the worker polls again after Temporal restarted", within=60, every=0.5)
     assert stack.parts["worker"].alive()
 
 
 async def test_postgres_restart_keeps_data_on_the_same_port(stack):
-    from activities.checker import check
-
     url = stack.database_url
     before = (await check(url)).totals
     await stack.kill("postgres", signal.SIGKILL)

@@ -18,6 +18,8 @@ from persistence.engine import create_engine
 from starters.api import create_app, server
 from starters.guard import UnsafeConfiguration, check_startup, json_depth
 from starters.signatures import sign_headers
+from starters.webhooks import TemporalUnavailable
+from tests.support import eventually
 from tests.support import test_settings as make_settings
 
 SECRET = "whsec_c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm"
@@ -25,8 +27,6 @@ TOKEN = "door-token-0123456789"
 
 
 async def _no_temporal():
-    from starters.webhooks import TemporalUnavailable
-
     raise TemporalUnavailable("not in this test")
 
 
@@ -40,8 +40,7 @@ async def door(database_url):
     engine = create_engine(database_url, pool_size=2, max_overflow=0)
     srv = server(settings, create_app(settings, engine=engine, client_provider=_no_temporal))
     task = asyncio.create_task(srv.serve())
-    while not srv.started:  # noqa: ASYNC110 - uvicorn offers no event for "listening"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: srv.started, what="uvicorn listening", every=0.05)  # it offers no event for that
     yield port
     srv.should_exit = True
     await task

@@ -6,7 +6,6 @@ import json
 import re
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,13 +18,12 @@ from starters import door_metrics
 from starters.api import create_app
 from starters.signatures import sign_headers
 from starters.webhooks import TemporalUnavailable
-from tests.support import seeded
+from tests.support import example, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECRET = "whsec_" + "ZTJlLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm"
 
 
@@ -40,9 +38,7 @@ def sample(metrics: str, name: str, **labels: str) -> float:
 
 
 def body(type_: str, **data: object) -> bytes:
-    b = json.loads((EXAMPLES / f"{type_.replace('.', '_')}.json").read_text())
-    b["data"].update(data)
-    return json.dumps(b).encode()
+    return json.dumps(example(type_, **data)).encode()
 
 
 async def post(http: httpx.AsyncClient, source: str, raw: bytes, webhook_id: str | None = None, *,

@@ -3,7 +3,6 @@ counted in PostgreSQL, freed when the opening event comes); delivery records are
 and stale pending claims swept; a reconciliation that has not run lately is a finding on /readyz."""
 import json
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,16 +12,14 @@ from persistence.engine import create_engine
 from persistence.housekeeping import sweep
 from starters.api import create_app
 from starters.signatures import sign_headers
+from tests.support import example
 from tests.support import test_settings as make_settings
 
 SECRET = "whsec_c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def event(name: str, **data) -> bytes:
-    body = json.loads((EXAMPLES / f"{name}.json").read_text())
-    body["data"].update(data)
-    return json.dumps(body).encode()
+def body(type_: str, **data: object) -> bytes:
+    return json.dumps(example(type_, **data)).encode()
 
 
 async def post(http, source: str, body: bytes, webhook_id: str | None = None) -> httpx.Response:
@@ -53,9 +50,9 @@ async def test_a_source_opens_only_so_many_processes_without_their_opening_event
         await conn.execute(text("DELETE FROM unopened_processes"))
     ids = [f"T-u-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     first_id = f"msg_{uuid.uuid4().hex}"
-    assert (await post(http, "wms", event("transfer_shipped", transfer_id=ids[0]), first_id)).status_code == 202
-    assert (await post(http, "wms", event("transfer_shipped", transfer_id=ids[1]))).status_code == 202
-    refused = await post(http, "wms", event("transfer_shipped", transfer_id=ids[2]))
+    assert (await post(http, "wms", body("transfer.shipped", transfer_id=ids[0]), first_id)).status_code == 202
+    assert (await post(http, "wms", body("transfer.shipped", transfer_id=ids[1]))).status_code == 202
+    refused = await post(http, "wms", body("transfer.shipped", transfer_id=ids[2]))
     assert refused.status_code == 429 and refused.headers["content-type"] == "application/problem+json"
     assert "never received their opening event (limit 2)" in refused.json()["detail"]
     assert refused.headers["retry-after"]
@@ -63,16 +60,16 @@ async def test_a_source_opens_only_so_many_processes_without_their_opening_event
         assert not await conn.scalar(text("SELECT count(*) FROM webhook_deliveries WHERE workflow_id = :w"),
                                      {"w": f"transfer:{ids[2]}"})
     # the processes already counted still take events, and a redelivery is answered as before
-    assert (await post(http, "wms", event("transfer_received", transfer_id=ids[0]))).status_code == 202
-    assert (await post(http, "wms", event("transfer_shipped", transfer_id=ids[0]), first_id)).status_code == 202
+    assert (await post(http, "wms", body("transfer.received", transfer_id=ids[0]))).status_code == 202
+    assert (await post(http, "wms", body("transfer.shipped", transfer_id=ids[0]), first_id)).status_code == 202
     # another source has its own allowance
-    assert (await post(http, "pos", event("transfer_shipped", transfer_id=ids[2]))).status_code == 202
+    assert (await post(http, "pos", body("transfer.shipped", transfer_id=ids[2]))).status_code == 202
     assert await waiting(engine, "wms") == 2 and await waiting(engine, "pos") == 1
     # the opening event frees its place
-    opening = event("transfer_requested", transfer_id=ids[0])
+    opening = body("transfer.requested", transfer_id=ids[0])
     assert (await post(http, "wms", opening)).status_code == 202
     assert await waiting(engine, "wms") == 1
-    assert (await post(http, "wms", event("transfer_shipped", transfer_id=f"T-u-{uuid.uuid4().hex[:8]}"))
+    assert (await post(http, "wms", body("transfer.shipped", transfer_id=f"T-u-{uuid.uuid4().hex[:8]}"))
             ).status_code == 202
 
 

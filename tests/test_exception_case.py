@@ -1,30 +1,29 @@
 """The ExceptionCase workflow on its own (time-skipping server): ops resolve through the validated update,
 escalation until resolved, continue-as-new with the schedule intact, and the register kept in step."""
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import pytest
 import pytest_asyncio
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.cases import CaseActivities
+from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SLA_BREACHED, STAGE
 from domain.cases import CaseSnapshot, CaseStatus, ExceptionCaseInput, Lineage, ResolveRequest
 from domain.sla import CaseKind, Severity
 from persistence.cases import get_case
 from starters.exception_cases import CaseNotFound, CaseRefused, resolve_case
 from tests.sla_probe import ProcessStandIn
-from tests.support import unique
+from tests.support import eventually, terminate_open_cases, unique
 from worker.factory import workflow_runner
 from worker.registry import activity_methods
 from workflows.exception_case import ExceptionCase
 
-T = TypeVar("T")
+STARTED: list[str] = []  # every case a test opened, after its stand-in process
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -33,36 +32,8 @@ async def env(time_skipping_env: WorkflowEnvironment, engine) -> AsyncIterator[t
     async with Worker(time_skipping_env.client, task_queue=task_queue, workflows=[ExceptionCase, ProcessStandIn],
                       activities=activity_methods(CaseActivities(engine)), workflow_runner=workflow_runner()):
         yield time_skipping_env, task_queue
-        await terminate_open(time_skipping_env.client)
-
-
-STARTED: list[str] = []
-
-
-async def terminate_open(client: Client) -> None:
-    """An open case keeps escalating; its timers must not fire into a task queue nobody polls any more."""
-    while STARTED:
-        handle = client.get_workflow_handle(STARTED.pop())
-        try:
-            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-                await handle.terminate("test over")
-        except RPCError:
-            pass  # started on another test's server
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], *, within: float = 20.0) -> T:
-    deadline = asyncio.get_running_loop().time() + within
-    value = None
-    while True:
-        try:
-            value = await probe()
-            if check(value):
-                return value
-        except RPCError:
-            pass
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
-        await asyncio.sleep(0.1)
+        await terminate_open_cases(time_skipping_env.client, reversed(STARTED))  # a case before its process
+        STARTED.clear()
 
 
 async def open_case(client: Client, task_queue: str, *, opened_at: datetime | None = None,
@@ -77,7 +48,7 @@ async def open_case(client: Client, task_queue: str, *, opened_at: datetime | No
                         events_seen=["transfer.requested", "transfer.shipped"], deadline=now, breached_at=now),
         opened_at=now, **kw)  # type: ignore[arg-type]
     await client.start_workflow(ProcessStandIn.run, id=process_id, task_queue=task_queue)
-    STARTED.extend([process_id, exception_id])  # popped case first, then its process
+    STARTED.extend([process_id, exception_id])
     return await client.start_workflow(ExceptionCase.run, case_input, id=exception_id, task_queue=task_queue)
 
 
@@ -120,7 +91,7 @@ async def test_ops_resolve_then_a_second_resolve_is_refused_as_already_resolved(
     assert (await get_case(engine, handle.id)).resolution.resolved_by == "ann"
     # the process heard that ops resolved its case
     process = tenv.client.get_workflow_handle(snapshot.process_workflow_id)
-    notices = await eventually(lambda: process.query("notices", result_type=list), lambda n: len(n) == 1)
+    notices = await eventually(lambda: process.query(ProcessStandIn.get_notices), lambda n: len(n) == 1)
     assert notices[0]["exception_id"] == handle.id and notices[0]["resolution"]["resolved_by"] == "ann"
 
 
@@ -203,8 +174,6 @@ async def test_search_attributes_follow_the_case(env):
     handle = await open_case(tenv.client, tq)
     await eventually(lambda: state(handle), lambda s: s is not None)
     # The time-skipping server keeps search attributes; the case sets them as it opens and as it resolves.
-    from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SLA_BREACHED, STAGE
-
     attrs = (await eventually(handle.describe, lambda d: d.typed_search_attributes.get(STAGE) == "open")
              ).typed_search_attributes
     assert attrs.get(OPEN_EXCEPTIONS) == 1 and attrs.get(SLA_BREACHED) is True

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -20,7 +19,6 @@ import pytest
 from sqlalchemy import text
 from temporalio.client import Client
 
-from activities.checker import check
 from adapters.stub_erp import PostgresErp
 from client.correlation import CorrelationInterceptor
 from devtools.catalog import ITEMS_BY_SKU
@@ -30,7 +28,7 @@ from persistence.engine import create_engine
 from starters.api import create_app
 from starters.signatures import sign_headers
 from tests.ledger_helpers import line, movement
-from tests.support import seeded
+from tests.support import assert_checker_ok, at_stage, eventually, read_until, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 
@@ -77,30 +75,12 @@ async def send(http: httpx.AsyncClient, source: str, type_: str, data: dict) -> 
     return response
 
 
-async def read(http: httpx.AsyncClient, path: str, until: Callable[[dict], bool], within: float = 60) -> dict:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        response = await http.get(path, headers=AUTH)
-        state = response.json() if response.status_code == 200 else {}
-        if (state and until(state)) or asyncio.get_running_loop().time() > deadline:
-            assert response.status_code == 200, response.text
-            assert until(state), json.dumps(state, indent=1)[:3000]
-            return state
-        await asyncio.sleep(0.2)
+async def found_by(client: Client, query: str) -> list[str]:
+    """Workflow IDs the visibility store finds for `query`, once it finds any (it is eventually consistent)."""
+    async def ids() -> list[str]:
+        return [w.id async for w in client.list_workflows(query)]
 
-
-def stage(*stages: str) -> Callable[[dict], bool]:
-    return lambda state: state.get("stage") in stages
-
-
-async def found_by(client: Client, query: str, within: float = 30) -> list[str]:
-    """Workflow IDs the visibility store finds for `query` (eventually consistent: polled)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        ids = [w.id async for w in client.list_workflows(query)]
-        if ids or asyncio.get_running_loop().time() > deadline:
-            return ids
-        await asyncio.sleep(0.5)
+    return await eventually(ids, what=f"a run listed for {query}")
 
 
 async def journal(engine, reference: str) -> dict[str, Decimal]:
@@ -138,13 +118,13 @@ async def test_a_purchase_order_received_in_two_parts_and_one_over_received(http
     await send(http, "wms", "purchase_order.received", {
         "po_id": po, "receipt_id": "GR-1", "location_id": "DC-EAST",
         "lines": [{"line_id": "1", "sku": coffee.sku, "quantity": 12}]})
-    state = await read(http, f"/purchase-orders/{po}", stage("receiving"))
+    state = await read_until(http, f"/purchase-orders/{po}", at_stage("receiving"), token=TOKEN)
     assert [(ln["line_id"], ln["ordered"], ln["received"]) for ln in state["lines"]] == [("1", 24, 12), ("2", 10, 0)]
     await send(http, "pos", "purchase_order.received", {
         "po_id": po, "receipt_id": "GR-2", "location_id": "DC-EAST",
         "lines": [{"line_id": "1", "sku": coffee.sku, "quantity": 12}, {"line_id": "2", "sku": tea.sku,
                                                                          "quantity": 10}]})
-    state = await read(http, f"/purchase-orders/{po}", stage("received"))
+    state = await read_until(http, f"/purchase-orders/{po}", at_stage("received"), token=TOKEN)
     assert state["workflow_id"] == f"po:{po}" and state["exceptions"] == []
     assert await available(http.engine, coffee.sku, "DC-EAST") == before + 24
     # inventory at standard, GRNI at PO cost (5.70 / EA for coffee), the 0.10 / EA between as price variance
@@ -164,10 +144,11 @@ async def test_a_purchase_order_received_in_two_parts_and_one_over_received(http
     await send(http, "wms", "purchase_order.received", {
         "po_id": over, "receipt_id": "GR-1", "location_id": "ST-NYC",
         "lines": [{"line_id": "1", "sku": tea.sku, "quantity": 12}]})
-    state = await read(http, f"/purchase-orders/{over}", lambda s: s.get("stage") == "received" and s["exceptions"])
+    state = await read_until(http, f"/purchase-orders/{over}",
+                             lambda s: s.get("stage") == "received" and s["exceptions"], token=TOKEN)
     assert [c["kind"] for c in state["exceptions"]] == ["over_receipt"]
     assert f"po:{over}" in await found_by(http.client, f"BusinessKey = '{over}' AND OpenExceptions > 0")
-    assert (await check(database_url)).ok
+    await assert_checker_ok(database_url)
     await exported(http.client, [f"po:{po}", f"po:{over}"])
 
 
@@ -180,7 +161,7 @@ async def test_a_count_beyond_tolerance_approved_through_the_api(http, database_
     await send(http, "pos", "count.submitted", {
         "count_id": count, "location_id": "ST-BOS", "counted_at": datetime.now(UTC).isoformat(),
         "lines": [{"sku": sku, "quantity": on_hand - 1}]})
-    state = await read(http, f"/counts/{count}", stage("awaiting_approval"))
+    state = await read_until(http, f"/counts/{count}", at_stage("awaiting_approval"), token=TOKEN)
     assert state["lines"][0]["variance"] == -1 and not state["lines"][0]["within_tolerance"]
     assert f"count:{count}" in await found_by(http.client, f"BusinessKey = '{count}' AND Stage = 'awaiting_approval'")
     refused = await http.post(f"/counts/{count}/approve", json={"note": "checked"})  # no token
@@ -201,10 +182,10 @@ async def test_a_count_beyond_tolerance_approved_through_the_api(http, database_
     await send(http, "wms", "count.submitted", {
         "count_id": rejected, "location_id": "ST-BOS", "counted_at": datetime.now(UTC).isoformat(),
         "lines": [{"sku": sku, "quantity": on_hand + 5}]})
-    await read(http, f"/counts/{rejected}", stage("awaiting_approval"))
+    await read_until(http, f"/counts/{rejected}", at_stage("awaiting_approval"), token=TOKEN)
     answer = (await http.post(f"/counts/{rejected}/reject", headers=AUTH, json={"note": "recount ordered"})).json()
     assert answer["stage"] == "rejected" and await journal(http.engine, rejected) == {}
-    assert (await check(database_url)).ok
+    await assert_checker_ok(database_url)
     await exported(http.client, [f"count:{count}", f"count:{rejected}"])
 
 
@@ -220,10 +201,10 @@ async def test_vendor_returns_credited_in_full_and_short(http, database_url) -> 
     await send(http, "wms", "vendor_return.shipped", {"rtv_id": rtv, "location_id": "DC-EAST",
                                                       "supplier_id": "SUP-CERAMICS",
                                                       "lines": [{"sku": mug.sku, "quantity": 6}]})
-    state = await read(http, f"/vendor-returns/{rtv}", stage("awaiting_credit"))
+    state = await read_until(http, f"/vendor-returns/{rtv}", at_stage("awaiting_credit"), token=TOKEN)
     assert state["receivable"] == "13.20"
     await send(http, "erp", "vendor_credit.received", {"rtv_id": rtv, "amount": "13.20", "currency": "USD"})
-    state = await read(http, f"/vendor-returns/{rtv}", stage("credited"))
+    state = await read_until(http, f"/vendor-returns/{rtv}", at_stage("credited"), token=TOKEN)
     assert state["exceptions"] == []
     assert await journal(http.engine, rtv) == {"inventory": Decimal("-13.20"), "accounts_payable": Decimal("13.20")}
     assert await found_by(http.client, f"BusinessKey = '{rtv}' AND Stage = 'credited'") == [f"rtv:{rtv}"]
@@ -232,13 +213,14 @@ async def test_vendor_returns_credited_in_full_and_short(http, database_url) -> 
                                                       "supplier_id": "SUP-CERAMICS",
                                                       "lines": [{"sku": mug.sku, "quantity": 3}]})
     await send(http, "erp", "vendor_credit.received", {"rtv_id": short, "amount": "5.00", "currency": "USD"})
-    state = await read(http, f"/vendor-returns/{short}", lambda s: s.get("stage") == "credited" and s["exceptions"])
+    state = await read_until(http, f"/vendor-returns/{short}",
+                             lambda s: s.get("stage") == "credited" and s["exceptions"], token=TOKEN)
     assert [c["kind"] for c in state["exceptions"]] == ["vendor_credit_mismatch"]
     assert await journal(http.engine, short) == {"inventory": Decimal("-6.60"), "accounts_payable": Decimal("5.00"),
                                                  "vendor_credit_variance": Decimal("1.60")}
     stock = await erp.stock([mug.sku], ["DC-EAST"])
     assert stock[mug.sku]["DC-EAST"]["vendor_return"] == 0
-    assert (await check(database_url)).ok
+    await assert_checker_ok(database_url)
     await exported(http.client, [f"rtv:{rtv}", f"rtv:{short}"])
 
 
@@ -259,7 +241,7 @@ async def test_the_cli_approves_a_count_and_says_why_it_cannot(http, dev_env) ->
     await send(http, "wms", "count.submitted", {"count_id": count, "location_id": "DC-WEST",
                                                 "counted_at": datetime.now(UTC).isoformat(),
                                                 "lines": [{"sku": sku, "quantity": on_hand + 1}]})
-    await read(http, f"/counts/{count}", stage("awaiting_approval"))
+    await read_until(http, f"/counts/{count}", at_stage("awaiting_approval"), token=TOKEN)
     blank = await asyncio.to_thread(cli, "counts", "approve", count, "--note", "  ")
     assert blank.exit_code == 1 and "a note is required" in blank.output
     approved = await asyncio.to_thread(cli, "counts", "approve", count, "--note", "found behind the racking",

@@ -107,7 +107,9 @@ def test_a_vendor_return_ships_what_vendor_return_holds_and_a_credit_clears_the_
                                    FinancialEvent.PRICE_VARIANCE_FAVOURABLE, FinancialEvent.VENDOR_CREDIT,
                                    FinancialEvent.VENDOR_CREDIT_SHORT, FinancialEvent.VENDOR_CREDIT_OVER])
 def test_every_inventory_control_posting_balances(event: FinancialEvent) -> None:
-    JournalEntry(key="k", legal_entity="E", currency="USD", memo="m", lines=financial_lines(event, Decimal("1.5")))
+    entry = JournalEntry(key="k", legal_entity="E", currency="USD", memo="m",  # refuses an unbalanced entry
+                         lines=financial_lines(event, Decimal("1.5")))
+    assert sum(line.debit for line in entry.lines) == sum(line.credit for line in entry.lines) == Decimal("1.5")
 
 
 def test_the_six_events_route_to_their_processes_and_come_from_their_sources() -> None:

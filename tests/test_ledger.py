@@ -8,7 +8,6 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from activities.checker import check
 from adapters.erp import FinancialPosting
 from adapters.stub_erp import PostgresErp
 from domain.errors import DomainError, ErrorType
@@ -16,6 +15,7 @@ from domain.inventory import Bucket, MovementKind
 from domain.journal import FinancialEvent
 from persistence.engine import create_engine
 from tests.ledger_helpers import World, buckets, line, movement, raw_movement
+from tests.support import assert_checker_ok
 
 K = MovementKind
 
@@ -58,7 +58,7 @@ async def test_receipt_through_to_ship_moves_buckets_and_posts_cogs(erp: Postgre
     assert await journal(erp, world.key("res")) == {}  # value stays in inventory: nothing to post
     assert await journal(erp, world.key("ship")) == {world.entity_a: {"inventory": -2 * cost, "cogs": 2 * cost}}
     assert result.journal_keys == [f"{world.key('ship')}@{world.entity_a}"]
-    assert (await check(erp_url(erp))).ok
+    await assert_checker_ok(erp_url(erp))
 
 
 def erp_url(erp: PostgresErp) -> str:
@@ -82,7 +82,7 @@ async def test_transfer_between_entities_posts_intercompany_on_both_sides(erp: P
                                      reason_code="receipt_variance"))
     assert await buckets(erp, sku, world.far) == {**dict.fromkeys(Bucket, 0), Bucket.AVAILABLE: 4}
     assert await journal(erp, world.key("short")) == {world.entity_b: {"inventory_in_transit": -cost, "shrink": cost}}
-    assert (await check(erp_url(erp))).ok
+    await assert_checker_ok(erp_url(erp))
 
 
 async def test_transfer_within_an_entity_moves_value_to_in_transit(erp: PostgresErp, world: World) -> None:
@@ -111,7 +111,7 @@ async def test_return_receipt_disposition_write_off_and_vendor_return(erp: Postg
     await erp.post_movement(movement(world.key("rtv"), K.VENDOR_RETURN, line(sku, store, 1)))
     assert await journal(erp, world.key("wo")) == {world.entity_a: {"inventory": -cost, "shrink": cost}}
     assert await journal(erp, world.key("rtv")) == {world.entity_a: {"inventory": -cost, "vendor_receivable": cost}}
-    assert (await check(erp_url(erp))).ok
+    await assert_checker_ok(erp_url(erp))
 
 
 async def test_same_key_returns_first_result_and_changes_nothing(erp: PostgresErp, world: World) -> None:

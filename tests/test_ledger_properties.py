@@ -12,12 +12,12 @@ import pytest_asyncio
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from activities.checker import check
 from adapters.stub_erp import PostgresErp
 from domain.errors import DomainError, ErrorType
 from domain.inventory import Bucket, MovementKind, MovementLine, MovementRequest, apply, deltas
 from persistence.engine import create_engine
 from tests.ledger_helpers import World, raw_movement
+from tests.support import assert_checker_ok
 
 PROFILE = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
 K = MovementKind
@@ -146,8 +146,7 @@ async def test_random_movement_sequences_do_what_the_rule_says(erp: PostgresErp,
         assert await outcome(erp, request) == expected, (n, request)
         event(f"{request.kind}: {expected}")
     assert await ledger_balances(erp, world) == {k: v for k, v in oracle.balances.items() if v}
-    report = await check(database_url)
-    assert report.ok, report.failed()
+    await assert_checker_ok(database_url)
 
 
 burst = st.lists(st.tuples(st.sampled_from([K.RESERVE, K.RESERVE, K.RELEASE, K.RECEIPT]),
@@ -186,8 +185,7 @@ async def test_concurrent_bursts_apply_each_key_at_most_once(erp: PostgresErp, d
             for d in deltas(by_key_of(by_key, key).kind, line):
                 expected[(d.sku, d.location_id, d.bucket)] = expected.get((d.sku, d.location_id, d.bucket), 0) + d.delta
     assert await ledger_balances(erp, world) == {k: v for k, v in expected.items() if v}
-    report = await check(database_url)
-    assert report.ok, report.failed()
+    await assert_checker_ok(database_url)
 
 
 def by_key_of(by_key: dict, key: str) -> MovementRequest:

@@ -2,10 +2,8 @@
 counters of `worker.metrics.BusinessMetrics` (processes started / completed by type and outcome, exception cases
 opened by kind), after real processes ran on a dev server: a transfer received in full, and an order whose
 pick_overdue SLA breached."""
-import asyncio
 import re
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -17,20 +15,19 @@ from client.connect import connect
 from client.dispatch import dispatch
 from devtools.embedded_postgres import free_port
 from domain import ids
-from domain.events import Event, EventType
+from domain.events import EventType
 from domain.inventory import MovementKind
 from domain.sla import SlaKind
+from domain.transfer import TransferStage
 from tests.ledger_helpers import World, line, movement
+from tests.support import event, eventually
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from worker.main import build_runtime
 from worker.metrics import CASES_OPENED, PROCESSES_COMPLETED, PROCESSES_STARTED, BusinessMetrics
+from workflows.transfer import Transfer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def event(type: EventType, source: str, data: dict) -> Event:
-    return Event.parse(uuid.uuid4().hex, type, datetime.now(UTC), source, data)
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:
@@ -43,14 +40,9 @@ def sample(metrics: str, name: str, **labels: str) -> float:
     return total
 
 
-async def scrape(port: int, ready, within: float = 30.0) -> str:  # noqa: ANN001
-    deadline = asyncio.get_running_loop().time() + within
+async def scrape(port: int) -> str:
     async with httpx.AsyncClient() as http:
-        while True:
-            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-            if ready(text) or asyncio.get_running_loop().time() > deadline:
-                return text
-            await asyncio.sleep(0.5)
+        return (await http.get(f"http://127.0.0.1:{port}/metrics")).text
 
 
 async def test_metrics_endpoint_has_sdk_metrics_and_business_counters(dev_env: WorkflowEnvironment,
@@ -67,26 +59,26 @@ async def test_metrics_endpoint_has_sdk_metrics_and_business_counters(dev_env: W
     lines = [{"sku": w.skus[0], "quantity": 2}]
 
     async with build_worker(client, engine, settings, interceptors=[BusinessMetrics()]):
-        await dispatch(client, event(EventType.TRANSFER_REQUESTED, "wms", {
+        await dispatch(client, event(EventType.TRANSFER_REQUESTED, {
             "transfer_id": transfer_id, "from_location_id": w.dc, "to_location_id": w.store,
             "lines": [{**lines[0], "uom": "EA"}]}), settings)
-        await dispatch(client, event(EventType.TRANSFER_SHIPPED, "wms", {"transfer_id": transfer_id, "lines": lines}),
+        await dispatch(client, event(EventType.TRANSFER_SHIPPED, {"transfer_id": transfer_id, "lines": lines}),
                        settings)
-        await dispatch(client, event(EventType.TRANSFER_RECEIVED, "pos", {"transfer_id": transfer_id,
-                                                                           "lines": lines}), settings)
-        await dispatch(client, event(EventType.ORDER_PLACED, "web", {
+        await dispatch(client, event(EventType.TRANSFER_RECEIVED, {"transfer_id": transfer_id, "lines": lines},
+                                     source="pos"), settings)
+        await dispatch(client, event(EventType.ORDER_PLACED, {
             "order_id": order_id, "channel": "web", "currency": "USD",
             "lines": [{"line_id": "1", "sku": w.skus[1], "quantity": 1, "uom": "EA", "unit_price": "10.00"}],
             "fulfillment": {"mode": "ship", "location_id": w.dc},
             "payment": {"payment_id": f"pay-{order_id}", "authorized_amount": "10.00"}}), settings)
-        result = await client.get_workflow_handle(ids.transfer_workflow_id(transfer_id)).result()
-        assert result["stage"] == "received"
+        result = await client.get_workflow_handle_for(Transfer.run, ids.transfer_workflow_id(transfer_id)).result()
+        assert result.stage == TransferStage.RECEIVED
 
         def ready(text: str) -> bool:
             return (sample(text, PROCESSES_COMPLETED, workflow_type="Transfer", outcome="received") >= 1
                     and sample(text, CASES_OPENED, kind="pick_overdue") >= 1)
 
-        metrics = await scrape(port, ready)
+        metrics = await eventually(lambda: scrape(port), ready, what="the counters of both processes", every=0.5)
 
     # the SDK runtime's own metrics
     for name in ("temporal_request", "temporal_workflow_completed", "temporal_activity_execution_latency",

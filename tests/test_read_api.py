@@ -14,9 +14,9 @@ from domain.late import ClosedProcess
 from persistence.engine import create_engine
 from persistence.registry import record_closed
 from starters.api import create_app
-from tests.support import seeded
+from tests.support import example, seeded
 from tests.support import test_settings as make_settings
-from tests.test_webhooks import SECRET, STANDS, TOKEN, echo_correlation, example, post, unique_keys
+from tests.test_webhooks import SECRET, STANDS, TOKEN, echo_correlation, post, unique_keys
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 

@@ -15,8 +15,10 @@ from client.names import SLA_BREACHED
 from domain.events import EventType
 from domain.inventory import Bucket
 from domain.receiving import PoOutcome, PoStage, PoState
-from tests.inventory_support import assert_checker_ok, case_kinds, event, journal, key, run, stock
+from tests.inventory_support import case_kinds, journal, run, stock
 from tests.ledger_helpers import World
+from tests.support import assert_checker_ok, event
+from tests.support import unique as key
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -12,13 +12,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import (
     Client,
+    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
+    ScheduleHandle,
     ScheduleOverlapPolicy,
     WorkflowExecutionStatus,
 )
 from temporalio.testing import WorkflowEnvironment
 
-from activities.checker import check
 from adapters.stub_erp import PostgresErp
 from client.schedules import (
     ensure_schedule,
@@ -26,6 +27,7 @@ from client.schedules import (
     run_reconciliation,
 )
 from config.settings import Settings
+from domain.cases import CaseStatus
 from domain.inventory import MovementKind
 from domain.reconciliation import (
     CaseOutcome,
@@ -34,13 +36,18 @@ from domain.reconciliation import (
     ReconciliationReport,
     case_id,
 )
+from domain.sla import CaseKind, Severity
 from persistence.engine import create_engine
 from persistence.reconciliation_runs import latest_run
 from tests import support
 from tests.ledger_helpers import line, movement
-from tests.support import seeded, unique
+from tests.support import assert_checker_ok, eventually, seeded, unique
 from worker.factory import build_worker
 from worker.main import _ensure_reconciliation_schedule
+from workflows.exception_case import ExceptionCase
+from workflows.reconciliation import Reconciliation
+from workflows.return_to_refund import ReturnToRefund
+from workflows.transfer import Transfer
 
 FULL_ONLY = {"ledger_totals_match_movements", "journal_totals_match_lines"}
 CHECKS = {"no_negative_bucket", "balances_match_ledger", "journal_entries_balanced", "inventory_matches_journal",
@@ -77,6 +84,19 @@ async def a_stocked_sku(engine: AsyncEngine, location_id: str = "DC-EAST") -> st
 
 async def case_status(client: Client, workflow_id: str) -> WorkflowExecutionStatus | None:
     return (await client.get_workflow_handle(workflow_id).describe()).status
+
+
+async def listed(client: Client, query: str) -> list[str]:
+    return [w.id async for w in client.list_workflows(query)]
+
+
+async def schedule_ids(client: Client) -> list[str]:
+    return [s.id async for s in await client.list_schedules()]
+
+
+async def new_actions(handle: ScheduleHandle, before: set[str]) -> list[ScheduleActionExecutionStartWorkflow]:
+    """The runs the schedule started that are not in `before`."""
+    return [a.action for a in (await handle.describe()).info.recent_actions if a.action.workflow_id not in before]
 
 
 async def test_a_clean_ledger_reconciles_clean(dev_env: WorkflowEnvironment, engine: AsyncEngine,
@@ -137,13 +157,13 @@ async def test_journal_drift_is_found_per_legal_entity(dev_env: WorkflowEnvironm
                                         "VALUES (:k, 0, 'inventory', 10)"), {"k": f"{phantom}:rev"})
                 await conn.execute(text("INSERT INTO journal_lines (entry_key, line, account, debit) "
                                         "VALUES (:k, 1, 'shrink', 10)"), {"k": f"{phantom}:rev"})
-        assert (await check(database_url)).ok
+        await assert_checker_ok(database_url)
 
         # the drift is gone: the next run is clean and resolves the case it had opened
         report = await reconcile(dev_env.client, settings)
         assert report.ok and report.resolved_cases == [drift.case_id]
-        result = await dev_env.client.get_workflow_handle(drift.case_id).result()
-        assert result["status"] == "resolved" and result["resolution"]["resolved_by"] == "reconciliation"
+        result = await dev_env.client.get_workflow_handle_for(ExceptionCase.run, drift.case_id).result()
+        assert result.status == CaseStatus.RESOLVED and result.resolution.resolved_by == "reconciliation"
 
 
 async def test_orphan_reservations_are_found_and_open_one_case_each(
@@ -157,9 +177,10 @@ async def test_orphan_reservations_are_found_and_open_one_case_each(
         ghost = f"order:web:{unique('ghost')}"  # never existed
         closed = f"transfer:{unique('closed')}"  # existed, terminated with its units still reserved
         running = f"transfer:{unique('running')}"  # running: its reservation is not an orphan
-        await client.start_workflow("Transfer", id=closed, task_queue=nobody)
+        # (no input: nobody ever runs them)
+        await client.start_workflow(Transfer.run, id=closed, task_queue=nobody)
         await client.get_workflow_handle(closed).terminate("test: closed with units held")
-        await client.start_workflow("Transfer", id=running, task_queue=nobody)
+        await client.start_workflow(Transfer.run, id=running, task_queue=nobody)
         holders = {ghost: 2, closed: 1, running: 3}
         for workflow_id, quantity in holders.items():
             await erp.post_movement(movement(f"{workflow_id}:reserve", MovementKind.RESERVE,
@@ -178,10 +199,10 @@ async def test_orphan_reservations_are_found_and_open_one_case_each(
                 assert d.kind is DiscrepancyKind.ORPHAN_HOLDING and d.case is CaseOutcome.OPENED
                 assert d.location_ids == ["DC-EAST"] and d.skus == [sku]
                 assert await case_status(client, d.case_id) == WorkflowExecutionStatus.RUNNING
-            state = await client.get_workflow_handle(case_id(f"orphan:{ghost}")).query("state")
-            assert state["kind"] == "reconciliation" and state["business_key"] == ghost
-            assert state["process_type"] == "Reconciliation" and state["severity"] == "high"
-            assert state["details"]["DC-EAST/" + sku + "/reserved"] == "2"
+            state = await client.get_workflow_handle(case_id(f"orphan:{ghost}")).query(ExceptionCase.state)
+            assert state.kind == CaseKind.RECONCILIATION and state.business_key == ghost
+            assert state.process_type == "Reconciliation" and state.severity == Severity.HIGH
+            assert state.details["DC-EAST/" + sku + "/reserved"] == "2"
 
             # found again by the next run: the same case, still open, no second one
             again = await reconcile(client, settings)
@@ -194,7 +215,7 @@ async def test_orphan_reservations_are_found_and_open_one_case_each(
                 await erp.post_movement(movement(f"{workflow_id}:release", MovementKind.RELEASE,
                                                  line(sku, "DC-EAST", quantity), workflow_id=workflow_id))
             await client.get_workflow_handle(running).terminate("test done")
-        assert (await check(database_url)).ok
+        await assert_checker_ok(database_url)
 
         cleared = await reconcile(client, settings)
         assert cleared.ok and sorted(cleared.resolved_cases) == sorted(d.case_id for d in found.values())
@@ -206,13 +227,10 @@ async def test_a_process_waiting_past_every_deadline_is_found(
     settings = settings_for(database_url)
     async with build_worker(dev_env.client, engine, settings):
         stuck = f"return:{unique('stuck')}"
-        await client.start_workflow("ReturnToRefund", id=stuck, task_queue=unique("no-worker"))
+        await client.start_workflow(ReturnToRefund.run, id=stuck, task_queue=unique("no-worker"))  # never runs
         try:
             visible = f"WorkflowId = '{stuck}' AND ExecutionStatus = 'Running'"
-            for _ in range(100):  # visibility is eventually consistent: wait until the list shows it
-                if [e async for e in client.list_workflows(visible)]:
-                    break
-                await asyncio.sleep(0.1)
+            await eventually(lambda: listed(client, visible), what=f"{stuck} listed as running")
             # the defaults (38 days for a return) do not call it stale ...
             report = await reconcile(client, settings)
             assert report.ok and not report.stale_processes
@@ -250,11 +268,8 @@ async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
     handle = client.get_schedule_handle("reconciliation")
     try:
         await ensure_schedule(client, settings)  # again: no error, the same one schedule
-        for _ in range(100):  # the schedule list is eventually consistent
-            ids = [s.id async for s in await client.list_schedules()]
-            if ids:
-                break
-            await asyncio.sleep(0.1)
+        ids = await eventually(lambda: schedule_ids(client), lambda ids: "reconciliation" in ids,
+                               what="the schedule listed")  # the schedule list is eventually consistent
         assert ids.count("reconciliation") == 1
         described = await handle.describe()
         action = described.schedule.action
@@ -277,15 +292,10 @@ async def test_ensure_schedule_is_idempotent_and_its_runs_are_stored(
             # the session's dev server may hold this schedule from an earlier test (test_cli): wait for a new run
             before = {a.action.workflow_id for a in (await handle.describe()).info.recent_actions}
             await handle.trigger(overlap=ScheduleOverlapPolicy.ALLOW_ALL)  # even if an earlier test's run hangs
-            for _ in range(200):
-                recent = [a for a in (await handle.describe()).info.recent_actions
-                          if a.action.workflow_id not in before]
-                if recent:
-                    break
-                await asyncio.sleep(0.1)
-            workflow_id = recent[0].action.workflow_id
+            recent = await eventually(lambda: new_actions(handle, before), what="a run the trigger started")
+            workflow_id = recent[0].workflow_id
             assert workflow_id.startswith("reconciliation-")
-            report = await client.get_workflow_handle(workflow_id, result_type=ReconciliationReport).result()
+            report = await client.get_workflow_handle_for(Reconciliation.run, workflow_id).result()
         assert report.ok
         latest = await latest_run(engine)
         assert latest is not None and latest.workflow_id == workflow_id and latest.ok

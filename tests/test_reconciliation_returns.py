@@ -4,12 +4,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.checker import check
 from activities.reconciliation import OrphanQuery, ReconciliationActivities
 from adapters.stub_erp import PostgresErp
 from domain.inventory import MovementKind
 from tests.ledger_helpers import World, line, movement
-from tests.support import unique
+from tests.support import assert_checker_ok, unique
+from workflows.return_to_refund import ReturnToRefund
 
 
 async def _open_case_for(engine: AsyncEngine, workflow_id: str) -> None:
@@ -30,7 +30,7 @@ async def test_pending_inspection_without_a_running_return_or_an_open_case_is_fo
     covered = f"return:{unique('covered')}"  # gone, units left, but its case is open
     running = f"return:{unique('running')}"  # still running: its units are its own business
     inspected = f"return:{unique('done')}"  # gone, everything inspected
-    await client.start_workflow("ReturnToRefund", id=running, task_queue=unique("no-worker"))
+    await client.start_workflow(ReturnToRefund.run, id=running, task_queue=unique("no-worker"))  # never runs
     for workflow_id, quantity in {ghost: 2, covered: 1, running: 3, inspected: 1}.items():
         await erp.post_movement(movement(f"{workflow_id}:return-receipt:0", MovementKind.RETURN_RECEIPT,
                                          line(sku, world.store, quantity), workflow_id=workflow_id))
@@ -46,4 +46,4 @@ async def test_pending_inspection_without_a_running_return_or_an_open_case_is_fo
     assert mine[ghost].process_status == "not_found"
     assert [(h.sku, h.location_id, h.bucket, h.quantity) for h in mine[ghost].holdings] == [
         (sku, world.store, "pending_inspection", 2)]
-    assert (await check(database_url)).ok
+    await assert_checker_ok(database_url)

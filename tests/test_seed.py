@@ -2,23 +2,21 @@
 import pytest
 from sqlalchemy import text
 
-from activities.checker import check
 from devtools.catalog import ITEMS, LOCATIONS, opening_movements
 from devtools.seed import seed
 from domain.items import LocationKind
 from persistence.engine import create_engine
+from tests.support import assert_checker_ok
 
 
 async def test_seeding_twice_changes_nothing_and_opens_a_balanced_journal(database_url: str) -> None:
     first = await seed(database_url)
     assert first.movements_applied == len(opening_movements()) and first.movements_already_applied == 0
-    before = await check(database_url)
-    assert before.ok, before.failed()
+    before = await assert_checker_ok(database_url)
 
     second = await seed(database_url)
     assert second.master_rows_added == 0 and second.movements_applied == 0
-    after = await check(database_url)
-    assert after.ok and after.totals == before.totals
+    assert (await assert_checker_ok(database_url)).totals == before.totals
 
     engine = create_engine(database_url)
     try:

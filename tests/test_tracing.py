@@ -6,7 +6,6 @@ with nothing installed, unless an OTLP endpoint is configured."""
 import json
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,12 +22,11 @@ from devtools.histories import history_files, replayer, workflow_id_of
 from persistence.engine import create_engine
 from starters.api import create_app
 from starters.signatures import sign_headers
-from tests.support import seeded
+from tests.support import example, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker, workflow_runner
 from worker.registry import WORKFLOWS
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECRET = "whsec_" + "ZTJlLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm"
 # the four activities ReserveToFulfill's `place` update runs before it answers
 PLACE_ACTIVITIES = ("lookup_items", "get_availability", "post_movement", "create_pick_task")
@@ -66,9 +64,7 @@ async def test_one_order_is_one_trace_from_the_http_request_to_the_sql(dev_env, 
     config["interceptors"] = [CorrelationInterceptor(), traced.interceptor]
     client = Client(**config)  # the worker built on it inherits the TracingInterceptor, as in `retailflow worker`
     order_id = f"TR-{uuid.uuid4().hex[:8]}"
-    body = json.loads((EXAMPLES / "order_placed.json").read_text())
-    body["data"]["order_id"] = order_id
-    raw = json.dumps(body).encode()
+    raw = json.dumps(example("order.placed", order_id=order_id)).encode()
     webhook_id = f"msg_{uuid.uuid4().hex}"
     try:
         with tracing.using(traced):

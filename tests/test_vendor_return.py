@@ -14,8 +14,10 @@ from adapters.stub_erp import PostgresErp
 from domain.events import EventType
 from domain.inventory import Bucket, MovementKind
 from domain.vendor_returns import RtvOutcome, RtvStage, RtvState
-from tests.inventory_support import assert_checker_ok, case_kinds, event, journal, key, run, stock
+from tests.inventory_support import case_kinds, journal, run, stock
 from tests.ledger_helpers import World, line, movement
+from tests.support import assert_checker_ok, event
+from tests.support import unique as key
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

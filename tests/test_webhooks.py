@@ -8,9 +8,14 @@ or recorded, redeliveries answering as the first, the decision bound, the correl
 """
 import asyncio
 import json
+import logging
+import os
+import signal
+import sys
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,7 +29,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from client.correlation import CorrelationInterceptor
 from config.logging import correlation_id
-from domain.events import EVENT_DATA, Event, EventType, WebhookBody
+from devtools.embedded_postgres import free_port
+from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, WebhookBody
 from domain.ids import webhook_event_id
 from domain.late import ClosedProcess
 from domain.order import Decision, LineDecision, OrderDecision
@@ -35,20 +41,11 @@ from persistence.registry import record_closed
 from starters.api import ClientProvider, create_app
 from starters.signatures import shopify_sign, sign_headers
 from starters.webhooks import WEBHOOK_EVENTS
+from tests.support import EXAMPLES, SENDER, event, eventually, example
 from tests.support import test_settings as make_settings
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWJjZGVm"  # base64 of a test key
 TOKEN = "test-token"
-# the contract's "sent by": one source per type for these tests
-SENDER = {
-    "order.placed": "web", "order.cancelled": "web", "fulfillment.picked": "wms", "shipment.dispatched": "wms",
-    "order.collected": "pos", "shipment.delivered": "carrier", "payment.settled": "payments",
-    "transfer.requested": "wms", "transfer.shipped": "wms", "transfer.received": "wms",
-    "return.authorized": "web", "return.received": "wms", "return.inspected": "wms", "refund.settled": "payments",
-    "purchase_order.created": "erp", "purchase_order.received": "wms", "purchase_order.closed": "erp",
-    "count.submitted": "pos", "vendor_return.shipped": "wms", "vendor_credit.received": "erp",
-}
 CLOSING = {"order.cancelled", "transfer.received", "refund.settled", "payment.settled"}
 
 
@@ -59,6 +56,9 @@ async def echo_correlation() -> str:
 
 
 class _Stand:
+    """What every stand-in does: record each event once (with the correlation ID its activity saw), answer
+    `state`, and close on its process's closing event."""
+
     def __init__(self) -> None:
         self.events: list[str] = []
         self.correlations: list[str] = []
@@ -79,10 +79,15 @@ class _Stand:
         await workflow.wait_condition(lambda: self.closed)
         await workflow.wait_condition(workflow.all_handlers_finished)
 
+    @workflow.signal(name="event")
+    async def event(self, event: Event) -> None:
+        await self._record(event)
 
-def _state(self: _Stand) -> dict:
-    return {"workflow_id": workflow.info().workflow_id, "events": self.events, "correlations": self.correlations,
-            "placements": len(self.placed), "stage": "closed" if self.closed else "open"}
+    @workflow.query(name="state")
+    def state(self) -> dict:
+        return {"workflow_id": workflow.info().workflow_id, "events": self.events,
+                "correlations": self.correlations, "placements": len(self.placed),
+                "stage": "closed" if self.closed else "open"}
 
 
 @workflow.defn(name="ReserveToFulfill")
@@ -94,10 +99,6 @@ class FakeOrder(_Stand):
     @workflow.run
     async def run(self, input: ProcessInput) -> None:
         await self._run()
-
-    @workflow.signal(name="event")
-    async def event(self, event: Event) -> None:
-        await self._record(event)
 
     @workflow.signal(name="release")
     def release_decision(self) -> None:
@@ -121,23 +122,9 @@ class FakeOrder(_Stand):
         if event.data.order_id.startswith("REJ"):
             raise ApplicationError("order refused by the stand-in", type="Refused")
 
-    @workflow.query(name="state")
-    def state(self) -> dict:
-        return _state(self)
-
-
-class _Plain(_Stand):
-    @workflow.signal(name="event")
-    async def event(self, event: Event) -> None:
-        await self._record(event)
-
-    @workflow.query(name="state")
-    def state(self) -> dict:
-        return _state(self)
-
 
 @workflow.defn(name="ShipToSettle")
-class FakeSettle(_Plain):
+class FakeSettle(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -148,7 +135,7 @@ class FakeSettle(_Plain):
 
 
 @workflow.defn(name="Transfer")
-class FakeTransfer(_Plain):
+class FakeTransfer(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -159,7 +146,7 @@ class FakeTransfer(_Plain):
 
 
 @workflow.defn(name="ReturnToRefund")
-class FakeReturn(_Plain):
+class FakeReturn(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -170,7 +157,7 @@ class FakeReturn(_Plain):
 
 
 @workflow.defn(name="ReceiveToStock")
-class FakePurchaseOrder(_Plain):
+class FakePurchaseOrder(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -181,7 +168,7 @@ class FakePurchaseOrder(_Plain):
 
 
 @workflow.defn(name="CountToAdjust")
-class FakeCount(_Plain):
+class FakeCount(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -192,7 +179,7 @@ class FakeCount(_Plain):
 
 
 @workflow.defn(name="VendorReturn")
-class FakeVendorReturn(_Plain):
+class FakeVendorReturn(_Stand):
     @workflow.init
     def __init__(self, input: ProcessInput) -> None:
         super().__init__()
@@ -206,12 +193,6 @@ STANDS = [FakeOrder, FakeSettle, FakeTransfer, FakeReturn, FakePurchaseOrder, Fa
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
-def example(type_: str, **data_overrides: object) -> dict:
-    body = json.loads((EXAMPLES / f"{type_.replace('.', '_')}.json").read_text())
-    body["data"].update(data_overrides)
-    return body
-
-
 def unique_keys(type_: str) -> dict:
     """Fresh business keys for one example (the dev server is shared by the whole session)."""
     tag = uuid.uuid4().hex[:8]
@@ -281,26 +262,20 @@ async def delivery_rows(engine, webhook_id: str) -> int:
 
 
 def workflow_id_of(body: dict, source: str) -> str:
-    t = EventType(body["type"])
-    return route(Event(event_id="x", type=t, occurred_at=body["timestamp"], source=source,
-                       data=EVENT_DATA[t].model_validate(body["data"]))).workflow_id
+    return route(event(body["type"], body["data"], source=source)).workflow_id
 
 
-async def state_of(client: Client, workflow_id: str, until=lambda state: True, within: float = 15.0) -> dict:
-    """The process's state once `until` holds (signals are applied asynchronously after the 202)."""
+async def state_of(client: Client, workflow_id: str, until: Callable[[dict], object] | None = None) -> dict:
+    """The stand-in's state, once `until` holds when given (signals are applied asynchronously after the 202)."""
     handle = client.get_workflow_handle(workflow_id)
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        state = await handle.query("state")
-        if until(state) or asyncio.get_running_loop().time() > deadline:
-            return state
-        await asyncio.sleep(0.1)
+    if until is None:
+        return await handle.query(_Stand.state)
+    return await eventually(lambda: handle.query(_Stand.state), until, what=f"the state of {workflow_id}",
+                            within=15)
 
 
 # --- examples --------------------------------------------------------------------------------------------
 def test_every_event_type_has_a_valid_example_sent_by_its_source() -> None:
-    from domain.events import SOURCE_EVENTS
-
     assert {p.stem for p in EXAMPLES.glob("*.json")} == {str(t).replace(".", "_") for t in WEBHOOK_EVENTS}
     for t in WEBHOOK_EVENTS:
         body = WebhookBody.model_validate(example(str(t)))
@@ -362,9 +337,9 @@ async def test_an_event_for_a_closed_process_is_handed_to_a_late_event_process(s
 
 async def started_with(client: Client, workflow_id: str) -> dict[str, object]:
     """The search attributes a run was started with (its first history event), by name."""
-    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+    async for first in client.get_workflow_handle(workflow_id).fetch_history_events():
         attributes = decode_typed_search_attributes(
-            event.workflow_execution_started_event_attributes.search_attributes)
+            first.workflow_execution_started_event_attributes.search_attributes)
         return {pair.key.name: pair.value for pair in attributes}
     raise AssertionError(f"{workflow_id} has no history")
 
@@ -451,8 +426,6 @@ async def test_a_webhook_id_reused_for_another_body_is_refused(stack) -> None:
 
 
 async def test_the_correlation_id_is_in_the_workflow_log(stack, caplog) -> None:
-    import logging
-
     http, client, _ = stack
     caplog.set_level(logging.INFO, logger="temporalio.workflow")
     keys = unique_keys("return.authorized")
@@ -489,7 +462,7 @@ async def test_a_slow_decision_answers_202_then_the_redelivery_answers_it(stack)
     workflow_id = workflow_id_of(body, "web")
     assert first.status_code == 202, first.text
     assert first.json() == {"status": "started", "workflow_id": workflow_id}
-    await client.get_workflow_handle(workflow_id).signal("release")
+    await client.get_workflow_handle(workflow_id).signal(FakeOrder.release_decision)
     again = await post(http, "web", body, webhook_id=webhook_id)
     assert again.status_code == 200, again.text
     assert again.json()["decision"] == "reserved"
@@ -536,7 +509,7 @@ async def test_401_missing_invalid_stale_signature(stack) -> None:
         {k: v for k, v in headers.items() if k != "webhook-signature"},  # missing
         {**headers, "webhook-signature": headers["webhook-signature"][:-6] + "AAAAA="},  # invalid
         signed(body, webhook_id=webhook_id, secrets="whsec_" + "b3RoZXItc2VjcmV0")[1],  # someone else's secret
-        signed(body, webhook_id=webhook_id, timestamp=int(__import__("time").time()) - 301)[1],  # stale
+        signed(body, webhook_id=webhook_id, timestamp=int(time.time()) - 301)[1],  # stale
     ]
     for h in cases:
         _problem(await http.post("/webhooks/wms", content=raw, headers=h), 401)
@@ -686,14 +659,7 @@ async def test_health_and_readiness(stack) -> None:
 async def test_serve_answers_then_exits_cleanly_on_sigterm(database_url) -> None:
     """`retailflow api` (starters.api.serve) in its own process: up without Temporal (readyz says so), and a
     SIGTERM ends it with exit code 0."""
-    import os
-    import signal
-    import socket
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RETAILFLOW_DATABASE_URL": database_url, "RETAILFLOW_HTTP_PORT": str(port),
            "RETAILFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1"}
     proc = await asyncio.create_subprocess_exec(
@@ -702,15 +668,13 @@ async def test_serve_answers_then_exits_cleanly_on_sigterm(database_url) -> None
         env=env, cwd=str(EXAMPLES.parent), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            deadline = asyncio.get_running_loop().time() + 60
-            while True:
-                try:
-                    health = await http.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    assert proc.returncode is None and asyncio.get_running_loop().time() < deadline
-                    await asyncio.sleep(0.2)
-            assert health.json() == {"status": "ok"}
+            async def health() -> httpx.Response:
+                assert proc.returncode is None, "the service exited"
+                return await http.get("/healthz")
+
+            up = await eventually(health, what="the service answers", within=60, every=0.2,
+                                  ignoring=(httpx.TransportError,))
+            assert up.json() == {"status": "ok"}
             ready = await http.get("/readyz")
             assert ready.status_code == 503 and ready.json()["checks"] == {"temporal": False, "database": True}
         proc.send_signal(signal.SIGTERM)

@@ -4,29 +4,24 @@ process and one set of ledger movements."""
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import text
 from temporalio.client import Client
 
-from activities.checker import check
 from client.correlation import CorrelationInterceptor
 from devtools.catalog import ITEMS, LOCATIONS, opening_quantity
 from persistence.engine import create_engine
 from starters.api import create_app
 from starters.signatures import sign_headers
-from tests.support import seeded
+from tests.support import assert_checker_ok, at_stage, example, read_until, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECRET = "whsec_" + "ZTJlLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm"
 TOKEN = "e2e-token"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -55,34 +50,11 @@ async def http(dev_env, settings, database_url):
     await engine.dispose()
 
 
-def body(type_: str, **data: object) -> dict:
-    b = json.loads((EXAMPLES / f"{type_.replace('.', '_')}.json").read_text())
-    b["data"].update(data)
-    return b
-
-
 async def send(http: httpx.AsyncClient, source: str, b: dict, webhook_id: str | None = None) -> httpx.Response:
     raw = json.dumps(b).encode()
     headers = {"content-type": "application/json",
                **sign_headers(SECRET, webhook_id or f"msg_{uuid.uuid4().hex}", raw)}
     return await http.post(f"/webhooks/{source}", content=raw, headers=headers)
-
-
-async def read(http: httpx.AsyncClient, path: str, until: Callable[[dict], bool], within: float = 60) -> dict:
-    """The read API's answer once `until` holds (the processes work asynchronously after a 202)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        response = await http.get(path, headers=AUTH)
-        state = response.json() if response.status_code == 200 else {}
-        if (state and until(state)) or asyncio.get_running_loop().time() > deadline:
-            assert response.status_code == 200, response.text
-            assert until(state), f"{path}: {state.get('stage')}"
-            return state
-        await asyncio.sleep(0.2)
-
-
-def stage(*stages: str) -> Callable[[dict], bool]:
-    return lambda state: state.get("stage") in stages
 
 
 def in_stock_at(location_id: str, units: int) -> str:
@@ -96,77 +68,76 @@ async def test_every_event_type_through_http_into_its_process(http, database_url
     transfer, ret = f"TR-{tag}", f"RT-{tag}"
 
     # ship order: placed (decision), picked, dispatched, delivered, settled
-    placed = await send(http, "web", body("order.placed", order_id=order))
+    placed = await send(http, "web", example("order.placed", order_id=order))
     assert placed.status_code == 200, placed.text
     assert placed.json()["decision"] == "reserved" and placed.json()["workflow_id"] == f"order:web:{order}"
     lines = {line["line_id"]: line for line in placed.json()["lines"]}
     location = lines["1"]["location_id"]
-    picked = await send(http, "wms", body("fulfillment.picked", order_id=order, location_id=location,
+    picked = await send(http, "wms", example("fulfillment.picked", order_id=order, location_id=location,
                                           lines=[{"line_id": k, "quantity": v["reserved_quantity"]}
                                                  for k, v in lines.items()]))
     assert picked.status_code == 202 and picked.json() == {"status": "signalled", "workflow_id": f"order:web:{order}"}
-    await read(http, f"/orders/web/{order}", stage("awaiting_dispatch"))
+    await read_until(http, f"/orders/web/{order}", at_stage("awaiting_dispatch"), token=TOKEN)
     shipment = f"SH-{tag}"
-    dispatched = await send(http, "wms", body("shipment.dispatched", order_id=order, shipment_id=shipment,
+    dispatched = await send(http, "wms", example("shipment.dispatched", order_id=order, shipment_id=shipment,
                                               location_id=location,
                                               lines=[{"line_id": k, "quantity": v["reserved_quantity"]}
                                                      for k, v in lines.items()]))
     assert dispatched.status_code == 202 and dispatched.json()["status"] == "signalled"
-    state = await read(http, f"/orders/web/{order}", stage("fulfilled"))
+    state = await read_until(http, f"/orders/web/{order}", at_stage("fulfilled"), token=TOKEN)
     assert [s["shipment_id"] for s in state["shipments"]] == [shipment]
-    delivered = await send(http, "carrier", body("shipment.delivered", order_id=order, shipment_id=shipment))
+    delivered = await send(http, "carrier", example("shipment.delivered", order_id=order, shipment_id=shipment))
     assert delivered.status_code == 202 and delivered.json()["workflow_id"] == f"settle:web:{order}"
-    settled = await send(http, "payments", body("payment.settled", order_id=order, payment_id="pay_EX-1001"))
+    settled = await send(http, "payments", example("payment.settled", order_id=order, payment_id="pay_EX-1001"))
     assert settled.status_code == 202 and settled.json()["workflow_id"] == f"settle:web:{order}"
-    await read(http, f"/orders/web/{order}/settlement", stage("settled"))
+    await read_until(http, f"/orders/web/{order}/settlement", at_stage("settled"), token=TOKEN)
 
     # a cancelled order
-    assert (await send(http, "web", body("order.placed", order_id=cancelled))).status_code == 200
-    cancel = await send(http, "web", body("order.cancelled", order_id=cancelled))
+    assert (await send(http, "web", example("order.placed", order_id=cancelled))).status_code == 200
+    cancel = await send(http, "web", example("order.cancelled", order_id=cancelled))
     assert cancel.status_code == 202 and cancel.json() == {"status": "signalled",
                                                           "workflow_id": f"order:web:{cancelled}"}
-    await read(http, f"/orders/web/{cancelled}", stage("cancelled"))
+    await read_until(http, f"/orders/web/{cancelled}", at_stage("cancelled"), token=TOKEN)
 
     # a pickup order collected in the store
     sku = in_stock_at("ST-NYC", 1)
-    pickup_body = body("order.placed", order_id=pickup, channel="pos",
+    pickup_body = example("order.placed", order_id=pickup, channel="pos",
                        lines=[{"line_id": "1", "sku": sku, "quantity": 1, "uom": "EA", "unit_price": "10.00"}],
                        fulfillment={"mode": "pickup", "location_id": "ST-NYC"},
                        payment={"payment_id": f"pay-{pickup}", "authorized_amount": "10.00"})
     decided = await send(http, "pos", pickup_body)
     assert decided.status_code == 200 and decided.json()["decision"] == "reserved", decided.text
-    assert (await send(http, "pos", body("fulfillment.picked", order_id=pickup, channel="pos", location_id="ST-NYC",
+    assert (await send(http, "pos", example("fulfillment.picked", order_id=pickup, channel="pos", location_id="ST-NYC",
                                          lines=[{"line_id": "1", "quantity": 1}]))).status_code == 202
-    await read(http, f"/orders/pos/{pickup}", stage("awaiting_collection"))
-    collected = await send(http, "pos", body("order.collected", order_id=pickup, channel="pos"))
+    await read_until(http, f"/orders/pos/{pickup}", at_stage("awaiting_collection"), token=TOKEN)
+    collected = await send(http, "pos", example("order.collected", order_id=pickup, channel="pos"))
     assert collected.status_code == 202 and collected.json()["workflow_id"] == f"order:pos:{pickup}"
-    await read(http, f"/orders/pos/{pickup}", stage("fulfilled"))
+    await read_until(http, f"/orders/pos/{pickup}", at_stage("fulfilled"), token=TOKEN)
 
     # a transfer
-    requested = await send(http, "wms", body("transfer.requested", transfer_id=transfer))
+    requested = await send(http, "wms", example("transfer.requested", transfer_id=transfer))
     assert requested.status_code == 202 and requested.json() == {"status": "started",
                                                                  "workflow_id": f"transfer:{transfer}"}
     for type_ in ("transfer.shipped", "transfer.received"):
-        answer = await send(http, "wms", body(type_, transfer_id=transfer))
+        answer = await send(http, "wms", example(type_, transfer_id=transfer))
         assert answer.status_code == 202 and answer.json()["workflow_id"] == f"transfer:{transfer}", answer.text
-    await read(http, f"/transfers/{transfer}", stage("received"))
+    await read_until(http, f"/transfers/{transfer}", at_stage("received"), token=TOKEN)
 
     # a return of the shipped order
-    authorized = await send(http, "web", body("return.authorized", return_id=ret, order_id=order))
+    authorized = await send(http, "web", example("return.authorized", return_id=ret, order_id=order))
     assert authorized.status_code == 202 and authorized.json() == {"status": "started",
                                                                    "workflow_id": f"return:{ret}"}
     for source, type_ in (("wms", "return.received"), ("wms", "return.inspected"), ("payments", "refund.settled")):
-        answer = await send(http, source, body(type_, return_id=ret))
+        answer = await send(http, source, example(type_, return_id=ret))
         assert answer.status_code == 202 and answer.json()["workflow_id"] == f"return:{ret}", answer.text
-    await read(http, f"/returns/{ret}", stage("refunded"))
+    await read_until(http, f"/returns/{ret}", at_stage("refunded"), token=TOKEN)
 
-    report = await check(database_url)
-    assert report.ok, report.failed()
+    await assert_checker_ok(database_url)
 
 
 async def test_the_same_order_delivered_20_times_at_once_is_one_process(http, database_url) -> None:
     order = f"EX-{uuid.uuid4().hex[:8]}"
-    raw = json.dumps(body("order.placed", order_id=order)).encode()
+    raw = json.dumps(example("order.placed", order_id=order)).encode()
     headers = {"content-type": "application/json", **sign_headers(SECRET, f"msg_{uuid.uuid4().hex}", raw)}
     answers = await asyncio.gather(*[http.post("/webhooks/web", content=raw, headers=headers) for _ in range(20)])
     assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
@@ -183,8 +154,7 @@ async def test_the_same_order_delivered_20_times_at_once_is_one_process(http, da
         deliveries = await conn.scalar(text(
             "SELECT count(*) FROM webhook_deliveries WHERE workflow_id = :wf"), {"wf": workflow_id})
     assert len(runs) == 1  # one process run moved stock
-    ordered = {line["sku"]: line["quantity"] for line in body("order.placed")["data"]["lines"]}
+    ordered = {line["sku"]: line["quantity"] for line in example("order.placed")["data"]["lines"]}
     assert {sku: qty for sku, _, qty in reserved} == ordered  # reserved once, not 20 times
     assert deliveries == 1
-    report = await check(database_url)
-    assert report.ok, report.failed()
+    await assert_checker_ok(database_url)
