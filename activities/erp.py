@@ -1,21 +1,15 @@
 """ERP activities: item master, the inventory ledger and the journal. Thin wrappers over an ErpPort."""
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from temporalio import activity
 
 from activities.faults import Faults
 from activities.guarded import guarded
-from domain.inventory import MovementRequest
-
-if TYPE_CHECKING:
-    from adapters.erp import ErpPort
-
-
 from adapters.erp import (
     AvailabilityInput,
     AvailabilityResult,
+    ErpPort,
     FinancialPosting,
     LookupItemsInput,
     LookupItemsResult,
@@ -26,6 +20,7 @@ from adapters.erp import (
     StockInput,
     StockResult,
 )
+from domain.inventory import MovementRequest
 
 
 class ErpActivities:
@@ -35,7 +30,7 @@ class ErpActivities:
     `get_availability` offers: it is a business rule of the retailer, not of the ERP.
     """
 
-    def __init__(self, erp: "ErpPort", faults: Faults | None = None,
+    def __init__(self, erp: ErpPort, faults: Faults | None = None,
                  safety_stock: Mapping[str, int] | None = None) -> None:
         self.erp = erp
         self.faults = faults

@@ -1,10 +1,5 @@
-"""Simulated trouble in the stub adapters: a failure rate and added latency per adapter operation.
-
-Set by `Settings.faults` (RETAILFLOW_FAULTS), keyed by operation: the exact `adapter.activity`
-("erp.post_movement"), then the adapter's wildcard ("wms.*"), then "*". A fault fires at the very start of an
-activity, before anything is written, and raises a RETRYABLE ApplicationError typed InjectedFault: it models an
-outage of the remote system, which Temporal's retry policy is there to ride out.
-"""
+"""Simulated trouble in the stub adapters (RETAILFLOW_FAULTS): a failure rate and added latency per operation,
+raised as a retryable InjectedFault before anything is written (docs/runtime.md)."""
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping

@@ -1,20 +1,14 @@
 """POS / payments activities: capture against an authorization, void, refund. Thin wrappers over a PosPort."""
-from typing import TYPE_CHECKING
-
 from temporalio import activity
 
 from activities.faults import Faults
 from activities.guarded import guarded
-
-if TYPE_CHECKING:
-    from adapters.pos import PosPort
-
-
 from adapters.pos import (
     CaptureInput,
     CaptureResult,
     PaymentLookupInput,
     PaymentLookupResult,
+    PosPort,
     RefundInput,
     RefundResult,
     VoidInput,
@@ -25,7 +19,7 @@ from adapters.pos import (
 class PosActivities:
     """Activities over the POS port; a team swaps the port, never these."""
 
-    def __init__(self, pos: "PosPort", faults: Faults | None = None) -> None:
+    def __init__(self, pos: PosPort, faults: Faults | None = None) -> None:
         self.pos = pos
         self.faults = faults
 

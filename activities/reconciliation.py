@@ -1,32 +1,17 @@
-"""Reconciliation activities: read the ledger and journal, ask Temporal which processes still run, store a run.
-
-- `check_inventory`: the invariant checker and every legal entity's operational vs financial inventory,
-  read in ONE repeatable-read snapshot (so the two agree with each other on a busy system). Incremental: the
-  totals the ledger and journal keep (0009) instead of their rows, and the journal entries written since the
-  previous run (less WINDOW_MARGIN; FIRST_WINDOW for the first run); `full=True` scans everything, as
-  `retailflow check` does. Heartbeats before each check.
-- `find_orphans`: units in `reserved` / `picked` / `in_transit` whose process (the movements' workflow ID)
-  is not running, read from the holdings the ledger keeps; only processes quiet for a while are described.
-  Describe is strongly consistent, but a process may release and close between the ledger read and the describe; each candidate is therefore read again after the describe, and only what it still
-  holds is reported (a process that closed cleanly holds nothing by then).
-- `find_uninspected` (issue 17): units in `pending_inspection` whose return is not running and that no open
-  exception case of that return covers (not yet called by the Reconciliation workflow: the lead wires it).
-- `find_stale_processes`: open runs of the four process types started longer ago than their `stale_after`,
-  through the Temporal visibility list API (eventually consistent, fine for an alarm).
-- `open_reconciliation_cases`: the case register's open reconciliation cases (to resolve those that cleared).
-- `store_run`: upsert the report by run ID (a retried store writes the same row).
-
-`latest_run(engine)` is what `GET /reconciliation/latest` serves.
-"""
+"""Reconciliation activities: check the ledger and journal in one snapshot, find orphaned and uninspected stock
+and stale processes, store the run (persistence.reconciliation_runs). Each one: docs/runtime.md."""
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
+from activities.checker import ACCRUALS_SQL, ENTITY_INVENTORY_FAST_SQL, ENTITY_INVENTORY_SQL, check_connection
 from domain.reconciliation import (
     HELD_BUCKETS,
     SCHEDULE_ID,
@@ -41,10 +26,7 @@ from domain.reconciliation import (
     StaleQuery,
 )
 from domain.sla import CaseKind
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-    from temporalio.client import Client
+from persistence import cases, reconciliation_runs
 
 DESCRIBE_CONCURRENCY = 20
 # Listed at most (a report must stay well under Temporal's payload limit even when something goes badly wrong);
@@ -93,8 +75,6 @@ class OpenCasesQuery(BaseModel):
 
 
 def _entity_sql(fast: bool = True) -> str:
-    from activities.checker import ENTITY_INVENTORY_FAST_SQL, ENTITY_INVENTORY_SQL
-
     return f"{ENTITY_INVENTORY_FAST_SQL if fast else ENTITY_INVENTORY_SQL}\n ORDER BY 1, 2"
 
 
@@ -120,7 +100,7 @@ _QUIET_SQL = """
      LIMIT :limit"""
 
 
-async def read_holdings(engine: "AsyncEngine", buckets: list[str],
+async def read_holdings(engine: AsyncEngine, buckets: list[str],
                         workflow_ids: list[str] | None = None) -> list[Holding]:
     """Units each process holds in `buckets`, net of its own movements (only positive holdings)."""
     extra = "AND workflow_id = ANY(:ids)" if workflow_ids is not None else ""
@@ -132,22 +112,15 @@ async def read_holdings(engine: "AsyncEngine", buckets: list[str],
     return [Holding(**{k: (int(v) if k == "quantity" else v) for k, v in row.items()}) for row in rows]
 
 
-async def quiet_holders(engine: "AsyncEngine", buckets: list[str], quiet_for: timedelta, limit: int) -> list[str]:
+async def quiet_holders(engine: AsyncEngine, buckets: list[str], quiet_for: timedelta, limit: int) -> list[str]:
     """Processes holding stock that have not moved any for `quiet_for`, the quietest first."""
     async with engine.connect() as conn:
         rows = await conn.execute(text(_QUIET_SQL), {"buckets": buckets, "quiet": quiet_for, "limit": limit})
         return list(rows.scalars().all())
 
 
-async def last_run_at(engine: "AsyncEngine") -> datetime | None:
-    async with engine.connect() as conn:
-        return await conn.scalar(text("SELECT max(run_at) FROM reconciliation_runs"))
-
-
-async def process_status(client: "Client", workflow_id: str) -> str:
+async def process_status(client: Client, workflow_id: str) -> str:
     """running | completed | failed | ... of the latest run of `workflow_id`, or not_found."""
-    from temporalio.service import RPCError, RPCStatusCode
-
     try:
         description = await client.get_workflow_handle(workflow_id).describe()
     except RPCError as err:
@@ -165,7 +138,7 @@ _LATE_WITHOUT_CASE_SQL = """
 
 
 class ReconciliationActivities:
-    def __init__(self, client: "Client", engine: "AsyncEngine", *, quiet_for: timedelta = timedelta(0)) -> None:
+    def __init__(self, client: Client, engine: AsyncEngine, *, quiet_for: timedelta = timedelta(0)) -> None:
         self.client = client
         self.engine = engine
         # a process that moved stock more recently than this is taken to be running and is not described
@@ -175,12 +148,10 @@ class ReconciliationActivities:
     @activity.defn(name="reconcile_check_inventory")
     async def check_inventory(self, query: InventoryQuery) -> InventoryCheck:
         """The invariant checker plus per-entity figures, in one repeatable-read, read-only snapshot."""
-        from activities.checker import ACCRUALS_SQL, check_connection
-
         if query.full:
             since = None
         else:  # the first run looks back FIRST_WINDOW; `retailflow check` proves everything on demand
-            previous = await last_run_at(self.engine)
+            previous, _ = await reconciliation_runs.last_run_at(self.engine)
             since = (previous - WINDOW_MARGIN) if previous is not None else datetime.now(UTC) - FIRST_WINDOW
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -263,13 +234,7 @@ class ReconciliationActivities:
 
     async def _with_open_case(self, workflow_ids: list[str]) -> set[str]:
         """The ended processes that have an open case telling ops about what they still hold."""
-        if not workflow_ids:
-            return set()
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(text(
-                "SELECT DISTINCT process_workflow_id FROM exception_cases WHERE status = 'open' "
-                "AND process_workflow_id = ANY(:ids)"), {"ids": workflow_ids})
-            return {r[0] for r in rows}
+        return await cases.processes_with_open_case(self.engine, workflow_ids)
 
     @activity.defn(name="reconcile_find_stale_processes")
     async def find_stale_processes(self, query: StaleQuery) -> StaleResult:
@@ -293,23 +258,8 @@ class ReconciliationActivities:
     @activity.defn(name="reconcile_open_cases")
     async def open_reconciliation_cases(self, query: OpenCasesQuery) -> list[str]:
         """Open reconciliation cases in the case register (exception_cases)."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(text(
-                "SELECT exception_id FROM exception_cases WHERE kind = :kind AND status = 'open' "
-                "AND starts_with(exception_id, :prefix) ORDER BY 1"),
-                {"kind": CaseKind.RECONCILIATION.value, "prefix": query.prefix})
-            return list(rows.scalars().all())
+        return await cases.open_case_ids(self.engine, CaseKind.RECONCILIATION.value, query.prefix)
 
     @activity.defn(name="reconcile_store_run")
     async def store_run(self, report: ReconciliationReport) -> None:
-        stored = report.model_copy(update={"finished_at": report.finished_at or datetime.now(UTC)})
-        async with self.engine.begin() as conn:
-            await conn.execute(text("""
-                INSERT INTO reconciliation_runs (run_id, workflow_id, run_at, ok, discrepancies, report)
-                VALUES (:run_id, :workflow_id, :run_at, :ok, :discrepancies, CAST(:report AS jsonb))
-                ON CONFLICT (run_id) DO UPDATE
-                   SET ok = EXCLUDED.ok, discrepancies = EXCLUDED.discrepancies, report = EXCLUDED.report,
-                       stored_at = now()"""),
-                {"run_id": report.run_id, "workflow_id": report.workflow_id, "run_at": report.when,
-                 "ok": report.ok, "discrepancies": len(report.discrepancies),
-                 "report": stored.model_dump_json()})
+        await reconciliation_runs.store_run(self.engine, report)

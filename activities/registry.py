@@ -1,17 +1,13 @@
 """Activities of the process registry and of late events: a process enters itself in the registry as its last
 step; the LateEvent workflow stores a late event and reads the ended process it belongs to."""
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.late import ClosedProcess, LateEventRecord
 from persistence import registry
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-    from temporalio.client import Client
 
 
 class ClosedProcessQuery(BaseModel):
@@ -23,7 +19,7 @@ class ClosedProcessAnswer(BaseModel):
 
 
 class RegistryActivities:
-    def __init__(self, engine: "AsyncEngine", client: "Client") -> None:
+    def __init__(self, engine: AsyncEngine, client: Client) -> None:
         self.engine = engine
         self.client = client
 

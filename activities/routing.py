@@ -1,20 +1,17 @@
 """Hand events between processes through the same router the webhooks use (client.dispatch), and close a
 process: its registry entry, what it hands over, and what it still held, in one activity (release 3)."""
-from typing import TYPE_CHECKING
+from functools import partial
 
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.client import Client
 
 from client.dispatch import dispatch
+from config.settings import Settings
 from domain.events import Event
 from domain.late import ClosedProcess
 from persistence.registry import closed_process, record_closed
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-    from temporalio.client import Client
-
-    from config.settings import Settings
 
 
 class ForwardResult(BaseModel):
@@ -38,7 +35,7 @@ class ClosingResult(BaseModel):
 
 
 class RoutingActivities:
-    def __init__(self, client: "Client", settings: "Settings", engine: "AsyncEngine | None" = None) -> None:
+    def __init__(self, client: Client, settings: Settings, engine: AsyncEngine) -> None:
         self.client = client
         self.settings = settings
         self.engine = engine
@@ -51,18 +48,12 @@ class RoutingActivities:
     @activity.defn(name="close_process")
     async def close_process(self, closing: ClosingInput) -> ClosingResult:
         """The last step of every release-3 process (workflows.process.Process.close)."""
-        assert self.engine is not None, "close_process needs the registry's database"
         entered = await record_closed(self.engine, closing.closed)
         forwarded = [await self._forward(event) for event in [*closing.hand_over, *closing.unapplied]]
         return ClosingResult(entered=entered, forwarded=forwarded)
 
     async def _forward(self, event: Event) -> ForwardResult:
-        engine = self.engine
-
-        def closed(wf: str):  # noqa: ANN202
-            return closed_process(engine, wf)
-
-        result = await dispatch(self.client, event, self.settings, closed=closed if engine is not None else None)
+        result = await dispatch(self.client, event, self.settings, closed=partial(closed_process, self.engine))
         if result.status == "late":
             activity.logger.warning("forward_event: process already closed", extra={"workflow_id": result.workflow_id})
         return ForwardResult(workflow_id=result.workflow_id, status=result.status)

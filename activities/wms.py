@@ -1,15 +1,8 @@
 """WMS activities: pick tasks, customer shipments, transfer shipments and receipts. Thin wrappers over a WmsPort."""
-from typing import TYPE_CHECKING
-
 from temporalio import activity
 
 from activities.faults import Faults
 from activities.guarded import guarded
-
-if TYPE_CHECKING:
-    from adapters.wms import WmsPort
-
-
 from adapters.wms import (
     AuthorizeReturnInput,
     AuthorizeReturnResult,
@@ -23,6 +16,7 @@ from adapters.wms import (
     ShippedLinesInput,
     ShippedLinesResult,
     TransferShipmentInput,
+    WmsPort,
     WmsRecordResult,
 )
 
@@ -30,7 +24,7 @@ from adapters.wms import (
 class WmsActivities:
     """Activities over the WMS port; a team swaps the port, never these."""
 
-    def __init__(self, wms: "WmsPort", faults: Faults | None = None) -> None:
+    def __init__(self, wms: WmsPort, faults: Faults | None = None) -> None:
         self.wms = wms
         self.faults = faults
 

@@ -92,11 +92,24 @@ class PostingResult(BaseModel):
 
 @runtime_checkable
 class ErpPort(Protocol):
-    """Item master, the inventory ledger and the journal."""
+    """Item master, the inventory ledger and the journal (the activities and the read API use it)."""
 
     async def items(self, skus: list[str]) -> dict[str, Item]: ...
 
+    async def items_page(self, after: str | None, limit: int) -> list[Item]:
+        """Up to `limit` items by SKU, after the SKU `after` (the read API's cursor)."""
+        ...
+
     async def locations(self, location_ids: list[str] | None) -> dict[str, Location]: ...
+
+    async def locations_page(self, after: str | None, limit: int) -> list[Location]:
+        """Up to `limit` locations by ID, after the ID `after` (the read API's cursor)."""
+        ...
+
+    async def stock(self, skus: list[str], location_ids: list[str] | None = None
+                    ) -> dict[str, dict[str, dict[str, int]]]:
+        """sku -> location -> bucket -> units, for every balance the SKUs have (the read API's inventory)."""
+        ...
 
     async def availability(self, skus: list[str], location_ids: list[str] | None) -> list[AvailabilityRow]:
         """Raw `available` bucket per SKU x location (safety stock is the activity's business)."""

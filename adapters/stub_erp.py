@@ -1,16 +1,5 @@
-"""The stub ERP on PostgreSQL: item master, the inventory ledger and the journal.
-
-`post_movement` is the one way stock changes. One transaction:
-1. insert the key's idempotency row (ON CONFLICT DO NOTHING). A racing caller with the same key blocks on the
-   unique index until the first commits, then finds the row and returns the first result; a different request
-   under a known key is an IdempotencyConflict;
-2. lock the touched balance rows in sorted (sku, location, bucket) order, creating missing ones (every caller
-   locks in the same order, so concurrent movements never deadlock);
-3. apply the movement with the pure rule (`domain.inventory.apply`): an illegal movement is InvalidTransition,
-   a bucket going below zero is InsufficientStock; the CHECK constraint backs this up;
-4. write the balances, append the movement rows and the journal entries (one per legal entity, at standard
-   unit cost; a deferred trigger refuses an unbalanced entry at commit).
-"""
+"""The stub ERP on PostgreSQL: item master, the inventory ledger and the journal. `post_movement` is the one way
+stock changes, in one transaction (docs/persistence.md)."""
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -21,7 +10,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.erp import AvailabilityRow, FinancialPosting, MovementResult, PostingResult
-from adapters.keys import conflict, request_hash
 from domain.errors import DomainError, ErrorType
 from domain.inventory import Bucket, MovementKind, MovementRequest, apply, deltas
 from domain.items import Item, Location, LocationKind
@@ -35,6 +23,7 @@ from persistence.models import (
     MovementBatchRow,
     MovementRow,
 )
+from persistence.write_once import request_hash, write_once
 
 ITEMS = ItemRow.__table__
 LOCATIONS = LocationRow.__table__
@@ -73,11 +62,6 @@ class PostgresErp:
     async def items(self, skus: list[str]) -> dict[str, Item]:
         async with self.engine.connect() as conn:
             return await _items(conn, skus)
-
-    async def all_items(self) -> list[Item]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(ITEMS).order_by(ITEMS.c.sku))).mappings()
-            return [_item(r) for r in rows]
 
     async def items_page(self, after: str | None, limit: int) -> list[Item]:
         """Up to `limit` items by SKU, after `after` (the read API's cursor)."""
@@ -224,19 +208,10 @@ class PostgresErp:
         result = MovementResult(key=request.key, applied=True, journal_keys=sorted(entries))
 
         # 1. the idempotency row; a same-key racer waits here for the first to commit
-        inserted = await conn.scalar(
-            insert(BATCHES)
-            .values(key=request.key, kind=str(kind), request_hash=fingerprint,
-                    result=result.model_dump(mode="json"), workflow_id=request.workflow_id, run_id=request.run_id)
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(BATCHES.c.key)
-        )
-        if inserted is None:
-            first = (await conn.execute(
-                select(BATCHES.c.request_hash, BATCHES.c.result).where(BATCHES.c.key == request.key)
-            )).one()
-            if first.request_hash != fingerprint:
-                raise conflict(request.key, "movement")
+        first = await write_once(conn, BATCHES, dict(
+            key=request.key, kind=str(kind), request_hash=fingerprint, result=result.model_dump(mode="json"),
+            workflow_id=request.workflow_id, run_id=request.run_id), what="movement")
+        if first is not None:
             return MovementResult.model_validate({**first.result, "applied": False})
 
         # 2. lock (or create) the touched balances, in one deterministic order
@@ -301,18 +276,12 @@ class PostgresErp:
                     raise DomainError(ErrorType.UNKNOWN_LOCATION, f"unknown location {posting.location_id}",
                                       location_ids=[posting.location_id])
                 entity = locations[posting.location_id].legal_entity
-            inserted = await conn.scalar(
-                insert(ENTRIES)
-                .values(key=posting.key, source_key=posting.key, source_kind=str(posting.event), legal_entity=entity,
-                        currency=posting.currency, memo=posting.memo, request_hash=fingerprint,
-                        workflow_id=posting.workflow_id, run_id=posting.run_id, reference=posting.reference)
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(ENTRIES.c.key)
-            )
-            if inserted is None:
-                first = await conn.scalar(select(ENTRIES.c.request_hash).where(ENTRIES.c.key == posting.key))
-                if first != fingerprint:
-                    raise conflict(posting.key, "financial posting")
+            first = await write_once(conn, ENTRIES, dict(
+                key=posting.key, source_key=posting.key, source_kind=str(posting.event), legal_entity=entity,
+                currency=posting.currency, memo=posting.memo, request_hash=fingerprint,
+                workflow_id=posting.workflow_id, run_id=posting.run_id, reference=posting.reference),
+                what="financial posting")
+            if first is not None:
                 return PostingResult(key=posting.key, applied=False)
             await conn.execute(insert(LINES), [
                 {"entry_key": posting.key, "line": n, "account": str(jl.account), "debit": jl.debit,

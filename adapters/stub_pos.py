@@ -1,9 +1,5 @@
-"""The stub POS / payment gateway on PostgreSQL: captures against an authorization, voids and refunds.
-
-The authorization is registered the first time a capture (or void) names it. Captures on one payment are
-serialised by locking the payment row, so the sum of captures can never exceed the authorized amount
-(OverCapture) however many shipments capture at once. Every operation is idempotent by its key.
-"""
+"""The stub POS / payment gateway on PostgreSQL: captures against an authorization (never over it), voids and
+refunds, each idempotent by its key (docs/persistence.md)."""
 import hashlib
 from decimal import Decimal
 
@@ -11,7 +7,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from adapters.keys import conflict, request_hash
 from adapters.pos import (
     CaptureInput,
     CaptureResult,
@@ -24,6 +19,7 @@ from adapters.pos import (
 )
 from domain.errors import DomainError, ErrorType
 from persistence.models import CaptureRow, PaymentRow, RefundRow, VoidRow
+from persistence.write_once import first_record, request_hash
 
 PAYMENTS = PaymentRow.__table__
 CAPTURES = CaptureRow.__table__
@@ -42,13 +38,10 @@ async def _captured(conn: AsyncConnection, payment_id: str) -> Decimal:
 
 
 async def _replay(conn: AsyncConnection, table, key: str, fingerprint: str, what: str) -> dict | None:  # noqa: ANN001
-    """The first result stored under `key`, or None if the key is new."""
-    row = (await conn.execute(select(table.c.request_hash, table.c.result).where(table.c.key == key))).first()
-    if row is None:
-        return None
-    if row.request_hash != fingerprint:
-        raise conflict(key, what)
-    return {**row.result, "applied": False}
+    """The first result stored under `key`, or None if the key is new (checked under the caller's lock, before
+    the result is computed: it depends on what the payment holds)."""
+    row = await first_record(conn, table, {"key": key}, what=what, fingerprint=fingerprint)
+    return None if row is None else {**row.result, "applied": False}
 
 
 class PostgresPos:

@@ -1,25 +1,12 @@
-"""The stub WMS on PostgreSQL: pick tasks, customer shipments (with priced lines, which the returns process
-reads back to know what a customer may return and at what price), transfer shipments and receipts, and the
-interception of an order's fulfilment when it is cancelled (answered `intercepted` unless the stub knows the
-parcel left: `mark_parcel_left`, the stub's stand-in for the warehouse floor, as tests and the demo use it).
-
-Release 2: shipment records carry the payment they were charged to and each line's charged amount; and the
-returnable quantities of every order line across its returns live here (revision 0005): `authorize_return`
-and `close_return` lock the order's `return_orders` row, so two returns of one line decided at the same moment
-are decided one after the other, each seeing what the other holds.
-
-Every record is written once per key: a retry returns applied=False, a different request under a used key is
-an IdempotencyConflict. Stock itself never moves here; the workflows move it through the ERP ledger.
-"""
+"""The stub WMS on PostgreSQL: pick tasks, shipments (priced lines), transfer shipments, receipts, interceptions
+and the returnable quantities of every order line, each record written once by key (docs/persistence.md)."""
 from collections import defaultdict
 from decimal import Decimal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql import Insert
 
-from adapters.keys import conflict, request_hash
 from adapters.wms import (
     AuthorizedLine,
     AuthorizeReturnInput,
@@ -53,6 +40,7 @@ from persistence.models import (
     TransferShipmentRow,
     WmsInterceptionRow,
 )
+from persistence.write_once import conflict, first_record, request_hash, write_once
 
 PICK_TASKS = PickTaskRow.__table__
 SHIPMENTS = ShipmentRow.__table__
@@ -90,36 +78,25 @@ class PostgresWms:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def _once(self, conn: AsyncConnection, table, statement: Insert, key: str, fingerprint: str,  # noqa: ANN001
-                    what: str) -> bool:
-        """Insert the keyed row; False if the key was there (after checking it is the same request)."""
-        inserted = await conn.scalar(statement.on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key))
-        if inserted is not None:
-            return True
-        first = await conn.scalar(select(table.c.request_hash).where(table.c.key == key))
-        if first != fingerprint:
-            raise conflict(key, what)
-        return False
-
     async def create_pick_task(self, task: PickTaskInput) -> WmsRecordResult:
         _refuse_empty(task.key, task.lines)
         fingerprint = request_hash(task)
         async with self.engine.begin() as conn:
-            applied = await self._once(conn, PICK_TASKS, insert(PICK_TASKS).values(
+            applied = await write_once(conn, PICK_TASKS, dict(
                 key=task.key, channel=task.channel, order_id=task.order_id, location_id=task.location_id,
                 lines=[line.model_dump(mode="json") for line in task.lines], request_hash=fingerprint,
-            ), task.key, fingerprint, "pick task")
+            ), what="pick task") is None
         return WmsRecordResult(key=task.key, applied=applied)
 
     async def record_shipment(self, shipment: ShipmentRecord) -> WmsRecordResult:
         _refuse_empty(shipment.key, shipment.lines)
         fingerprint = _shipment_fingerprint(shipment)
         async with self.engine.begin() as conn:
-            applied = await self._once(conn, SHIPMENTS, insert(SHIPMENTS).values(
+            applied = await write_once(conn, SHIPMENTS, dict(
                 key=shipment.key, shipment_id=shipment.shipment_id, channel=shipment.channel,
                 order_id=shipment.order_id, location_id=shipment.location_id, carrier=shipment.carrier,
                 tracking_number=shipment.tracking_number, request_hash=fingerprint, payment_id=shipment.payment_id,
-            ), shipment.key, fingerprint, "shipment")
+            ), what="shipment") is None
             if applied:
                 merged: dict[str, ShippedLine] = {}
                 for line in (x for x in shipment.lines if x.quantity > 0):  # one row per order line, even if the WMS split it
@@ -143,12 +120,10 @@ class PostgresWms:
             # one answer per order and location at a time: a racing parcel_left mark or cancel waits here
             await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(
                 f"wms-intercept:{request.channel}:{request.order_id}:{request.location_id}"))))
-            first = (await conn.execute(select(INTERCEPTIONS.c.answer, INTERCEPTIONS.c.request_hash)
-                                        .where(INTERCEPTIONS.c.key == request.key))).first()
-            if first is not None:
-                if first.request_hash != fingerprint:
-                    raise conflict(request.key, "cancel of a fulfilment")
-                return CancelFulfillmentResult(key=request.key, answer=InterceptAnswer(first.answer), applied=False)
+            earlier = await first_record(conn, INTERCEPTIONS, {"key": request.key},
+                                         what="cancel of a fulfilment", fingerprint=fingerprint)
+            if earlier is not None:
+                return CancelFulfillmentResult(key=request.key, answer=InterceptAnswer(earlier.answer), applied=False)
             left = await conn.scalar(select(INTERCEPTIONS.c.key).where(
                 where, INTERCEPTIONS.c.kind == "parcel_left").limit(1))
             # (a shipment recorded for the order there says nothing about the rest: an earlier partial parcel)
@@ -165,10 +140,9 @@ class PostgresWms:
         async with self.engine.begin() as conn:
             await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(
                 f"wms-intercept:{channel}:{order_id}:{location_id}"))))
-            await conn.execute(insert(INTERCEPTIONS).values(
+            await write_once(conn, INTERCEPTIONS, dict(
                 key=key, kind="parcel_left", channel=channel, order_id=order_id, location_id=location_id,
-                answer=str(InterceptAnswer.ALREADY_DISPATCHED), request_hash=key,
-            ).on_conflict_do_nothing(index_elements=["key"]))
+                answer=str(InterceptAnswer.ALREADY_DISPATCHED), request_hash=key), what="parcel left")
 
     async def shipped_lines(self, query: ShippedLinesInput) -> ShippedLinesResult:
         """What left the building for one order, summed per order line over all its shipments."""
@@ -200,11 +174,11 @@ class PostgresWms:
             raise DomainError(ErrorType.INVALID_TRANSITION, "a transfer ships to another location", key=shipment.key)
         fingerprint = request_hash(shipment)
         async with self.engine.begin() as conn:
-            applied = await self._once(conn, TRANSFER_SHIPMENTS, insert(TRANSFER_SHIPMENTS).values(
+            applied = await write_once(conn, TRANSFER_SHIPMENTS, dict(
                 key=shipment.key, transfer_id=shipment.transfer_id, from_location_id=shipment.from_location_id,
                 to_location_id=shipment.to_location_id, lines=[line.model_dump(mode="json") for line in shipment.lines],
                 request_hash=fingerprint,
-            ), shipment.key, fingerprint, "transfer shipment")
+            ), what="transfer shipment") is None
         return WmsRecordResult(key=shipment.key, applied=applied)
 
     async def record_receipt(self, receipt: ReceiptRecord) -> WmsRecordResult:
@@ -215,10 +189,10 @@ class PostgresWms:
                               key=receipt.key)
         fingerprint = request_hash(receipt)
         async with self.engine.begin() as conn:
-            applied = await self._once(conn, RECEIPTS, insert(RECEIPTS).values(
+            applied = await write_once(conn, RECEIPTS, dict(
                 key=receipt.key, kind=receipt.kind, reference=receipt.reference, location_id=receipt.location_id,
                 lines=[line.model_dump(mode="json") for line in receipt.lines], request_hash=fingerprint,
-            ), receipt.key, fingerprint, "receipt")
+            ), what="receipt") is None
         return WmsRecordResult(key=receipt.key, applied=applied)
 
     # --- returns (release 2) ----------------------------------------------------------------------------------
@@ -266,12 +240,10 @@ class PostgresWms:
         fingerprint = request_hash(request)
         async with self.engine.begin() as conn:
             await self._lock_order(conn, request.channel, request.order_id)
-            first = (await conn.execute(select(AUTHORIZATIONS.c.request_hash, AUTHORIZATIONS.c.result)
-                                        .where(AUTHORIZATIONS.c.key == request.key))).first()
-            if first is not None:
-                if first.request_hash != fingerprint:
-                    raise conflict(request.key, "return authorization")
-                return AuthorizeReturnResult.model_validate({**first.result, "applied": False})
+            earlier = await first_record(conn, AUTHORIZATIONS, {"key": request.key},
+                                         what="return authorization", fingerprint=fingerprint)
+            if earlier is not None:
+                return AuthorizeReturnResult.model_validate({**earlier.result, "applied": False})
             shipped, payment_id, shipment_ids = await self._shipped(conn, request.channel, request.order_id)
             held = dict((await conn.execute(
                 select(AUTH_LINES.c.line_id,

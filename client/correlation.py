@@ -1,17 +1,5 @@
-"""Correlation IDs: the `webhook-id` of the delivery that caused a piece of work, carried from the HTTP door
-through Temporal headers into workflow and activity logs, so one grep follows an event to the ledger.
-
-- Client side: whatever sets `correlation_id` (the webhook handler, `bind(...)`) is copied into the
-  `correlation-id` header of every start, signal, signal-with-start, update and update-with-start call.
-- Workflow side: the inbound interceptor reads the header of the start, of each signal and of each update,
-  logs the hand-over (`workflow.logger`, so it carries the workflow ID and run ID), and remembers the latest
-  one; the outbound interceptor puts it on every activity and child workflow the process schedules next.
-- Activity side: the header is put into a context variable for the activity's duration, bound into
-  structlog's context vars, and added to every log record by `CorrelationFilter`.
-
-One class is both the client and the worker interceptor; `client.connect.connect()` installs it, and a worker
-built on a client that has it picks it up by itself (`worker.factory` adds it otherwise).
-"""
+"""Correlation IDs: the webhook-id that caused a piece of work, carried in Temporal headers from the door into
+workflow and activity logs. One class is the client and the worker interceptor (docs/door.md)."""
 from collections.abc import Mapping
 from typing import Any
 

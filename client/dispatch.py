@@ -1,27 +1,13 @@
-"""The one mapping from a business event to a process action, used by the webhooks, the CLI, the demo and by
-processes that hand events to each other (the `forward_event` activity).
-
-- `order.placed` is an update-with-start of ReserveToFulfill: the workflow itself answers the reservation
-  decision, and a redelivery answers the same decision.
-- every other event is a signal-with-start of its process: an event that comes before the one that opens its
-  process starts the process, which holds the event until the opening event arrives.
-
-The workflow ID is the business key, so a second start of the same key never makes a second process; the
-event's `event_id` (source + `webhook-id`) makes a redelivered signal harmless inside the process.
-
-An event whose process has ended (found in the process registry, or refused by Temporal as a finished business
-key) is never dropped: it starts a `LateEvent` process (workflows/late_event.py) that stores it, applies its
-goods where they moved, and opens the case that tells ops; the answer is `late` with that case's ID. The
-registry is checked first because Temporal forgets a closed run after the namespace's retention, and a
-business key must never open a second process.
-"""
+"""The one mapping from a business event to a process action (update-with-start for order.placed,
+signal-with-start otherwise, a LateEvent for an ended process), for the door, the CLI and `forward_event`.
+Why each: docs/door.md."""
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -48,7 +34,8 @@ from domain.ids import late_event_workflow_id
 from domain.late import ClosedProcess, LateEventInput, late_case_id
 from domain.order import OrderDecision
 from domain.process import ProcessInput
-from domain.routing import Route, route
+from domain.routing import Route
+from domain.routing import route as route_of
 
 EVENT_SIGNAL = "event"  # every process receives its events on this signal
 PLACE_UPDATE = "place"  # ReserveToFulfill answers order.placed on this update
@@ -103,18 +90,24 @@ def _lines(lines: list) -> str:
     return f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
 
 
-def _start_options(r: Route, settings: Settings, event: Event | None = None) -> dict:
-    attrs: list[SearchAttributePair] = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
+def search_attributes(r: Route) -> TypedSearchAttributes:
+    """BusinessKey and Channel, set on every start dispatch makes (free at start; the processes need not upsert
+    them, and setting them adds no workflow command)."""
+    pairs: list[SearchAttributePair] = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
     if r.channel:
-        attrs.append(SearchAttributePair(CHANNEL, r.channel))
+        pairs.append(SearchAttributePair(CHANNEL, r.channel))
+    return TypedSearchAttributes(pairs)
+
+
+def _start_options(r: Route, settings: Settings, event: Event) -> dict:
     return dict(
         id=r.workflow_id,
         task_queue=settings.task_queue or TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         # a finished process is never started again by a late or repeated event
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(attrs),
-        static_summary=start_summary(event, r) if event is not None else f"{r.workflow_type} {r.business_key}",
+        search_attributes=search_attributes(r),
+        static_summary=start_summary(event, r),
     )
 
 
@@ -124,10 +117,11 @@ def place_update_id(event: Event) -> str:
     return f"place:{event.event_id}"
 
 
-async def dispatch(client: Client, event: Event, settings: Settings, *, closed: ClosedLookup | None = None,
-                   decision_timeout: timedelta | None = None) -> DispatchResult:
+async def dispatch(client: Client, event: Event, settings: Settings, *, route: Route | None = None,
+                   closed: ClosedLookup | None = None, decision_timeout: timedelta | None = None) -> DispatchResult:
     """Start or advance the process `event` belongs to, or hand it to a LateEvent process when it has ended.
 
+    `route`: the event's Route when the caller has it already (the door routes before it claims the delivery).
     `closed` looks the business key up in the process registry (the door and forward_event pass it).
     For order.placed with `decision_timeout`: when the decision takes longer, the result has `decision=None`
     (the process exists and will decide; the read API has the decision later, and a redelivery, with the same
@@ -135,7 +129,7 @@ async def dispatch(client: Client, event: Event, settings: Settings, *, closed: 
 
     Raises `WorkflowUpdateFailedError` when the process refuses the order (its update validator or handler failed).
     """
-    r = route(event)
+    r = route or route_of(event)
     if closed is not None and (ended := await closed(r.workflow_id)) is not None:
         return await dispatch_late(client, event, settings, r, process_type=ended.workflow_type)
     options = _start_options(r, settings, event)
@@ -160,15 +154,12 @@ async def dispatch_late(client: Client, event: Event, settings: Settings, r: Rou
     late_id = late_event_workflow_id(event.event_id)
     late = LateEventInput(event=event, process_workflow_id=r.workflow_id, process_type=process_type,
                           business_key=r.business_key, channel=r.channel, sla=settings.sla_policy(r.channel))
-    attrs = [SearchAttributePair(BUSINESS_KEY, r.business_key)]
-    if r.channel:
-        attrs.append(SearchAttributePair(CHANNEL, r.channel))
     try:
         await client.start_workflow(
             "LateEvent", late, id=late_id, task_queue=settings.task_queue or TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(attrs),
+            search_attributes=search_attributes(r),
             static_summary=f"Late {event.type} for ended {process_type} {r.business_key}"[:200],
         )
     except WorkflowAlreadyStartedError:
@@ -176,12 +167,11 @@ async def dispatch_late(client: Client, event: Event, settings: Settings, r: Rou
     return DispatchResult(workflow_id=r.workflow_id, status="late", case_id=late_case_id(late_id, event.type))
 
 
-def _started(handle: object) -> bool:
-    """Whether signal-with-start started the process (else it signalled a running one): the server says so in
-    the response's `started` (the SDK keeps the response on the handle; its first_execution_run_id is set in
-    both cases)."""
-    response = getattr(handle, "_start_workflow_response", None)
-    return bool(getattr(response, "started", True))
+def _started(handle: WorkflowHandle) -> bool:
+    """Whether signal-with-start started the process (else it signalled a running one). The server says so in
+    its response's `started`; temporalio 1.35 has no public property for it (`first_execution_run_id` is set
+    either way on server 1.32+, measured), so it is read, here only, from the response the SDK keeps."""
+    return bool(getattr(handle._start_workflow_response, "started", True))
 
 
 async def _place(client: Client, event: Event, r: Route, settings: Settings, options: dict,

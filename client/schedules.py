@@ -1,28 +1,7 @@
-"""The Temporal Schedule `reconciliation`, and the last reconciliation run for the read API.
-
-`ensure_schedule(client, settings)` creates the schedule, or updates it to match the settings when it already
-exists (a paused schedule stays paused, its note is kept): safe to call on every start, by every replica.
-Every `RETAILFLOW_RECONCILIATION_EVERY` (ISO 8601, default `PT15M`) it starts a `Reconciliation` workflow on
-the task queue (workflow ID `reconciliation-<scheduled time>`), overlap policy SKIP (a run still going makes
-the next one skip), catch-up window one interval (after an outage, one run, not a backlog). The SLA
-deadlines in effect (defaults, `RETAILFLOW_SLA`, `RETAILFLOW_SLA_BY_CHANNEL`) are baked into the action's
-input as each process type's `stale_after`, so a settings change reaches the schedule at the next ensure.
-
-Where it is created:
-- `retailflow dev` (and so `retailflow demo`) calls `ensure_schedule` once Temporal is up.
-- Production: `retailflow worker` calls it at start, so docker-compose or a Kubernetes deployment needs
-  nothing extra, and a change of `RETAILFLOW_RECONCILIATION_EVERY` or the SLAs takes effect when the workers
-  roll. Several replicas starting at once are fine (create, or update with the same schedule). To see or drive
-  it by hand: `temporal schedule describe --schedule-id reconciliation`, `temporal schedule trigger
-  --schedule-id reconciliation` (run now), `temporal schedule toggle --pause --schedule-id reconciliation
-  --reason "..."` (ops pause; kept by later ensures).
-
-`run_reconciliation` runs one reconciliation right now (outside the schedule) and returns its report: for
-the demo's summary and for tests.
-"""
+"""The Temporal Schedule `reconciliation` (`ensure_schedule`: create or update, safe on every start) and
+`run_reconciliation` (one run now). Its policies and how to drive it: docs/runtime.md."""
 import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from temporalio.client import (
     Client,
@@ -38,6 +17,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from config.settings import Settings
 from domain.reconciliation import (
     SCHEDULE_ID,
     WORKFLOW_TYPE,
@@ -46,21 +26,17 @@ from domain.reconciliation import (
     stale_thresholds,
 )
 
-if TYPE_CHECKING:
-
-    from config.settings import Settings
-
 RUN_TIMEOUT = timedelta(hours=1)  # a run stuck longer (e.g. a database outage) gives way to the next one
 
 
-def reconciliation_input(settings: "Settings") -> ReconciliationInput:
+def reconciliation_input(settings: Settings) -> ReconciliationInput:
     """The run input under these settings: stale thresholds over the default and every per-channel SLA policy."""
     policies = [settings.sla_policy(None), *(settings.sla_policy(c) for c in sorted(settings.sla_by_channel))]
     return ReconciliationInput(stale_after=stale_thresholds(policies),
                                escalate_every=settings.exception_escalate_every)
 
 
-def reconciliation_schedule(settings: "Settings") -> Schedule:
+def reconciliation_schedule(settings: Settings) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             WORKFLOW_TYPE,
@@ -78,7 +54,7 @@ def reconciliation_schedule(settings: "Settings") -> Schedule:
     )
 
 
-async def ensure_schedule(client: Client, settings: "Settings") -> ScheduleHandle:
+async def ensure_schedule(client: Client, settings: Settings) -> ScheduleHandle:
     """Create the `reconciliation` schedule, or bring an existing one in line with `settings` (idempotent)."""
     schedule = reconciliation_schedule(settings)
     try:
@@ -95,7 +71,7 @@ async def ensure_schedule(client: Client, settings: "Settings") -> ScheduleHandl
     return handle
 
 
-async def run_reconciliation(client: Client, settings: "Settings", *,
+async def run_reconciliation(client: Client, settings: Settings, *,
                              input: ReconciliationInput | None = None) -> ReconciliationReport:
     """Run one reconciliation now (workflow ID `reconciliation-manual-<time>`) and wait for its report."""
     workflow_id = f"{SCHEDULE_ID}-manual-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"

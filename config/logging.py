@@ -1,19 +1,5 @@
-"""One log stream for everything a retailflow process writes: ours, temporalio's (incl. the Rust core), uvicorn's.
-
-structlog renders; the standard library routes. Every stdlib logger (temporalio, uvicorn, sqlalchemy, alembic)
-propagates to one root handler whose `structlog.stdlib.ProcessorFormatter` renders the line, so a record from
-`logging.getLogger(...)` and one from `structlog.get_logger()` come out alike: JSON when stderr is not a terminal
-(one object a line, for a log shipper), a readable console line on a terminal (`RETAILFLOW_LOG_FORMAT`
-overrides: `json` / `console`).
-
-Temporal puts the workflow's / activity's identity on a record as `temporal_workflow` / `temporal_activity`
-extras; `lift_extras` turns them, and our own `business_key`, `fields` and `correlation_id` extras, into
-top-level keys (`workflow_id`, `run_id`, `workflow_type`, `activity_type`, `business_key`, ...), so every line a
-process writes can be found by its workflow ID or business key. `workflow.logger` is replay-safe (it is silent
-while a workflow replays), so the workflow code logs through it (see `workflows.process.ProcessLog`).
-
-Secrets never reach a line: values under secret-like keys are masked and `SecretStr` renders as `**********`.
-"""
+"""One log stream for everything a retailflow process writes (ours, temporalio's, uvicorn's): structlog renders,
+the standard library routes, secrets are masked. How the records get their keys: docs/runtime.md."""
 from __future__ import annotations
 
 import logging
@@ -21,13 +7,15 @@ import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import stamina.instrumentation
 import structlog
 from pydantic import SecretBytes, SecretStr
+from temporalio import activity, workflow
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
 
-if TYPE_CHECKING:
-    from config.settings import Settings
+from config.settings import Settings
 
 EventDict = MutableMapping[str, Any]
 
@@ -213,13 +201,8 @@ def configure_logging(settings: Settings | None = None, *, service: str | None =
         logging.getLogger(name).setLevel(max(quiet, logging.getLevelName(level_name)))
 
     # Temporal appends its info dict to the message unless told not to; we lift it into keys instead.
-    from temporalio import activity, workflow
-
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
-
-    import stamina.instrumentation
-
     stamina.instrumentation.set_on_retry_hooks([log_retry])
 
 
@@ -234,19 +217,10 @@ def log_retry(details: Any) -> None:
         retry_in_s=round(details.wait_for, 2), waited_s=round(details.waited_so_far, 2))
 
 
-def temporal_runtime_logging(level: str = "WARN"):  # noqa: ANN201 - temporalio.runtime.LoggingConfig
+def temporal_runtime_logging(level: str = "WARN") -> LoggingConfig:
     """The Rust core's own log lines, forwarded into the `temporalio.core` stdlib logger (one stream)."""
-    from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
-
     return LoggingConfig(
         filter=TelemetryFilter(core_level=level, other_level="ERROR"),
         forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
     )
 
-
-# uvicorn must not install its own handlers: pass `log_config=UVICORN_LOG_CONFIG` to uvicorn.run / Config.
-UVICORN_LOG_CONFIG = None
-
-
-def get_logger(name: str | None = None, **bound: Any) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name).bind(**bound)

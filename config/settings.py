@@ -9,7 +9,6 @@ import warnings
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -206,11 +205,6 @@ class Settings(BaseSettings):
     def secrets_for(self, source: str) -> list[str]:
         value = self.webhook_secrets.get(source, [])
         return [value] if isinstance(value, str) else list(value)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
 
 
 # The documented development secrets (`retailflow dev` fills them in); the door refuses them beyond loopback.

@@ -22,9 +22,6 @@ class Bucket(StrEnum):
     VENDOR_RETURN = "vendor_return"
 
 
-SELLABLE = frozenset({Bucket.AVAILABLE})
-
-
 class MovementKind(StrEnum):
     RECEIPT = "receipt"  # goods in from a supplier or opening stock -> available
     RETURN_RECEIPT = "return_receipt"  # customer return -> pending_inspection

@@ -46,10 +46,6 @@ class OrderStage(StrEnum):
     NEVER_OPENED = "never_opened"
 
 
-TERMINAL_STAGES = frozenset({OrderStage.FULFILLED, OrderStage.CANCELLED, OrderStage.REJECTED,
-                             OrderStage.NEVER_OPENED})
-
-
 class LineState(BaseModel):
     """One order line, its quantities in base units (EA) by state.
 
@@ -180,10 +176,6 @@ def currency_refusal(sku: str, item_currency: str, order_currency: str) -> str |
 
 Need = tuple[str, int]  # (sku, EA wanted)
 Allocation = tuple[str, int]  # (location_id, EA to reserve there)
-
-
-def fill_units(needs: dict[str, Need], available: dict[tuple[str, str], int], location_id: str) -> int:
-    return sum(min(qty, available.get((sku, location_id), 0)) for sku, qty in needs.values())
 
 
 def choose_sources(

@@ -56,10 +56,6 @@ class ReturnStage(StrEnum):
     REFUND_REFUSED = "refund_refused"  # release 2: the payment refused the refund (over what it captured); case
 
 
-TERMINAL_STAGES = frozenset({ReturnStage.REFUNDED, ReturnStage.CLOSED_WITHOUT_REFUND, ReturnStage.REJECTED,
-                             ReturnStage.EXPIRED, ReturnStage.NEVER_OPENED, ReturnStage.REFUND_REFUSED})
-
-
 class Refusal(StrEnum):
     """Why a requested return line was refused (release 2 records it beside the reason text)."""
 

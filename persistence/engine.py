@@ -1,16 +1,5 @@
-"""The one way to get a database engine: SQLAlchemy async on asyncpg, with a pool sized for a worker and every
-call bounded in time.
-
-Activities run concurrently (up to `max_concurrent_activities`), so the pool is bounded and callers queue for a
-connection instead of opening hundreds; `pool_pre_ping` lets a restarted PostgreSQL heal without a worker restart.
-
-Bounded time (a locked or blackholed database must fail fast enough for the caller to answer 503 or retry, not
-hang): `statement_timeout` on the server (a slow query is cancelled there), `command_timeout` on the client (a
-server that does not answer at all, e.g. frozen or behind a dropped network, still ends the call), a connect
-timeout, a lock timeout, `idle_in_transaction_session_timeout` (a stuck client cannot hold row locks for ever)
-and a pool wait shorter than any activity's start-to-close timeout (30 s). Migrations and `retailflow check`
-pass `statement_timeout=None`: DDL and full scans may take long, and nothing waits on them.
-"""
+"""The one way to get a database engine: SQLAlchemy async on asyncpg, a bounded pool and every call bounded in
+time, so a locked or unreachable database fails fast (docs/persistence.md)."""
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 STATEMENT_TIMEOUT = 10.0  # seconds; the activities' start-to-close is 30 s

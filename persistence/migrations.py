@@ -33,16 +33,6 @@ async def upgrade(url: str, revision: str = "head") -> None:
         await engine.dispose()
 
 
-async def downgrade(url: str, revision: str) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0, statement_timeout=None)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-            await conn.run_sync(_run, "downgrade", revision)
-    finally:
-        await engine.dispose()
-
-
 async def current(url: str) -> str | None:
     """The revision the database is at (None: not migrated)."""
     engine = create_engine(url, pool_size=1, max_overflow=0, statement_timeout=None)

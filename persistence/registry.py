@@ -1,17 +1,13 @@
-"""The process registry and the late-event store in PostgreSQL (revision 0006), shared by the activities that
-write them, the door that checks a business key before it opens a process, and the read API.
-
-Both are write-once by key: a retried write changes nothing (ON CONFLICT DO NOTHING) and answers whether it
-was the first.
-"""
+"""The process registry and the late-event store (revision 0006), each written once by key: the activities
+write them, the door and dispatch check a business key against them, the read API answers from them."""
 import json
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.late import ClosedProcess, LateEventRecord
 from persistence.models import LateEventRow, ProcessRegistryRow
+from persistence.write_once import write_once
 
 REGISTRY = ProcessRegistryRow.__table__  # type: ignore[attr-defined]
 LATE_EVENTS = LateEventRow.__table__  # type: ignore[attr-defined]
@@ -19,12 +15,9 @@ LATE_EVENTS = LateEventRow.__table__  # type: ignore[attr-defined]
 
 async def record_closed(engine: AsyncEngine, record: ClosedProcess) -> bool:
     """Enter an ended process; False if it was entered before (a retry)."""
+    values = {**record.model_dump(mode="json", exclude={"closed_at"}), "closed_at": record.closed_at}
     async with engine.begin() as conn:
-        inserted = await conn.scalar(
-            insert(REGISTRY).values(**record.model_dump(mode="json", exclude={"closed_at"}),
-                                    closed_at=record.closed_at)
-            .on_conflict_do_nothing(index_elements=["workflow_id"]).returning(REGISTRY.c.workflow_id))
-    return inserted is not None
+        return await write_once(conn, REGISTRY, values, what="closed process", fingerprint_column=None) is None
 
 
 async def closed_process(engine: AsyncEngine, workflow_id: str) -> ClosedProcess | None:
@@ -38,13 +31,10 @@ async def closed_process(engine: AsyncEngine, workflow_id: str) -> ClosedProcess
 
 async def record_late_event(engine: AsyncEngine, record: LateEventRecord) -> bool:
     """Store a late event; False if this event identity was stored before."""
-    values = record.model_dump(mode="json", exclude={"received_at", "payload"})
+    values = {**record.model_dump(mode="json", exclude={"received_at", "payload"}),
+              "payload": json.loads(json.dumps(record.payload, default=str)), "received_at": record.received_at}
     async with engine.begin() as conn:
-        inserted = await conn.scalar(
-            insert(LATE_EVENTS).values(**values, payload=json.loads(json.dumps(record.payload, default=str)),
-                                       received_at=record.received_at)
-            .on_conflict_do_nothing(index_elements=["event_id"]).returning(LATE_EVENTS.c.event_id))
-    return inserted is not None
+        return await write_once(conn, LATE_EVENTS, values, what="late event", fingerprint_column=None) is None
 
 
 async def late_events_of(engine: AsyncEngine, process_workflow_id: str) -> list[LateEventRecord]:

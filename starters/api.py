@@ -1,16 +1,5 @@
-"""The retailflow HTTP service: webhook ingress (`POST /webhooks/{source}`), the read API, `/healthz`,
-`/readyz` and `/openapi.json`. `retailflow api` and the dev stack run it with `serve(settings)`.
-
-Why FastAPI (on Starlette, served by uvicorn): the event schemas are already pydantic models (domain/events.py),
-and FastAPI turns pydantic models into request validation and an OpenAPI document without a second schema
-language; its dependency injection carries the bearer-token check; it is asyncio-native, like the Temporal
-client and SQLAlchemy's asyncpg engine, so one event loop serves webhooks, queries and database reads. The
-webhook route deliberately does *not* let FastAPI parse its body: a signature is over the raw bytes, and the
-size limit must apply before the body is read, so that route reads `request.stream()` itself and validates
-with the same pydantic models afterwards (the OpenAPI document still publishes them, with examples).
-Starlette's exception handlers give one place to turn every error into RFC 9457 problem+json, and a pure ASGI
-guard (starters.problems.CatchAll) makes sure nothing is ever answered 500.
-"""
+"""The retailflow HTTP service: webhooks, the read API, `/healthz`, `/readyz`, `/openapi.json`; `serve(settings)`
+runs it (`retailflow api`, the dev stack). Why FastAPI, and how the webhook route reads its own body: docs/door.md."""
 import asyncio
 import contextlib
 import json
@@ -33,12 +22,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, Interceptor
 
+from adapters.erp import ErpPort
+from adapters.stub_erp import PostgresErp
+from client.connect import connect
 from config import tracing as tracing_
 from config.settings import Settings
 from domain.events import EVENT_DATA, SOURCE_EVENTS, EventType
 from domain.order import OrderDecision
+from persistence.engine import create_engine
+from persistence.migrations import upgrade
 from starters import door_metrics, problems, read_api, shopify
 from starters.guard import BodyGuard, UnsafeConfiguration, check_startup, protocol_for
+from starters.housekeeping import run_periodically
 from starters.webhooks import WEBHOOK_EVENTS, Ingress, TemporalUnavailable, WebhookAccepted
 
 log = logging.getLogger("retailflow.http")
@@ -64,8 +59,6 @@ class ClientProvider:
             return self.client
         async with self._lock:
             if self.client is None:
-                from client.connect import connect
-
                 try:
                     self.client = await asyncio.wait_for(connect(self.settings, interceptors=self.interceptors),
                                                          self.connect_timeout)
@@ -143,9 +136,11 @@ def _custom_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 # --- the app ----------------------------------------------------------------------------------------------
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client: Client | None = None,
-               client_provider: ClientGetter | None = None, tracing: tracing_.Tracing | None = None) -> FastAPI:
+               client_provider: ClientGetter | None = None, tracing: tracing_.Tracing | None = None,
+               erp: ErpPort | None = None) -> FastAPI:
     """The HTTP service. Pass `engine`/`client` (tests), or let it create the engine from
-    `settings.database_url` and connect to Temporal on first use. With `tracing` (config/tracing.py) every
+    `settings.database_url` and connect to Temporal on first use. The read API reads stock and master data
+    through `erp` (default: the PostgreSQL stub on the engine). With `tracing` (config/tracing.py) every
     request is traced, and so are the engine it creates and the client it connects; a `client` passed in carries
     its own interceptors."""
     owns_engine = engine is None
@@ -153,9 +148,6 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.engine is None:
-            from persistence.engine import create_engine
-            from persistence.migrations import upgrade
-
             if not settings.database_url:
                 raise RuntimeError("RETAILFLOW_DATABASE_URL is not set")
             # the schema this service reads and writes (webhook_deliveries); idempotent, serialised with the
@@ -166,10 +158,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
                 pool_timeout=settings.database_pool_timeout.total_seconds(),
                 connect_timeout=settings.database_connect_timeout.total_seconds())
             app.state.ingress.engine = app.state.engine
+            if app.state.erp is None:
+                app.state.erp = PostgresErp(app.state.engine)
             if tracing is not None:
                 tracing.instrument_engine(app.state.engine)
-        from starters.housekeeping import run_periodically
-
         # delivery records purged after their retention, stale claims swept (starters/housekeeping.py)
         sweeper = asyncio.create_task(run_periodically(app.state.engine, settings.webhook_delivery_retention))
         try:
@@ -192,6 +184,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, client:
         settings, client, interceptors=[tracing.interceptor] if tracing is not None else None)
     app.state.settings = settings
     app.state.engine = engine
+    app.state.erp = erp if erp is not None or engine is None else PostgresErp(engine)
     app.state.get_client = get_client
     app.state.ingress = Ingress(settings, engine, get_client)  # type: ignore[arg-type]
     # the door's metrics (starters/door_metrics.py), observed inside CatchAll, served by `serve` on their own port

@@ -1,10 +1,5 @@
-"""Ops' decision on a cycle count beyond tolerance, shared by the read API (`POST /counts/{count_id}/approve|reject`)
-and the CLI (`retailflow counts approve|reject COUNT_ID --note`).
-
-It goes through the CountToAdjust workflow's `approve` / `reject` update, so the workflow (the source of truth)
-validates it (a decision when none is awaited is refused with the reason) and the answer is the count as it now
-stands, adjustment posted.
-"""
+"""Ops' decision on a cycle count beyond tolerance (read API and CLI), through the CountToAdjust workflow's
+`approve` / `reject` update: the workflow validates it and answers the count as it now stands."""
 from typing import Literal
 
 from temporalio.client import Client, WorkflowUpdateFailedError

@@ -1,22 +1,5 @@
-"""The door's Prometheus metrics: what the integration team asks about their deliveries.
-
-| metric | type | labels | counts |
-|---|---|---|---|
-| `retailflow_webhook_deliveries_total` | counter | source, event_type, code | every webhook request, by its answer |
-| `retailflow_webhook_duplicates_total` | counter | source, event_type | redeliveries answered with the first answer |
-| `retailflow_webhook_late_total` | counter | source, event_type | events for a process that has already ended |
-| `retailflow_webhook_signature_failures_total` | counter | source | deliveries answered 401 |
-| `retailflow_webhook_unavailable_total` | counter | source, cause | 503s: `temporal_unreachable`, `temporal_dispatch`, `database`, `unexpected` |
-| `retailflow_order_decision_seconds` | histogram | source, code, delivery | order.placed, request to answer (`delivery`: first / redelivery) |
-
-A pure ASGI middleware (`install`) sees every `/webhooks/...` request, its answer code and any exception that
-escaped the handlers; the webhook handler adds what only it knows through `seen`, `duplicate`, `late` and
-`cause`, which write to the request's own `Observed` (a context variable) and cost nothing outside a request.
-Label values are bounded: a source nobody configured is `unknown`, an event type not parsed yet is `unknown`.
-
-Served by `serve` on their own port (`RETAILFLOW_HTTP_METRICS_PORT`, default 9465, on
-`RETAILFLOW_HTTP_METRICS_HOST`, default 127.0.0.1), never on the public port: see docs/ops.md for why.
-"""
+"""The door's Prometheus metrics (deliveries, duplicates, late events, signature failures, 503s by cause, the
+order decision's latency), served on their own port. The table and the label bounds: docs/door.md."""
 from __future__ import annotations
 
 import logging
@@ -27,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
+from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger("retailflow.http")
 
@@ -114,8 +98,6 @@ class DoorMetrics:
 
 
 def _is_database_error(error: BaseException) -> bool:
-    from sqlalchemy.exc import SQLAlchemyError
-
     return isinstance(error, (SQLAlchemyError, OSError, TimeoutError)) or type(error).__module__.startswith(
         "asyncpg")
 

@@ -1,20 +1,12 @@
-"""Ops' side of exception cases, shared by the read API (`GET /exceptions`, `POST /exceptions/{id}/resolve`)
-and the CLI (`retailflow exceptions list|resolve`).
-
-Resolving goes through the case workflow's `resolve` update, so the workflow (the source of truth) validates
-it and the answer is the case as it now stands. Listing reads the PostgreSQL register the case workflows keep,
-so it never scans Temporal.
-"""
-from typing import TYPE_CHECKING
-
+"""Ops' side of exception cases, shared by the read API and the CLI: resolve through the case workflow's
+`resolve` update (the workflow, the source of truth, validates it), list from the register (persistence.cases)."""
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.cases import CaseFilter, CaseSnapshot, CaseStatus, ResolveRequest
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+from persistence import cases
 
 RESOLVE_UPDATE = "resolve"
 
@@ -59,16 +51,8 @@ async def resolve_case(client: Client, exception_id: str, request: ResolveReques
         raise CaseRefused(f"case {exception_id} is already resolved{detail}", already_resolved=True) from err
 
 
-async def list_cases(engine: "AsyncEngine", status: CaseStatus | str | None = None,
+async def list_cases(engine: AsyncEngine, status: CaseStatus | str | None = None,
                      **filters: object) -> list[CaseSnapshot]:
     """Cases from the register; `status` open / resolved / None (all), plus CaseFilter fields (kind,
-    business_key, location_id, limit)."""
-    from activities.cases import list_cases as read
-
-    return await read(engine, CaseFilter(status=CaseStatus(status) if status else None, **filters))
-
-
-async def get_case(engine: "AsyncEngine", exception_id: str) -> CaseSnapshot | None:
-    from activities.cases import get_case as read
-
-    return await read(engine, exception_id)
+    business_key, location_id, limit, after)."""
+    return await cases.list_cases(engine, CaseFilter(status=CaseStatus(status) if status else None, **filters))

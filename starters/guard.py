@@ -1,17 +1,5 @@
-"""The door under abuse: what the HTTP service does about slow, greedy and malicious clients.
-
-- `GuardedH11Protocol` (uvicorn's h11 protocol, extended): a request's headers must arrive within
-  `http_header_timeout` of the connection (or of the previous response), else the client gets `408` problem+json
-  and the connection is closed (slowloris); one peer address holds at most `http_max_connections_per_client`
-  connections (more are answered `429` and closed). uvicorn's own `limit_concurrency` bounds all of them.
-- `BodyGuard` (pure ASGI, around `receive`): the whole body must arrive within `http_body_timeout` and stay under
-  the body limit, for every route (FastAPI would otherwise read any size at any pace): `408` / `413`, and the
-  connection is closed, so a slow sender gets nothing held for it.
-- `json_depth(body)`: how deeply a JSON document nests, counted before it is parsed (a deep document would raise
-  RecursionError inside the parser); over `http_max_json_depth` it is a `400`, never a `503`.
-- `check_startup(settings)`: secrets and tokens are long enough, and the documented development secrets are
-  refused when the service listens beyond loopback. `serve()` calls it and exits with the message.
-"""
+"""The door under abuse: header and body timeouts, connections per client, body size and JSON depth bounds, and
+the start-up check of secrets and tokens (docs/door.md)."""
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +12,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from config.settings import Scope, Settings, webhook_key
+from config.settings import DEV_API_TOKEN, Scope, Settings, dev_webhook_secret, webhook_key
 
 MIN_SECRET_BYTES = 16  # a webhook key (decoded) and a bearer token, at least
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")
@@ -229,8 +217,6 @@ def is_loopback(host: str) -> bool:
 
 def check_startup(settings: Settings) -> None:
     """Raise UnsafeConfiguration listing every problem with the secrets and tokens the service would serve."""
-    from config.settings import DEV_API_TOKEN, dev_webhook_secret
-
     problems: list[str] = []
     public = not is_loopback(settings.http_host)
     for source in sorted(settings.webhook_secrets):

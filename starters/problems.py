@@ -1,10 +1,5 @@
-"""RFC 9457 problem details (`application/problem+json`) for every error the HTTP service answers.
-
-`Problem` is raised anywhere in a request; the handlers installed by `install(app)` turn it, FastAPI's own
-validation errors, Starlette's HTTP errors and any unexpected exception into a problem document. An
-unexpected exception is logged with its traceback and answered 503 (retry later), never 500: the service's
-promise to senders is that a retry is always safe, and a 5xx other than 503 would read as "stop".
-"""
+"""RFC 9457 problem details for every error the HTTP service answers; an unexpected exception is a 503, never a
+500 (docs/door.md)."""
 import logging
 from typing import Any
 

@@ -1,18 +1,6 @@
-"""The read API: what ops and the channels ask (bearer token, JSON), answered from workflow queries and the
-database.
-
-- processes (`/orders/{channel}/{order_id}`, `/transfers/{id}`, `/returns/{id}`, `/purchase-orders/{id}`,
-  `/counts/{id}`, `/vendor-returns/{id}`): the workflow's `state` query while the process runs; once it has
-  ended, its final state from the process registry in PostgreSQL (no history replay, and still there after
-  Temporal's retention), with the events that came after it ended; a 404 problem when there is no such process;
-- ops' count decisions (`POST /counts/{id}/approve|reject`, `require_ops`): starters.counts;
-- stock and master data (`/inventory/{sku}`, `/items`, `/items/{sku}`, `/locations`): the ERP tables;
-- exception cases (`/exceptions`, `POST /exceptions/{id}/resolve`): starters.exception_cases;
-- authorization: every route needs a token with the `read` scope, actions (`resolve`) the `ops` scope
-  (`require_scope`); who acted is the token's name. Lists are cursor-paged (`limit`, `cursor`, a `Link: rel=next`
-  header, and `next_cursor` in an object answer).
-- `/reconciliation/latest`: the newest stored run (404 until a run exists).
-"""
+"""The read API (bearer token, JSON): processes from their `state` query or, once ended, the process registry;
+stock and master data through the ERP port; exception cases; count decisions; the latest reconciliation.
+Every route needs the `read` scope, actions the `ops` scope. Routes and paging: docs/door.md."""
 import base64
 import hmac
 import json
@@ -24,17 +12,22 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from config.settings import Scope
+from adapters.erp import ErpPort
+from config.settings import Scope, Settings
 from domain import ids
 from domain.cases import CaseStatus, ResolveRequest
+from domain.counts import DecisionRequest
 from domain.inventory import Bucket
 from domain.items import Item, Location
-from persistence.reconciliation_runs import latest_run
+from persistence import reconciliation_runs
 from persistence.registry import closed_process, late_events_of
+from starters import exception_cases
+from starters.counts import CountNotFound, CountRefused, decide
 from starters.problems import Problem, responses, unavailable
+from starters.webhooks import TemporalUnavailable
 
 ID_PATTERN = r"^[A-Za-z0-9._\-]+$"
 CASE_ID_PATTERN = r"^[A-Za-z0-9._:\-]+$"
@@ -149,9 +142,11 @@ def _engine(request: Request) -> AsyncEngine:
     return request.app.state.engine
 
 
-async def _client(request: Request) -> Client:
-    from starters.webhooks import TemporalUnavailable
+def _erp(request: Request) -> ErpPort:
+    return request.app.state.erp
 
+
+async def _client(request: Request) -> Client:
     try:
         return await request.app.state.get_client()
     except TemporalUnavailable as down:
@@ -186,14 +181,10 @@ async def process_state(request: Request, workflow_id: str) -> dict[str, Any]:
 STALE_AFTER_RUNS = 3  # a reconciliation is stale after missing this many of its scheduled runs
 
 
-async def reconciliation_freshness(engine: AsyncEngine, settings: Any) -> dict[str, Any]:
+async def reconciliation_freshness(engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
     """When the last reconciliation ran, and whether that is too long ago (a finding: /readyz, this API)."""
-    from sqlalchemy import text
-
-    async with engine.connect() as conn:
-        row = (await conn.execute(text("SELECT max(run_at) AS last, now() AS now FROM reconciliation_runs"))).first()
+    last, now = await reconciliation_runs.last_run_at(engine)
     limit = settings.reconciliation_every * STALE_AFTER_RUNS
-    last, now = row.last, row.now
     return {"last_run_at": last.isoformat() if last else None, "stale_after": str(limit),
             "fresh": last is not None and now - last <= limit}
 
@@ -244,9 +235,6 @@ class CountDecisionBody(BaseModel):
 
 async def _decide(request: Request, count_id: str, verdict: str, body: CountDecisionBody,
                   principal: Caller) -> dict[str, Any]:
-    from domain.counts import DecisionRequest
-    from starters.counts import CountNotFound, CountRefused, decide
-
     if not body.note.strip():
         raise Problem(422, "a note is required: say why", slug="validation")
     client = await _client(request)
@@ -285,9 +273,7 @@ async def get_vendor_return(request: Request, rtv_id: IdPath) -> dict[str, Any]:
 @router.get("/inventory/{sku}", tags=["stock"], responses=responses(404), response_model=InventoryAnswer,
             summary="Every location's buckets for one SKU, in base units")
 async def get_inventory(request: Request, sku: IdPath) -> InventoryAnswer:
-    from adapters.stub_erp import PostgresErp
-
-    erp = PostgresErp(_engine(request))
+    erp = _erp(request)
     if not await erp.items([sku]):
         raise Problem(404, f"no item {sku}", slug="not-found")
     stock = (await erp.stock([sku])).get(sku, {})
@@ -302,10 +288,8 @@ async def get_inventory(request: Request, sku: IdPath) -> InventoryAnswer:
             summary="The item master, by SKU, a page at a time (Link: rel=next)")
 async def list_items(request: Request, response: Response, limit: Limit = PAGE_DEFAULT, cursor: Cursor = None
                      ) -> list[Item]:
-    from adapters.stub_erp import PostgresErp
-
     after = decode_cursor(cursor, 1)
-    page = await PostgresErp(_engine(request)).items_page(after[0] if after else None, limit + 1)
+    page = await _erp(request).items_page(after[0] if after else None, limit + 1)
     link_next(request, response, encode_cursor([page[limit - 1].sku]) if len(page) > limit else None)
     return page[:limit]
 
@@ -313,9 +297,7 @@ async def list_items(request: Request, response: Response, limit: Limit = PAGE_D
 @router.get("/items/{sku}", tags=["master data"], response_model=Item, responses=responses(404),
             summary="One item: units and pack conversions, price, cost")
 async def get_item(request: Request, sku: IdPath) -> Item:
-    from adapters.stub_erp import PostgresErp
-
-    found = await PostgresErp(_engine(request)).items([sku])
+    found = await _erp(request).items([sku])
     if sku not in found:
         raise Problem(404, f"no item {sku}", slug="not-found")
     return found[sku]
@@ -325,20 +307,10 @@ async def get_item(request: Request, sku: IdPath) -> Item:
             summary="Stores and distribution centres: kind, legal entity, a page at a time (Link: rel=next)")
 async def list_locations(request: Request, response: Response, limit: Limit = PAGE_DEFAULT,
                          cursor: Cursor = None) -> list[Location]:
-    from adapters.stub_erp import PostgresErp
-
     after = decode_cursor(cursor, 1)
-    page = await PostgresErp(_engine(request)).locations_page(after[0] if after else None, limit + 1)
+    page = await _erp(request).locations_page(after[0] if after else None, limit + 1)
     link_next(request, response, encode_cursor([page[limit - 1].location_id]) if len(page) > limit else None)
     return page[:limit]
-
-
-def _exceptions_module() -> Any:
-    try:
-        from starters import exception_cases as exceptions
-    except ImportError:
-        raise unavailable("exception cases are not available in this build yet") from None
-    return exceptions
 
 
 @router.get("/exceptions", tags=["exceptions"], response_model=ExceptionsAnswer,
@@ -352,15 +324,14 @@ async def list_exceptions(request: Request, response: Response,
             opened = datetime.fromisoformat(after[0])
         except ValueError:
             raise Problem(422, "the cursor is not one this API gave", slug="validation") from None
-    cases = await _exceptions_module().list_cases(
+    cases = await exception_cases.list_cases(
         _engine(request), status, limit=limit + 1,
         after=(opened, after[1]) if after is not None else None)
     more = len(cases) > limit
     cases = cases[:limit]
     next_cursor = encode_cursor([cases[-1].opened_at.isoformat(), cases[-1].exception_id]) if more else None
     link_next(request, response, next_cursor)
-    return ExceptionsAnswer(cases=[c.model_dump(mode="json") if isinstance(c, BaseModel) else c for c in cases],
-                            next_cursor=next_cursor)
+    return ExceptionsAnswer(cases=[c.model_dump(mode="json") for c in cases], next_cursor=next_cursor)
 
 
 @router.post("/exceptions/{exception_id}/resolve", tags=["exceptions"], responses=responses(403, 404, 409),
@@ -371,35 +342,23 @@ async def resolve_exception(
     body: ResolveBody,
     caller: Annotated[Caller, Depends(require_scope(Scope.OPS))],
 ) -> dict[str, Any]:
-    module = _exceptions_module()
     client = await _client(request)
-    not_found = getattr(module, "CaseNotFound", LookupError)
-    refused = getattr(module, "CaseRefused", WorkflowUpdateFailedError)
     try:
-        result = await module.resolve_case(client, exception_id,
-                                           ResolveRequest(note=body.note, resolved_by=caller.name))
-    except not_found as missing:
-        raise Problem(404, str(missing) or f"no exception case {exception_id}", slug="not-found") from None
-    except refused as refusal:
+        case = await exception_cases.resolve_case(client, exception_id,
+                                                  ResolveRequest(note=body.note, resolved_by=caller.name))
+    except exception_cases.CaseNotFound as missing:
+        raise Problem(404, str(missing), slug="not-found") from None
+    except exception_cases.CaseRefused as refusal:
         raise Problem(409, str(refusal), slug="refused") from None
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise Problem(404, f"no exception case {exception_id}", slug="not-found") from None
+    except RPCError as err:  # resolve_case answers NOT_FOUND itself: this is Temporal unavailable
         raise unavailable(f"the case cannot be resolved right now: {err.message}") from None
-    except WorkflowUpdateFailedError as refused:
-        detail = getattr(refused.cause, "message", None) or str(refused)
-        raise Problem(409, f"the case refused the resolution: {detail}", slug="refused") from None
-    except LookupError as missing:
-        raise Problem(404, str(missing) or f"no exception case {exception_id}", slug="not-found") from None
-    if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
-    return result if isinstance(result, dict) else {"exception_id": exception_id, "result": result}
+    return case.model_dump(mode="json")
 
 
 @router.get("/reconciliation/latest", tags=["reconciliation"], responses=responses(404),
             summary="The last reconciliation run: when, what it checked, discrepancies found")
 async def get_reconciliation(request: Request) -> dict[str, Any]:
-    run = await latest_run(_engine(request))
+    run = await reconciliation_runs.latest_run(_engine(request))
     if run is None:
         raise Problem(404, "no reconciliation run yet", slug="not-found")
     fresh = await reconciliation_freshness(_engine(request), request.app.state.settings)

@@ -1,15 +1,5 @@
-"""A native channel format beside the canonical one: Shopify's `orders/create` webhook, mapped to order.placed.
-
-It shows how a channel plugs in without a middleman: its own signature (`X-Shopify-Hmac-Sha256`, base64 HMAC-SHA256
-of the raw body with the app's secret: `RETAILFLOW_SHOPIFY_SECRET`, or `webhook_secrets["shopify"]`, several
-for rotation), its own idempotency key (`X-Shopify-Webhook-Id`), its own payload, mapped here to the canonical
-`OrderPlaced` and then handled exactly like a canonical delivery (same de-duplication, dispatch and answers).
-
-Mapping: channel `shopify`; `order_id` = the order's `id`; lines from `line_items` (`id`, `sku`, `quantity`,
-`price` less the line's discounts, unit EA); payment `shopify-{id}` authorised for `total_price`; fulfilment `ship`, or `pickup` at the
-location named by the note attribute `pickup_location_id`. Shopify has no signed timestamp, so there is no
-tolerance window; a replayed delivery is caught by its webhook ID instead.
-"""
+"""Shopify's `orders/create` webhook mapped to order.placed, then handled like a canonical delivery: how a channel
+plugs in with its own signature, idempotency key and payload. The mapping: docs/door.md."""
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any

@@ -1,14 +1,5 @@
-"""Standard Webhooks signatures (https://www.standardwebhooks.com), verify and sign, plus Shopify's HMAC.
-
-A delivery carries `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature`: a space-separated
-list of `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{raw body}">`. A source may have several active secrets
-(rotation: the old and the new are both accepted for a while) and a sender may send several signatures (one per
-secret it holds); one match among all pairs is enough. Secrets are `whsec_` + base64 of the key bytes; a secret
-without the prefix is taken as raw UTF-8 bytes (convenient for local testing, documented in the README).
-
-Every comparison is `hmac.compare_digest` (constant time), and the timestamp must be within the tolerance
-(default 5 minutes) either side of now, so a captured delivery cannot be replayed later.
-"""
+"""Standard Webhooks signatures (verify and sign) and Shopify's HMAC, every comparison in constant time.
+Secrets, rotation and the replay window: docs/door.md."""
 import base64
 import binascii
 import hashlib

@@ -1,40 +1,15 @@
-"""`POST /webhooks/{source}`: the integration team's door. Verify, validate, de-duplicate, dispatch, answer.
-
-In order, each step answering its own problem (RFC 9457) and none of them starting or recording anything:
-1. the body is read raw, with the size limit applied before it is all read (`Content-Length`, then the streamed
-   byte count): 413;
-2. the Standard Webhooks signature over the raw bytes (starters.signatures): 401;
-3. JSON (and nested at most `http_max_json_depth` deep): 400; the envelope `{type, timestamp, data}`: 422; the event type allowed for the source: 403;
-   the event's `data` against its schema: 422 with the field errors;
-4. Temporal reachable (a client, connected lazily): 503 + Retry-After.
-Then the delivery is claimed in `webhook_deliveries` by (source, webhook-id): the first insert wins and
-dispatches (client.dispatch); concurrent and later redeliveries wait for and answer the winner's answer. A
-dispatch that fails (Temporal unreachable, the process refusing the order) deletes the claim, so a retry is a
-first delivery again; every dispatch step is itself idempotent (workflow ID = business key, `event_id` = the
-webhook-id, update ID derived from it), so a retry after an uncertain failure is harmless.
-
-Answers: order.placed `200` with the decision, or `202` `{status, workflow_id}` when the decision takes longer
-than `order_decision_timeout` (a redelivery of that order then asks again and answers the decision once it is
-made). Other events `202` `{status: started|signalled|duplicate, workflow_id}`. An event for a process that has
-already ended answers `202` `{status: late, workflow_id, case_id}`: it was stored and handed to a LateEvent
-process, which applies its goods where they moved and opens the case (`case_id` null when the event changes
-nothing, e.g. a delivery confirmed after settlement). An event's identity is its source plus its webhook-id.
-A non-opening event for a process nobody opened yet starts it (it waits for its opening event); each source may
-have at most `unopened_process_limit` such processes, counted in `unopened_processes`: beyond that, `429`.
-`409` when the process refuses the event (ReserveToFulfill's `place` validator: only for a process that already
-exists, e.g. one that ended without an order) or when a `webhook-id` comes again with a different body.
-"""
+"""`POST /webhooks/{source}`: verify, validate, de-duplicate (persistence.deliveries), dispatch, answer. Each step
+answers its own problem and none starts or records anything; the steps and the answers: docs/door.md."""
 import asyncio
 import hashlib
-import json
 import logging
+from functools import partial
 from typing import Any, Literal
 
 import stamina
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -44,9 +19,11 @@ from client.dispatch import DispatchResult, dispatch
 from config import tracing
 from config.logging import bind
 from config.settings import Settings
+from domain.errors import DomainError, ErrorType
 from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
 from domain.ids import webhook_event_id
 from domain.routing import OPENING_EVENTS, Route, route
+from persistence import deliveries, unopened
 from persistence.registry import closed_process
 from starters import door_metrics
 from starters.guard import loads_bounded
@@ -137,55 +114,7 @@ def parse_event(body: bytes, source: str, webhook_id: str, settings: Settings) -
                  source=source, data=data)
 
 
-# --- the deliveries table ---------------------------------------------------------------------------------
-class Delivery(BaseModel):
-    body_sha256: str
-    status: str
-    http_status: int | None
-    response: dict[str, Any] | None
-    workflow_id: str
-
-
-async def claim(engine: AsyncEngine, source: str, webhook_id: str, event: Event, workflow_id: str,
-                body: bytes) -> Delivery | None:
-    """Insert the delivery as pending; None when this request won, else the existing row."""
-    async with engine.begin() as conn:
-        won = await conn.scalar(text(
-            "INSERT INTO webhook_deliveries (source, webhook_id, type, workflow_id, body_sha256) "
-            "VALUES (:source, :id, :type, :wf, :sha) ON CONFLICT DO NOTHING RETURNING true"),
-            {"source": source, "id": webhook_id, "type": str(event.type), "wf": workflow_id,
-             "sha": hashlib.sha256(body).hexdigest()})
-        if won:
-            return None
-    return await existing(engine, source, webhook_id)
-
-
-async def existing(engine: AsyncEngine, source: str, webhook_id: str) -> Delivery | None:
-    async with engine.connect() as conn:
-        row = (await conn.execute(text(
-            "SELECT body_sha256, status, http_status, response, workflow_id FROM webhook_deliveries "
-            "WHERE source = :source AND webhook_id = :id"), {"source": source, "id": webhook_id})).mappings().first()
-    return Delivery(**row) if row else None
-
-
-async def answer(engine: AsyncEngine, source: str, webhook_id: str, http_status: int, response: dict) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text(
-            "UPDATE webhook_deliveries SET status = 'done', http_status = :code, response = CAST(:resp AS jsonb), "
-            "answered_at = now() WHERE source = :source AND webhook_id = :id"),
-            {"code": http_status, "resp": json.dumps(response), "source": source, "id": webhook_id})
-
-
-async def forget(engine: AsyncEngine, source: str, webhook_id: str) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("DELETE FROM webhook_deliveries WHERE source = :source AND webhook_id = :id "
-                                "AND status = 'pending'"), {"source": source, "id": webhook_id})
-
-
 # --- processes opened without their opening event: a limit per source ---------------------------------------
-OPENING_TYPES = sorted(str(t) for t in OPENING_EVENTS)
-
-
 def opener_of(r: Route) -> str:
     """The workflow whose opening delivery vouches for `r`'s process: a settlement is opened inside retailflow
     (ReserveToFulfill hands it over), so its order's `order.placed` vouches for it."""
@@ -196,32 +125,13 @@ def opener_of(r: Route) -> str:
 
 async def admit_unopened(engine: AsyncEngine, source: str, r: Route, limit: int) -> None:
     """A non-opening event for a process nobody opened starts it, waiting for its opening event; a source may
-    have at most `limit` such processes (counted here, in PostgreSQL, serialised per source), else 429."""
-    opener = opener_of(r)
-    async with engine.begin() as conn:
-        opened = await conn.scalar(text(
-            "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE workflow_id = :opener AND type = ANY(:types))"),
-            {"opener": opener, "types": OPENING_TYPES})
-        if opened:
-            return
-        params = {"source": source, "wf": r.workflow_id, "opener": opener}
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('unopened:' || :source))"), params)
-        if await conn.scalar(text("SELECT true FROM unopened_processes WHERE source = :source AND workflow_id = :wf"),
-                             params):
-            return
-        waiting = await conn.scalar(text("SELECT count(*) FROM unopened_processes WHERE source = :source"), params)
-        if waiting >= limit:
-            raise Problem(429, f"source '{source}' already has {waiting} processes that never received their "
-                               f"opening event (limit {limit}); send the opening events first",
-                          slug="too-many-unopened", headers={"Retry-After": "60"})
-        await conn.execute(text("INSERT INTO unopened_processes (source, workflow_id, opener) "
-                                "VALUES (:source, :wf, :opener) ON CONFLICT DO NOTHING"), params)
-
-
-async def opened(engine: AsyncEngine, workflow_id: str) -> None:
-    """The opening event of `workflow_id` arrived: what waited for it no longer counts against its source."""
-    async with engine.begin() as conn:
-        await conn.execute(text("DELETE FROM unopened_processes WHERE opener = :wf"), {"wf": workflow_id})
+    have at most `limit` such processes (persistence.unopened), else 429."""
+    try:
+        await unopened.admit(engine, source, r.workflow_id, opener_of(r), limit)
+    except unopened.TooManyUnopened as full:
+        raise Problem(429, f"source '{source}' already has {full.waiting} processes that never received their "
+                           f"opening event (limit {limit}); send the opening events first",
+                      slug="too-many-unopened", headers={"Retry-After": "60"}) from None
 
 
 # --- the whole delivery -----------------------------------------------------------------------------------
@@ -269,11 +179,11 @@ class Ingress:
                 await self._db(admit_unopened(self.engine, source, r, self.settings.unopened_process_limit))
             prior = await self._claim(source, webhook_id, event, r.workflow_id, body)
             if prior is None:
-                return await self._first(client, source, webhook_id, event, r.workflow_id)
-            return await self._again(client, source, webhook_id, event, prior)
+                return await self._first(client, source, webhook_id, event, r)
+            return await self._again(client, source, webhook_id, event, r, prior)
 
     async def _claim(self, source: str, webhook_id: str, event: Event, workflow_id: str, body: bytes
-                     ) -> Delivery | None:
+                     ) -> deliveries.Delivery | None:
         """None when this request dispatches: it won the claim, or the first delivery still holds it after the
         wait bound (still at work, or it died holding the claim: a crash; dispatch is idempotent). Else the first
         delivery's answered row. Waits with jittered backoff (stamina) while the first is at work."""
@@ -283,10 +193,15 @@ class Ingress:
                                                        wait_initial=0.05, wait_max=0.5, wait_jitter=0.05):
                 with attempt:
                     with tracing.span("webhook.claim"):
-                        prior = await self._db(claim(self.engine, source, webhook_id, event, workflow_id, body))
-                    if prior is not None and prior.body_sha256 != sha:
-                        raise Problem(409, f"webhook-id {webhook_id} was already delivered with a different body; "
-                                           "a new event needs a new webhook-id", slug="webhook-id-reused")
+                        try:
+                            prior = await self._db(deliveries.claim(self.engine, source, webhook_id, str(event.type),
+                                                                    workflow_id, sha))
+                        except DomainError as reused:
+                            if reused.type is not ErrorType.IDEMPOTENCY_CONFLICT:
+                                raise
+                            raise Problem(409, f"webhook-id {webhook_id} was already delivered with a different "
+                                               "body; a new event needs a new webhook-id",
+                                          slug="webhook-id-reused") from None
                     if prior is not None and prior.status != "done":
                         raise ClaimPending(webhook_id)
                     return prior
@@ -308,58 +223,55 @@ class Ingress:
     def _wait_bound(self) -> float:
         return max(2 * self.settings.order_decision_timeout.total_seconds(), 10.0) + 5.0
 
-    async def _first(self, client: Client, source: str, webhook_id: str, event: Event, workflow_id: str
-                     ) -> JSONResponse:
+    async def _first(self, client: Client, source: str, webhook_id: str, event: Event, r: Route) -> JSONResponse:
         recorded = False
         try:
-            code, response = await self._dispatch(client, event, workflow_id)
+            code, response = await self._dispatch(client, event, r)
             with tracing.span("webhook.answer"):
-                await self._db(answer(self.engine, source, webhook_id, code, response))
+                await self._db(deliveries.answer(self.engine, source, webhook_id, code, response))
             recorded = True
             if event.type in OPENING_EVENTS:
                 try:
-                    await self._db(opened(self.engine, workflow_id))
+                    await self._db(unopened.opened(self.engine, r.workflow_id))
                 except Problem:  # the delivery is done; the next opening delivery of this key clears it again
-                    log.warning("could not clear the unopened processes waiting for %s", workflow_id)
+                    log.warning("could not clear the unopened processes waiting for %s", r.workflow_id)
             return _json(code, response)
         finally:
             if not recorded:
                 try:
                     async with asyncio.timeout(self.settings.database_statement_timeout.total_seconds()):
-                        await asyncio.shield(forget(self.engine, source, webhook_id))
+                        await asyncio.shield(deliveries.forget(self.engine, source, webhook_id))
                 except Exception:  # noqa: BLE001 - the original error is what the sender must see
                     log.exception("could not remove the claim of delivery %s/%s", source, webhook_id)
 
-    async def _again(self, client: Client, source: str, webhook_id: str, event: Event, prior: Delivery
-                     ) -> JSONResponse:
+    async def _again(self, client: Client, source: str, webhook_id: str, event: Event, r: Route,
+                     prior: deliveries.Delivery) -> JSONResponse:
         """A redelivery: the first answer, except an order whose decision was late is asked again."""
         door_metrics.duplicate()
         if event.type is EventType.ORDER_PLACED and prior.http_status == 202 and \
                 (prior.response or {}).get("status") not in ("duplicate", "late"):
-            code, response = await self._dispatch(client, event, prior.workflow_id)
+            code, response = await self._dispatch(client, event, r)
             if code == 200:
-                await self._db(answer(self.engine, source, webhook_id, code, response))
+                await self._db(deliveries.answer(self.engine, source, webhook_id, code, response))
             return _json(code, response)
         return _json(prior.http_status or 202, prior.response or {})
 
-    async def _dispatch(self, client: Client, event: Event, workflow_id: str) -> tuple[int, dict]:
-        def closed(wf: str):  # noqa: ANN202 - the registry lookup dispatch asks first
-            return closed_process(self.engine, wf)
-
+    async def _dispatch(self, client: Client, event: Event, r: Route) -> tuple[int, dict]:
+        closed = partial(closed_process, self.engine)  # the registry lookup dispatch asks first
         try:
             with bind(event.event_id):
                 if event.type is EventType.ORDER_PLACED:
-                    result = await dispatch(client, event, self.settings, closed=closed,
+                    result = await dispatch(client, event, self.settings, route=r, closed=closed,
                                             decision_timeout=self.settings.order_decision_timeout)
                 else:
-                    result = await asyncio.wait_for(dispatch(client, event, self.settings, closed=closed),
-                                                    timeout=30)
+                    result = await asyncio.wait_for(
+                        dispatch(client, event, self.settings, route=r, closed=closed), timeout=30)
         except WorkflowUpdateFailedError as refused:
             cause = refused.cause
             detail = getattr(cause, "message", None) or str(cause or refused)
             raise Problem(409, f"the process refused the event: {detail}", slug="refused") from None
         except (RPCError, TimeoutError, RuntimeError) as down:
-            log.warning("dispatch of %s to %s failed: %s", event.event_id, workflow_id, down)
+            log.warning("dispatch of %s to %s failed: %s", event.event_id, r.workflow_id, down)
             door_metrics.cause("temporal_dispatch")
             raise unavailable(f"Temporal cannot take the event right now: {down}") from None
         if result.status == "late":

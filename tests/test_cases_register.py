@@ -1,9 +1,9 @@
 """The case register in PostgreSQL: upserts by exception_id that never regress, and the list ops read."""
 from datetime import UTC, datetime, timedelta
 
-from activities.cases import get_case, record
 from domain.cases import CaseSnapshot, CaseStatus, Resolution
 from domain.sla import CaseKind, Severity
+from persistence.cases import get_case, record
 from starters.exception_cases import list_cases
 from tests.support import unique
 

@@ -18,11 +18,12 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
-from activities.cases import CaseActivities, record
+from activities.cases import CaseActivities
 from devtools.cli import main
 from devtools.embedded_postgres import free_port
 from domain.cases import CaseSnapshot, CaseStatus, ExceptionCaseInput, Lineage, Resolution
 from domain.sla import CaseKind, Severity
+from persistence.cases import record
 from tests.sla_probe import ProcessStandIn
 from tests.support import eventually, terminate_open_cases, unique
 from worker.factory import workflow_runner

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from persistence.engine import create_engine
+from persistence.housekeeping import sweep
 from starters.api import create_app
-from starters.housekeeping import sweep
 from starters.signatures import sign_headers
 from tests.support import example
 from tests.support import test_settings as make_settings

@@ -11,10 +11,11 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.cases import CaseActivities, get_case
+from activities.cases import CaseActivities
 from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SLA_BREACHED, STAGE
 from domain.cases import CaseSnapshot, CaseStatus, ExceptionCaseInput, Lineage, ResolveRequest
 from domain.sla import CaseKind, Severity
+from persistence.cases import get_case
 from starters.exception_cases import CaseNotFound, CaseRefused, resolve_case
 from tests.sla_probe import ProcessStandIn
 from tests.support import eventually, terminate_open_cases, unique

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from activities.cases import record
 from devtools.catalog import ITEMS, LOCATIONS
-from domain.cases import CaseKind, CaseSnapshot, CaseStatus, Severity
+from domain.cases import CaseKind, CaseSnapshot, CaseStatus, Resolution, Severity
+from persistence.cases import record
 from persistence.engine import create_engine
 from starters import exception_cases as exceptions
 from starters.api import create_app
@@ -46,7 +46,11 @@ def resolved(monkeypatch):
 
     async def fake(client, exception_id, request):
         calls.append((exception_id, request))
-        return {"exception_id": exception_id, "resolved_by": request.resolved_by}
+        return CaseSnapshot(exception_id=exception_id, kind=CaseKind.PICK_OVERDUE, status=CaseStatus.RESOLVED,
+                            severity=Severity.LOW, business_key=exception_id, summary="late",
+                            process_workflow_id="order:web:x", process_run_id="r", opened_at=datetime.now(UTC),
+                            resolution=Resolution(resolved_at=datetime.now(UTC), resolved_by=request.resolved_by,
+                                                  note=request.note))
 
     monkeypatch.setattr(exceptions, "resolve_case", fake)
     return calls

@@ -21,12 +21,13 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.cases import CaseActivities, get_case
+from activities.cases import CaseActivities
 from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
 from domain.cases import CaseSnapshot, CaseStatus, ResolveRequest
 from domain.events import Event, EventType
 from domain.ids import exception_workflow_id
 from domain.sla import CaseKind, Severity, SlaKind, SlaPolicy
+from persistence.cases import get_case
 from starters.exception_cases import resolve_case
 from tests.sla_probe import OpenRequest, ProbeInput, ProbeState, SlaProbe
 from tests.support import unique

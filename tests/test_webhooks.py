@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import text
 from temporalio import activity, workflow
 from temporalio.client import Client
+from temporalio.converter import decode_typed_search_attributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -332,6 +333,42 @@ async def test_an_event_for_a_closed_process_is_handed_to_a_late_event_process(s
     assert late.json() == {"status": "late", "workflow_id": opened.json()["workflow_id"],
                            "case_id": f"exception:{late_id}:late_event"}
     assert await exists(client, late_id)  # the LateEvent process that stores it and opens the case
+
+
+async def started_with(client: Client, workflow_id: str) -> dict[str, object]:
+    """The search attributes a run was started with (its first history event), by name."""
+    async for first in client.get_workflow_handle(workflow_id).fetch_history_events():
+        attributes = decode_typed_search_attributes(
+            first.workflow_execution_started_event_attributes.search_attributes)
+        return {pair.key.name: pair.value for pair in attributes}
+    raise AssertionError(f"{workflow_id} has no history")
+
+
+async def test_every_start_carries_business_key_and_channel(stack) -> None:
+    """Set at start (free) by update-with-start, signal-with-start and the LateEvent hand-over: the stand-in
+    processes upsert nothing, so what the history shows came with the start."""
+    http, client, _ = stack
+    order = example("order.placed", **unique_keys("order.placed"))
+    assert (await post(http, "web", order)).status_code == 200
+    data = order["data"]
+    assert await started_with(client, workflow_id_of(order, "web")) == {
+        "BusinessKey": f"{data['channel']}/{data['order_id']}", "Channel": data["channel"]}
+
+    delivered = example("shipment.delivered", **unique_keys("shipment.delivered"))  # opens its settlement early
+    assert (await post(http, "carrier", delivered)).json()["status"] == "started"
+    data = delivered["data"]
+    assert await started_with(client, workflow_id_of(delivered, "carrier")) == {
+        "BusinessKey": f"{data['channel']}/{data['order_id']}", "Channel": data["channel"]}
+
+    keys = unique_keys("transfer.requested")
+    opened = await post(http, "wms", example("transfer.requested", **keys))
+    assert await started_with(client, opened.json()["workflow_id"]) == {"BusinessKey": keys["transfer_id"]}
+    await post(http, "wms", example("transfer.received", **keys))  # the stand-in closes on it
+    await client.get_workflow_handle(opened.json()["workflow_id"]).result()
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    assert (await post(http, "wms", example("transfer.shipped", **keys), webhook_id=webhook_id)
+            ).json()["status"] == "late"
+    assert await started_with(client, f"late:webhook:wms:{webhook_id}") == {"BusinessKey": keys["transfer_id"]}
 
 
 async def test_a_business_key_in_the_registry_never_opens_a_second_process(stack) -> None:
