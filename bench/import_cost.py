@@ -3,7 +3,7 @@
 The SDK sandbox re-imports a workflow's non-passthrough modules for every new run (and keeps them while the run is
 cached). This times that module execution outside the sandbox, with the passthrough modules already loaded, and
 measures the memory the module objects hold: a lower bound on the per-run cost inside the sandbox. The workflow
-helpers the worker passes through (worker/factory.py `workflow_helper_modules`) stay loaded, as in the sandbox.
+helpers and frozen releases the worker passes through (worker/factory.py) stay loaded, as in the sandbox.
 """
 import importlib
 import sys
@@ -25,9 +25,9 @@ import domain.order  # noqa: F401
 import domain.process  # noqa: F401
 import domain.settlement  # noqa: F401
 import domain.sla  # noqa: F401
-from worker.factory import workflow_helper_modules
+from worker.factory import passed_through_workflow_modules
 
-KEPT = frozenset(workflow_helper_modules())
+KEPT = frozenset(passed_through_workflow_modules())
 
 GRAPHS = {"ReserveToFulfill": "workflows.reserve_to_fulfill", "ShipToSettle": "workflows.ship_to_settle",
           "BenchSkeleton": "bench.ceiling"}

@@ -3,6 +3,7 @@
 Workflows run in the SDK sandbox; our pure modules (domain models, shared workflow pieces, activity input
 models) are passed through so they are imported once, not per workflow run.
 """
+import importlib
 import pkgutil
 from functools import cache
 from typing import TYPE_CHECKING
@@ -23,25 +24,33 @@ if TYPE_CHECKING:
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "activities", "adapters", "client", "structlog",
                "opentelemetry")  # opentelemetry: one context (the trace) inside and outside the sandbox
 
-# The workflows' shared machinery, by module name in `workflows` and in every release package under it
-# (workflows.process, workflows.release_2.process, ...). A package prefix would not do: a release package also
-# holds the workflow classes, which the sandbox must import afresh for every run (their module globals are the
-# run's own, and the sandbox's guards on time, randomness and I/O apply to them). Passed through, a helper is
-# one module object shared by every run of the worker, so it must keep no mutable module-level state and define
-# no workflow (tests/test_passthrough.py fails on either, and warns on a workflows module of neither kind that
-# is not listed). `exception_case` is not a helper: it defines the ExceptionCase workflow.
-WORKFLOW_HELPERS = frozenset({"calls", "common", "process", "sla"})
+# The workflows' shared machinery (Inbox, ProcessView, SLA clocks, calls, the release patches) and the frozen
+# implementations of earlier releases (workflows/release_N/: plain classes the workflow classes delegate to), passed
+# through so a worker imports them once rather than once per workflow run. Never a module that defines a workflow
+# class: the sandbox imports those afresh for every run (their globals are the run's own, and the sandbox's guards
+# on time, randomness and I/O apply to them). Passed through, a module is one object shared by every run of the
+# worker, so it must keep no mutable module-level state; tests/test_passthrough.py fails on either, and warns on a
+# top-level workflows module that defines no workflow and is not listed here. `exception_case` and
+# `reconciliation` define workflows.
+WORKFLOW_HELPERS = ("workflows.calls", "workflows.common", "workflows.parts", "workflows.process", "workflows.reserve",
+                    "workflows.sla")
 
 
 @cache
-def workflow_helper_modules() -> tuple[str, ...]:
-    """Every workflows module (at any depth) whose own name is one of WORKFLOW_HELPERS."""
-    return tuple(sorted(m.name for m in pkgutil.walk_packages(workflows.__path__, "workflows.")
-                        if not m.ispkg and m.name.rsplit(".", 1)[-1] in WORKFLOW_HELPERS))
+def frozen_releases() -> tuple[str, ...]:
+    """Every package under workflows (workflows.release_2, and the next one when a release is frozen)."""
+    return tuple(sorted(f"workflows.{m.name}" for m in pkgutil.iter_modules(workflows.__path__) if m.ispkg))
 
 
 def passthrough_modules() -> tuple[str, ...]:
-    return PASSTHROUGH + workflow_helper_modules()
+    return PASSTHROUGH + WORKFLOW_HELPERS + frozen_releases()
+
+
+def passed_through_workflow_modules() -> tuple[str, ...]:
+    """The workflows modules the sandbox takes from the worker: the helpers and every module of a frozen release."""
+    frozen = [m.name for release in frozen_releases()
+              for m in pkgutil.walk_packages(importlib.import_module(release).__path__, release + ".") if not m.ispkg]
+    return WORKFLOW_HELPERS + tuple(sorted(frozen))
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
