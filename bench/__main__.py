@@ -52,7 +52,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="the sweep stops once a level gains less than this over the one before, for both")
     p.add_argument("--latency-samples", type=int, default=100, help="order.placed per sender per repetition")
     p.add_argument("--wft-slots", default="", help="max_concurrent_workflow_tasks values to sweep, e.g. 5,20,100")
-    p.add_argument("--levels", default="1000,10000,20000", help="open processes for the scale phase")
+    p.add_argument("--levels", default="1000,10000,20000",
+                   help="open processes for the scale phase (+N: N more than open when the phase starts)")
     p.add_argument("--scale-budget", type=float, default=120.0, help="minutes for the whole scale phase")
     p.add_argument("--fill-path", choices=["client", "http"], default="client",
                    help="how the scale phase opens its orders (bench/scale.py)")
@@ -64,12 +65,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a worker setting for this run, e.g. --set max_cached_workflows=2000")
-    p.add_argument("--py-spy", default=None, help="path of a py-spy binary: profile the worker, the HTTP service and "
-                   "the skeleton worker in repetitions of their own (collapsed stacks into --out)")
+    p.add_argument("--py-spy", nargs="?", const=str(Path(sys.executable).with_name("py-spy")), default=None,
+                   help="profile the worker, the HTTP service and the skeleton worker in repetitions of their own "
+                   "(collapsed stacks into --out), with this py-spy (alone: the dev group's, in the venv)")
     a = p.parse_args(argv)
     if a.quick:
         a.reps, a.lifecycles, a.inflight, a.latency_samples = 1, 3, "2", 3
-        a.levels, a.scale_budget, a.fill_concurrency, a.evicted_samples = "40", 3.0, 8, 3
+        a.levels, a.scale_budget, a.fill_concurrency, a.evicted_samples = "+24", 3.0, 8, 3
         # a cache of 10 runs (and as many workflow-task slots, which may not exceed it): orders get evicted
         a.set = [*a.set, "max_cached_workflows=10", "max_concurrent_workflow_tasks=10"]
     return a
@@ -416,9 +418,11 @@ async def scale_phase(b: Bench, results: dict) -> dict:
     opened: list = []
     used: set[str] = set()
     points = []
-    out = {"points": points, "budget_minutes": a.scale_budget, "fill_path": scale.FILL_PATHS[a.fill_path],
-           "inflight": plateau, "cache_size": cache}
-    for target in [int(x) for x in a.levels.split(",") if x]:
+    out = {"points": points, "budget_minutes": a.scale_budget, "fill_path": a.fill_path,
+           "fill_path_text": scale.FILL_PATHS[a.fill_path], "inflight": plateau, "cache_size": cache}
+    open_at_start = await count_open(b.client)
+    for level in [x for x in a.levels.split(",") if x]:
+        target = open_at_start + int(level[1:]) if level.startswith("+") else int(level)
         open_now = await count_open(b.client)
         per_s = None
         if target > open_now:

@@ -119,7 +119,7 @@ def generated(r: dict) -> str:  # noqa: PLR0915
     sc = r.get("scale")
     if sc:
         lines += ["### Scale: open waiting orders", "",
-                  f"Opened by {sc['fill_path']}. Throughput at {sc['inflight']} lifecycles in flight, a ceiling "
+                  f"Opened by {sc['fill_path_text']}. Throughput at {sc['inflight']} lifecycles in flight, a ceiling "
                   f"repetition next to every real one. An event to an evicted order: `fulfillment.picked` to orders "
                   f"opened more than 1.5 x the cache ({sc['cache_size']} runs) before, timed from the POST to the "
                   "completion of the workflow task that applied it; cached: the same to the orders opened last.", "",

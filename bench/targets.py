@@ -40,7 +40,7 @@ TARGETS = {t.key: t for t in (
     Target("scale_open", "open processes reached", 20_000, False),
     Target("scale_rss", "worker RSS at the highest level, MiB", 1024, True, " MiB"),
     Target("scale_throughput", "paired ratio at the highest level / paired ratio with none open", 0.9, False, "x"),
-    Target("bytecode", "share of project modules with an up-to-date .pyc at the start", 1.0, False),
+    Target("bytecode", "share of the worker's modules with an up-to-date .pyc after the warm-up", 1.0, False),
 )}
 
 
@@ -105,7 +105,7 @@ def verdicts(r: dict) -> list[Verdict]:
     points = _dig(r, "scale", "points") or []
     top: Callable[[str], float | None] = lambda k: points[-1].get(k) if points else None  # noqa: E731
     out.append(Verdict(TARGETS["scale_open"], top("open"),
-                       note=f"filled by {_dig(r, 'scale', 'fill_path') or '?'}" if points else ""))
+                       note=f"filled by the {_dig(r, 'scale', 'fill_path') or '?'} path" if points else ""))
     out.append(Verdict(TARGETS["scale_rss"], max((p["rss_mib_after"] for p in points), default=None)))
     out.append(_of("scale_throughput", points[-1].get("vs_none_open") if points else None))
     bytecode = _dig(r, "bytecode")
