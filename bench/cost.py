@@ -27,8 +27,8 @@ PRICE_SOURCE = ("Temporal Cloud Pay-As-You-Go list price, first tier (first 5M a
 E = EventType
 
 # Activities that hand an event to another process (a signal-with-start through the client): the skeleton copies
-# them as a forward to its own settle workflow (bench/ceiling.py), not as a no-op.
-FORWARD_ACTIVITIES = frozenset({"forward_event"})
+# them as a forward to its own settle workflow (bench/ceiling.py `bench_forward`), not as a no-op.
+FORWARD_ACTIVITIES = frozenset({"forward_event", "bench_forward"})
 
 
 @dataclass

@@ -21,7 +21,7 @@ class Target:
 
     @property
     def text(self) -> str:
-        return f"{'<=' if self.at_most else '>='} {self.bound:g}{self.unit}"
+        return f"{'<=' if self.at_most else '>='} {self.bound:,g}{self.unit}"
 
     def holds(self, value: float) -> bool:
         return value <= self.bound if self.at_most else value >= self.bound
