@@ -68,12 +68,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--py-spy", nargs="?", const=str(Path(sys.executable).with_name("py-spy")), default=None,
                    help="profile the worker, the HTTP service and the skeleton worker in repetitions of their own "
                    "(collapsed stacks into --out), with this py-spy (alone: the dev group's, in the venv)")
+    if p.parse_known_args(argv)[0].quick:  # the tiniest sizes, unless given
+        p.set_defaults(reps=1, lifecycles=3, inflight="2", latency_samples=3, levels="+24", scale_budget=3.0,
+                       fill_concurrency=8, evicted_samples=3)
     a = p.parse_args(argv)
-    if a.quick:
-        a.reps, a.lifecycles, a.inflight, a.latency_samples = 1, 3, "2", 3
-        a.levels, a.scale_budget, a.fill_concurrency, a.evicted_samples = "+24", 3.0, 8, 3
-        # a cache of 10 runs (and as many workflow-task slots, which may not exceed it): orders get evicted
-        a.set = [*a.set, "max_cached_workflows=10", "max_concurrent_workflow_tasks=10"]
+    if a.quick:  # a cache of 10 runs (and as many workflow-task slots, which may not exceed it): orders get evicted
+        a.set = ["max_cached_workflows=10", "max_concurrent_workflow_tasks=10", *a.set]
     return a
 
 
@@ -192,16 +192,20 @@ class Bench:
         self.stop_skeleton()
         await self.stack.restart("worker")
         await self.start_skeleton()
+        # unmeasured: the new workers' first runs (imports, connections) are not what the setting costs
+        await self.ceiling_rep(2, lifecycles=2)
+        await self.real_rep(2, seed=500, lifecycles=2)
 
-    async def ceiling_rep(self, inflight: int) -> float:
+    async def ceiling_rep(self, inflight: int, lifecycles: int | None = None) -> float:
         run_id = f"c{inflight}x{time.monotonic_ns() % 10**9}"
-        return await at_concurrency(self.a.lifecycles, inflight, lambda n: ceiling.skeleton_lifecycle(
+        return await at_concurrency(lifecycles or self.a.lifecycles, inflight, lambda n: ceiling.skeleton_lifecycle(
             self.client, run_id, n, self.order_shape, self.settle_shape))
 
-    async def real_rep(self, inflight: int, seed: int):  # noqa: ANN201 - lifecycle.Lifecycles
+    async def real_rep(self, inflight: int, seed: int, lifecycles: int | None = None):  # noqa: ANN201
         from bench import lifecycle
 
-        return await lifecycle.run_lifecycles(self.sender, self.client, self.a.lifecycles, inflight, seed=seed)
+        return await lifecycle.run_lifecycles(self.sender, self.client, lifecycles or self.a.lifecycles, inflight,
+                                              seed=seed)
 
     async def pairs(self, inflight: int, label: str, seed: int = 0) -> dict:
         """`reps` pairs of a ceiling and a real repetition at `inflight`; which runs first alternates."""
