@@ -36,8 +36,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench import ceiling, cost
+from bench import ceiling, cost, shapes
 from bench.common import Spread, at_concurrency, bytecode, load, machine, paired, rss_mib
+from devtools.stack import DevStack
+from devtools.stack import _child_setup as child_setup
 
 HERE = Path(__file__).parent
 
@@ -121,8 +123,8 @@ async def top_up_stock(database_url: str, units: int = 200_000) -> None:
         await engine.dispose()
 
 
-def shape_of(count: cost.Count) -> ceiling.Shape:
-    return ceiling.Shape(segments=[ceiling.SegmentSpec(
+def shape_of(count: cost.Count) -> shapes.Shape:
+    return shapes.Shape(segments=[shapes.SegmentSpec(
         message=s.message, activities=s.activities, forwards=s.forwards, local_activities=s.local_activities,
         timers=s.timers, upserts=s.upserts) for s in count.segments])
 
@@ -175,9 +177,9 @@ class Bench:
         log = open(self.data_dir / "logs" / "skeleton.log", "ab")  # noqa: SIM115, ASYNC230 - the child keeps it
         self.skeleton = subprocess.Popen(  # noqa: ASYNC220 - between measurements only
             [sys.executable, "-m", "bench.ceiling", "worker"], env=self.stack.env(), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=child_setup())  # dies with the bench
         log.close()
-        await wait_skeleton_poller(self.client, ceiling.SKELETON_QUEUE, self.skeleton)
+        await wait_skeleton_poller(self.client, shapes.SKELETON_QUEUE, self.skeleton)
 
     def stop_skeleton(self) -> None:
         if self.skeleton is not None and self.skeleton.poll() is None:
@@ -228,7 +230,6 @@ class Bench:
 
 
 async def run(a: argparse.Namespace) -> dict:
-    from devtools.stack import DevStack
     from devtools.traffic import Sender
 
     results: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine().as_dict(),
@@ -285,7 +286,7 @@ async def phases(b: Bench, results: dict) -> None:
         results["latency"] = await latencies(b)
         checkpoint(a, results)
     if a.wft_slots:
-        results["wft_slots"] = await slot_sweep(b, plateau, [int(x) for x in a.wft_slots.split(",") if x])
+        results["wft_slots"] = await slot_sweep(b, results, plateau, [int(x) for x in a.wft_slots.split(",") if x])
         checkpoint(a, results)
     if "scale" not in a.skip:
         results["scale"] = await scale_phase(b, results)
@@ -383,7 +384,7 @@ async def latencies(b: Bench) -> dict:
                     for q in (50, 95, 99):
                         real_p[f"p{q}"].append(r.p(q))
                 else:
-                    bare = await latency.bare_latency(b.client, senders, per_sender, ceiling.SKELETON_QUEUE)
+                    bare = await latency.bare_latency(b.client, senders, per_sender, shapes.SKELETON_QUEUE)
                     for q in (50, 95, 99):
                         bare_p[f"p{q}"].append(bare.p(q))
             say(f"latency {senders} sender(s) pair {rep + 1}: real p50/p99 {real_p['p50'][-1]:.0f}/"
@@ -395,20 +396,19 @@ async def latencies(b: Bench) -> dict:
     return out
 
 
-async def slot_sweep(b: Bench, inflight: int, values: list[int]) -> dict:
+async def slot_sweep(b: Bench, results: dict, inflight: int, values: list[int]) -> dict:
     """Throughput pairs at the plateau for each `max_concurrent_workflow_tasks` (both workers restarted)."""
     original = b.stack.settings.max_concurrent_workflow_tasks
-    out: dict = {}
-    try:
-        for value in values:
-            say(f"max_concurrent_workflow_tasks={value}: restarting the workers")
-            await b.with_worker_setting(max_concurrent_workflow_tasks=value)
-            level = await b.pairs(inflight, f"wft slots {value}", seed=300)
-            level.pop("ids")
-            out[str(value)] = level
-    finally:
-        await b.with_worker_setting(max_concurrent_workflow_tasks=original)
-    return {"inflight": inflight, "values": out}
+    out: dict = {"inflight": inflight, "values": {}}
+    for value in values:
+        say(f"max_concurrent_workflow_tasks={value}: restarting the workers")
+        await b.with_worker_setting(max_concurrent_workflow_tasks=value)
+        level = await b.pairs(inflight, f"wft slots {value}", seed=300)
+        level.pop("ids")
+        out["values"][str(value)] = level
+        checkpoint(b.a, {**results, "wft_slots": out})
+    await b.with_worker_setting(max_concurrent_workflow_tasks=original)
+    return out
 
 
 async def scale_phase(b: Bench, results: dict) -> dict:

@@ -19,7 +19,7 @@ from temporalio.api.history.v1 import (
 )
 from temporalio.client import WorkflowHistory
 
-from bench import ceiling, cost, report, scale, targets
+from bench import ceiling, cost, report, scale, shapes, targets
 from bench.__main__ import parse, shape_of
 from bench.common import Spread, at_concurrency, paired, percentile
 from config.settings import Settings
@@ -32,7 +32,7 @@ async def test_skeleton_lifecycles_and_counting(dev_env) -> None:
     client = dev_env.client
     queue = f"bench-smoke-{uuid.uuid4().hex[:6]}"
     run = uuid.uuid4().hex[:6]
-    order_shape, settle_shape = ceiling.DEFAULT_ORDER, ceiling.DEFAULT_SETTLE
+    order_shape, settle_shape = shapes.DEFAULT_ORDER, shapes.DEFAULT_SETTLE
     async with ceiling.build_skeleton_worker(client, Settings(), queue):
         rate = await at_concurrency(3, 3, lambda n: ceiling.skeleton_lifecycle(
             client, run, n, order_shape, settle_shape, task_queue=queue))
@@ -48,7 +48,7 @@ async def test_skeleton_lifecycles_and_counting(dev_env) -> None:
     # the order's two forwards reached the settle workflow: it completed, having seen all its four signals
     assert order.activity_types["bench_forward"] == order_shape.forwards == 2
 
-    def work(shape: ceiling.Shape) -> int:  # activities, timers, upserts: 1 each; local activities 1 per task
+    def work(shape: shapes.Shape) -> int:  # activities, timers, upserts: 1 each; local activities 1 per task
         return sum(s.activities + s.timers + s.upserts for s in shape.segments) + any(
             s.local_activities for s in shape.segments)
 
