@@ -2,6 +2,8 @@
 FROM python:3.11-slim
 
 COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
+# UV_COMPILE_BYTECODE: every sync below leaves .pyc for the whole venv, the project's own wheel included (the
+# workflow sandbox imports workflow modules afresh for each new run: from .pyc, not compiled again; issue 19)
 ENV UV_PROJECT_ENVIRONMENT=/app/.venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy PYTHONUNBUFFERED=1
 WORKDIR /app
 

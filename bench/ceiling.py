@@ -2,15 +2,20 @@
 
 `Skeleton` is one workflow type that takes the *shape* of a real process, read from a real history
 (`bench.cost.count(...).segments`): after the start and after each incoming message (the `place` update or an
-`event` signal) it runs as many activities (a no-op), starts as many SLA-like timers (cancelled at the end) and
-upserts search attributes as often as the real process did after that message. A skeleton lifecycle is two of them
-(the ReserveToFulfill shape and the ShipToSettle shape) driven with the same client calls as the real one:
-update-with-start for order.placed, signal-with-start for every other event. No database, no HTTP, no business code:
-what is left is the price of Temporal itself plus the SDK on this machine.
+`event` signal) it runs as many activities (a no-op), local activities, SLA-like timers (cancelled at the end) and
+search-attribute upserts as the real process did after that message. A skeleton lifecycle is two of them, the
+ReserveToFulfill shape and the ShipToSettle shape, driven with the same client calls as the real one:
+update-with-start for order.placed, signal-with-start for every other event. As in the real lifecycle the settle
+workflow is opened from an activity of the order workflow after the ship: the order's forwards (`forward_event` in
+the real history) are `bench_forward` activities that signal-with-start the settle skeleton, and the client sends
+the settle's remaining events (delivered, settled) right after the dispatch, as the webhooks do, so an early event
+may open it first. No database, no HTTP, no business code: what is left is the price of Temporal itself plus the
+SDK on this machine.
 
 `BareOrder` is the latency baseline: update-with-start whose update runs one no-op activity.
 
-The skeleton worker runs in its own process (`python -m bench.ceiling worker ...`) with the same tuning settings and
+The shapes, inputs and activities are in bench/shapes.py, passed through the sandbox like the real workflows'
+helpers. The skeleton worker runs in its own process (`python -m bench.ceiling worker ...`) with the same tuning settings and
 sandbox as the retailflow worker, on its own task queue.
 """
 from __future__ import annotations
@@ -20,58 +25,30 @@ import asyncio
 import time
 from datetime import timedelta
 
-from pydantic import BaseModel
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from bench.shapes import (
+        NOOP_TIMEOUT,
+        SKELETON_QUEUE,
+        SKELETON_WORKFLOW,
+        Forwarder,
+        ForwardInput,
+        SegmentSpec,
+        Shape,
+        SkeletonInput,
+        noop,
+    )
     from client.names import STAGE
 
-SKELETON_QUEUE = "bench-skeleton"
-NOOP_TIMEOUT = timedelta(seconds=30)
-
-
-class SegmentSpec(BaseModel):
-    message: str | None = None  # "update" / "signal" / None (after the start)
-    activities: int = 0
-    timers: int = 0
-    upserts: int = 0
-
-
-class Shape(BaseModel):
-    segments: list[SegmentSpec]
-
-    @property
-    def messages(self) -> list[str]:
-        return [s.message for s in self.segments[1:] if s.message]
-
-    def totals(self) -> dict[str, object]:
-        """What must match between a real process and its skeleton, whatever the order the work fell in."""
-        return {"messages": self.messages, "activities": sum(s.activities for s in self.segments),
-                "timers": sum(s.timers for s in self.segments), "upserts": sum(s.upserts for s in self.segments)}
-
-
-# A typical shape (used by the smoke test and when no real history is at hand); the bench reads the real one.
-DEFAULT_ORDER = Shape(segments=[SegmentSpec(upserts=1), SegmentSpec(message="update", activities=2, timers=3,
-                                                                     upserts=1),
-                                SegmentSpec(message="signal", activities=2, upserts=1),
-                                SegmentSpec(message="signal", activities=3, upserts=1)])
-DEFAULT_SETTLE = Shape(segments=[SegmentSpec(), SegmentSpec(message="signal", activities=2, timers=1, upserts=1),
-                                 SegmentSpec(message="signal"), SegmentSpec(message="signal", activities=1, upserts=1),
-                                 SegmentSpec(message="signal", upserts=1)])
-
-
-@activity.defn(name="bench_noop")
-async def noop(n: int) -> int:
-    return n
-
-
-@workflow.defn(name="BenchSkeleton")
+@workflow.defn(name=SKELETON_WORKFLOW)
 class Skeleton:
     @workflow.init
-    def __init__(self, shape: Shape) -> None:
-        self.shape = shape
+    def __init__(self, input: SkeletonInput) -> None:
+        self.input = input
+        self.shape = input.shape
         self.signals = 0
         self.updates_done = 0
         self.timers: list[asyncio.Task] = []
@@ -79,13 +56,24 @@ class Skeleton:
     async def _work(self, segment: SegmentSpec) -> None:
         for _ in range(segment.timers):
             self.timers.append(asyncio.create_task(workflow.sleep(timedelta(days=30))))
-        for i in range(segment.activities):
+        for i in range(segment.local_activities):
+            await workflow.execute_local_activity(noop, i, start_to_close_timeout=NOOP_TIMEOUT)
+        for i in range(segment.activities - segment.forwards):
             await workflow.execute_activity(noop, i, start_to_close_timeout=NOOP_TIMEOUT)
+        for _ in range(segment.forwards):
+            if self.input.forward_to is None or self.input.forward_shape is None:
+                await workflow.execute_activity(noop, 0, start_to_close_timeout=NOOP_TIMEOUT)
+                continue
+            await workflow.execute_activity_method(
+                Forwarder.forward, ForwardInput(workflow_id=self.input.forward_to, shape=self.input.forward_shape,
+                                                task_queue=self.input.task_queue),
+                start_to_close_timeout=NOOP_TIMEOUT)
         for i in range(segment.upserts):
             workflow.upsert_search_attributes([STAGE.value_set(f"step{len(self.timers)}-{i}")])
 
     @workflow.run
-    async def run(self, shape: Shape) -> int:
+    async def run(self, input: SkeletonInput) -> int:
+        shape = input.shape
         await self._work(shape.segments[0])
         signals_seen = updates_seen = 0
         for segment in shape.segments[1:]:
@@ -131,31 +119,37 @@ class BareOrder:
 
 # ---- driving ---------------------------------------------------------------------------------------------------
 
-async def _drive(client: Client, workflow_id: str, shape: Shape, task_queue: str) -> None:
+async def _drive(client: Client, workflow_id: str, input: SkeletonInput, messages: list[str]) -> None:
     first = True
-    for message in shape.messages:
+    for message in messages:
         if message == "update":
             if first:
-                start = WithStartWorkflowOperation(Skeleton.run, shape, id=workflow_id, task_queue=task_queue,
+                start = WithStartWorkflowOperation(Skeleton.run, input, id=workflow_id, task_queue=input.task_queue,
                                                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
                 await client.execute_update_with_start_workflow(Skeleton.place, 0, start_workflow_operation=start)
             else:
                 await client.get_workflow_handle(workflow_id).execute_update(Skeleton.place, 0)
         else:
-            await client.start_workflow(Skeleton.run, shape, id=workflow_id, task_queue=task_queue,
+            await client.start_workflow(Skeleton.run, input, id=workflow_id, task_queue=input.task_queue,
                                         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                                         start_signal="event", start_signal_args=[0])
         first = False
 
 
-async def skeleton_lifecycle(client: Client, run: str, n: int, order: Shape, settle: Shape,
+async def skeleton_lifecycle(client: Client, run: str, n: int, order: Shape, settle: Shape | None,
                              task_queue: str = SKELETON_QUEUE) -> None:
-    """One skeleton order lifecycle: the order-shaped and the settle-shaped workflow, both to completion."""
+    """One skeleton order lifecycle: the order-shaped workflow and the settle-shaped one (opened by the order's
+    forwards, or by the client's first event if it comes first), both to completion."""
     order_id, settle_id = f"bench-order-{run}-{n}", f"bench-settle-{run}-{n}"
-    await _drive(client, order_id, order, task_queue)
-    await _drive(client, settle_id, settle, task_queue)
-    await asyncio.gather(client.get_workflow_handle(order_id).result(),
-                         client.get_workflow_handle(settle_id).result())
+    await _drive(client, order_id, SkeletonInput(shape=order, forward_to=settle_id, forward_shape=settle,
+                                                 task_queue=task_queue), order.messages)
+    ids = [order_id]
+    if settle is not None:
+        ids.append(settle_id)
+        # the forwards bring the first of the settle's events; the client sends the rest, as the webhooks do
+        await _drive(client, settle_id, SkeletonInput(shape=settle, task_queue=task_queue),
+                     settle.messages[order.forwards:])
+    await asyncio.gather(*(client.get_workflow_handle(wid).result() for wid in ids))
 
 
 async def bare_place(client: Client, workflow_id: str, task_queue: str = SKELETON_QUEUE) -> float:
@@ -174,7 +168,7 @@ def build_skeleton_worker(client: Client, settings, task_queue: str = SKELETON_Q
 
     from worker.factory import workflow_runner
 
-    return Worker(client, task_queue=task_queue, workflows=[Skeleton, BareOrder], activities=[noop],
+    return Worker(client, task_queue=task_queue, workflows=[Skeleton, BareOrder], activities=[noop, Forwarder(client).forward],
                   workflow_runner=workflow_runner(),
                   max_concurrent_activities=settings.max_concurrent_activities,
                   max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import platform
 import statistics
@@ -10,6 +11,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -38,6 +42,12 @@ class Spread:
     def as_dict(self) -> dict:
         return {"values": self.values, "min": self.min, "median": self.median, "max": self.max} if self.values \
             else {"values": []}
+
+
+def paired(numerators: list[float], denominators: list[float]) -> Spread:
+    """The ratio of each repetition to the one it was paired with (run next to it, under the same load): the
+    spread of these says how sure the ratio is, which a ratio of medians hides."""
+    return Spread([a / b for a, b in zip(numerators, denominators, strict=True) if b])
 
 
 async def at_concurrency(total: int, concurrency: int, one: Callable[[int], Awaitable[object]],
@@ -130,3 +140,27 @@ def _pkg(name: str) -> str:
         return version(name)
     except Exception:  # noqa: BLE001
         return "unknown"
+
+
+# What the worker imports (the layers from `worker` down, pyproject.toml's import-linter contract)
+WORKER_PACKAGES = ("worker", "workflows", "activities", "client", "adapters", "persistence", "config", "domain")
+
+
+def bytecode(packages: tuple[str, ...] = WORKER_PACKAGES) -> dict:
+    """How many of the worker's modules have an up-to-date `.pyc`, read once the worker has run (it imports them
+    from the .pyc instead of compiling; the sandbox imports a workflow's modules afresh for each new run)."""
+    sources = [p for pkg in packages for p in (ROOT / pkg).rglob("*.py")]
+    fresh = sum(_fresh_pyc(p) for p in sources)
+    return {"modules": len(sources), "fresh": fresh, "share": fresh / len(sources) if sources else 0.0}
+
+
+def _fresh_pyc(source: Path) -> bool:
+    """The cached bytecode records this source's mtime and size (a timestamp-based .pyc, as compileall writes)."""
+    try:
+        header = Path(importlib.util.cache_from_source(str(source))).read_bytes()[:16]
+        stat = source.stat()
+    except OSError:
+        return False
+    return (len(header) == 16 and int.from_bytes(header[4:8], "little") == 0
+            and int.from_bytes(header[8:12], "little") == int(stat.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(header[12:16], "little") == stat.st_size & 0xFFFFFFFF)

@@ -5,7 +5,8 @@ Actions are counted by the Temporal Cloud rules (docs.temporal.io/cloud/actions 
 signal 1; every accepted update 1 (update-with-start: the start plus the update); every activity attempt 1; every
 timer started 1; every UpsertSearchAttributes command 1 (start-time search attributes and TemporalChangeVersion alone are free); a child workflow
 2 (initiated + attempted); a signal sent from a workflow 1; all local-activity markers of one workflow task 1;
-queries 1 each (not in histories: the bench sends none while counting).
+queries 1 each (not in histories: the bench sends none while counting). Activity heartbeats are actions too but leave
+no history event; no activity of an order lifecycle heartbeats.
 
 Price: Temporal Cloud Pay-As-You-Go list price, first tier, USD 50 per million actions (USD 0.00005 an action;
 falling to USD 25 per million from 100M actions a month), docs.temporal.io/cloud/pricing as read on 2026-11-23.
@@ -25,13 +26,19 @@ PRICE_SOURCE = ("Temporal Cloud Pay-As-You-Go list price, first tier (first 5M a
 
 E = EventType
 
+# Activities that hand an event to another process (a signal-with-start through the client): the skeleton copies
+# them as a forward to its own settle workflow (bench/ceiling.py `bench_forward`), not as a no-op.
+FORWARD_ACTIVITIES = frozenset({"forward_event", "bench_forward"})
+
 
 @dataclass
 class Segment:
     """What a workflow does after one incoming message (segment 0: after the start, before any message)."""
 
     message: str | None = None  # "update", "signal" or None
-    activities: int = 0
+    activities: int = 0  # remote activities, forwards included
+    forwards: int = 0  # of which hand an event to another process (FORWARD_ACTIVITIES)
+    local_activities: int = 0
     timers: int = 0
     upserts: int = 0
 
@@ -79,6 +86,7 @@ def count(history: WorkflowHistory) -> Count:
             attempts[event.event_id] = 1
             result.activity_types[name] += 1
             segment.activities += 1
+            segment.forwards += name in FORWARD_ACTIVITIES
         elif kind == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = event.activity_task_started_event_attributes
             attempts[attrs.scheduled_event_id] = max(1, attrs.attempt)
@@ -99,6 +107,7 @@ def count(history: WorkflowHistory) -> Count:
         elif kind == E.EVENT_TYPE_MARKER_RECORDED:
             if event.marker_recorded_event_attributes.marker_name == "core_local_activity":
                 markers_in_task.add(last_task_completed)
+                segment.local_activities += 1
     for event_id, name in scheduled.items():
         result.actions[f"activity {name}"] += attempts[event_id]
     if markers_in_task:

@@ -2,7 +2,8 @@
 
 The SDK sandbox re-imports a workflow's non-passthrough modules for every new run (and keeps them while the run is
 cached). This times that module execution outside the sandbox, with the passthrough modules already loaded, and
-measures the memory the module objects hold: a lower bound on the per-run cost inside the sandbox.
+measures the memory the module objects hold: a lower bound on the per-run cost inside the sandbox. The workflow
+helpers and frozen releases the worker passes through (worker/factory.py) stay loaded, as in the sandbox.
 """
 import importlib
 import sys
@@ -24,6 +25,9 @@ import domain.order  # noqa: F401
 import domain.process  # noqa: F401
 import domain.settlement  # noqa: F401
 import domain.sla  # noqa: F401
+from worker.factory import passed_through_workflow_modules
+
+KEPT = frozenset(passed_through_workflow_modules())
 
 GRAPHS = {"ReserveToFulfill": "workflows.reserve_to_fulfill", "ShipToSettle": "workflows.ship_to_settle",
           "BenchSkeleton": "bench.ceiling"}
@@ -31,7 +35,7 @@ GRAPHS = {"ReserveToFulfill": "workflows.reserve_to_fulfill", "ShipToSettle": "w
 
 def _drop() -> None:
     for name in list(sys.modules):
-        if name.startswith(("workflows", "bench.ceiling")):
+        if name.startswith(("workflows", "bench.ceiling")) and name not in KEPT:
             del sys.modules[name]
 
 

@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     # each activity slot has its own pool connection (worker/main.py), so no activity waits for one; 3 replicas
     # of 60 plus the HTTP service stay well under PostgreSQL's max_connections (400 in docker-compose.yml)
     max_concurrent_activities: int = 60
+    # swept at 2, 5, 20 and 100 on 2 cores (`python -m bench --wft-slots`, bench/RESULTS.md "Workflow-task
+    # slots"): no difference beyond the noise of a loaded machine, slots are not what limits 2 cores; the SDK's default
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 2_000  # ~0.26 MiB per cached open order: keeps a worker under 1 GiB (bench/RESULTS.md)
     workflow_task_pollers: int = 4

@@ -238,3 +238,11 @@ def test_retailflow_dev_cli_starts_refuses_a_second_and_stops_on_ctrl_c(tmp_path
                 proc.kill()
     assert "stopped." in log.read_text()
     assert all(gone(pid) for pid in pids), "a part outlived `retailflow dev`"
+
+
+async def test_the_worker_and_the_api_run_without_pythondontwritebytecode(stack):
+    """They write and reuse .pyc files (issue 19); /proc/<pid>/environ is what each child was started with."""
+    for name in ("worker", "api"):
+        if name in stack.parts:
+            environ = Path(f"/proc/{stack.parts[name].pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240
+            assert not [v for v in environ if v.startswith(b"PYTHONDONTWRITEBYTECODE=")], name
