@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 
+from cachetools import TTLCache
 from temporalio import activity
 
 from activities.faults import Faults
@@ -21,6 +22,7 @@ from adapters.erp import (
     StockResult,
 )
 from domain.inventory import MovementRequest
+from domain.items import Item
 
 
 class ErpActivities:
@@ -31,15 +33,25 @@ class ErpActivities:
     """
 
     def __init__(self, erp: ErpPort, faults: Faults | None = None,
-                 safety_stock: Mapping[str, int] | None = None) -> None:
+                 safety_stock: Mapping[str, int] | None = None, *, master_data_ttl: float = 60.0) -> None:
         self.erp = erp
         self.faults = faults
         self.safety_stock = dict(safety_stock or {})
+        # Item master read by every order: cached per worker for `master_data_ttl` s (a result is recorded in the
+        # history, so replay never depends on it; a change reaches new orders within the TTL). Unknown SKUs are
+        # never cached, so an item added to the master is found at once.
+        self._items: TTLCache[str, Item] = TTLCache(maxsize=10_000, ttl=master_data_ttl)
 
     @activity.defn(name="lookup_items")
     async def lookup_items(self, input: LookupItemsInput) -> LookupItemsResult:
         async def call() -> LookupItemsResult:
-            items = await self.erp.items(sorted(set(input.skus)))
+            wanted = sorted(set(input.skus))
+            items = {sku: self._items[sku] for sku in wanted if sku in self._items}
+            missing = [sku for sku in wanted if sku not in items]
+            if missing:
+                found = await self.erp.items(missing)
+                self._items.update(found)
+                items |= found
             return LookupItemsResult(items=items, unknown=[s for s in dict.fromkeys(input.skus) if s not in items])
 
         return await guarded(self.faults, "erp.lookup_items", call)

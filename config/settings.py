@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     transfer_ship_grace: timedelta = timedelta(hours=24)  # a transfer's unshipped rest is released this long after its last notice
     settlement_tolerance: Decimal = Decimal("0.00")
     safety_stock: dict[str, int] = Field(default_factory=dict)  # location_id -> units held back per SKU
+    # How long a worker keeps item master rows it read (activities/erp.py); 0 reads the ERP every time.
+    master_data_ttl: float = Field(default=60.0, ge=0)
     receipt_over_tolerance: Decimal = Decimal("0.05")  # a PO line received beyond ordered x 1.05 opens a case
     count_tolerance_units: int = 2  # a count variance of at most this many units per SKU ...
     count_tolerance_value: Decimal = Decimal("25.00")  # ... and at most this value at standard cost: no approval

@@ -34,7 +34,8 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, echo
         asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=False,  # no round trip per checkout: a dead connection fails its statement, the pool is
+        # invalidated, and the activity attempt (or the door's 503 + Retry-After) is retried
         pool_recycle=1800,
         pool_timeout=pool_timeout,
         echo=echo,

@@ -15,6 +15,7 @@ from config.settings import FaultSpec
 from devtools.embedded_postgres import free_port
 from domain.errors import ErrorType
 from domain.inventory import Bucket, MovementKind
+from domain.items import Item
 from domain.journal import FinancialEvent
 from persistence.engine import create_engine
 from tests.ledger_helpers import World, buckets, line, movement
@@ -129,3 +130,24 @@ async def test_a_database_outage_is_retryable() -> None:
         assert not isinstance(error.value, ApplicationError)  # Temporal retries anything not marked non-retryable
     finally:
         await engine.dispose()
+
+
+async def test_item_master_is_cached_per_worker_but_unknown_skus_are_not() -> None:
+    """The second order's lookup reads no item the first one read; an unknown SKU is asked again (it may have
+    been added to the master since)."""
+    class CountingErp:
+        def __init__(self) -> None:
+            self.asked: list[list[str]] = []
+
+        async def items(self, skus: list[str]) -> dict[str, Item]:
+            self.asked.append(list(skus))
+            return {s: Item(sku=s, name=s, barcode=s, unit_cost=Decimal("1.00"), price=Decimal("2.00"))
+                    for s in skus if s.startswith("K")}
+
+    erp = CountingErp()
+    acts = ErpActivities(erp, master_data_ttl=60)  # type: ignore[arg-type]
+    first = await ActivityEnvironment().run(acts.lookup_items, LookupItemsInput(skus=["K-1", "K-2", "X-9"]))
+    second = await ActivityEnvironment().run(acts.lookup_items, LookupItemsInput(skus=["K-2", "K-1", "X-9"]))
+    assert set(first.items) == set(second.items) == {"K-1", "K-2"}
+    assert first.unknown == second.unknown == ["X-9"]
+    assert erp.asked == [["K-1", "K-2", "X-9"], ["X-9"]]

@@ -57,7 +57,7 @@ def activities(client: "Client", engine: "AsyncEngine", settings: "Settings",
     passes its own port implementations to the same activity classes."""
     faults = Faults.from_settings(settings, seed=fault_seed)
     return activity_methods(
-        ErpActivities(PostgresErp(engine), faults, settings.safety_stock),
+        ErpActivities(PostgresErp(engine), faults, settings.safety_stock, master_data_ttl=settings.master_data_ttl),
         WmsActivities(PostgresWms(engine), faults),
         PosActivities(PostgresPos(engine), faults),
         CaseActivities(engine),
