@@ -55,15 +55,16 @@ class Process:
         self.view.show(self.shown(), open_cases=self.cases.open_count, breached=self.cases.sla_breached)
 
     def movement(self, step: str, kind: MovementKind, lines: Sequence[MovementLine] | Mapping[tuple[str, str], int],
-                 reason: str, *, reference: str | None = None) -> MovementRequest:
+                 reason: str, *, reference: str | None = None, reason_code: str | None = None) -> MovementRequest:
         """A ledger movement keyed `{workflow ID}:{step}` (a retry or a replay posts it once). `lines` are
-        movement lines, or units by (sku, location) merged into one line each."""
+        movement lines, or units by (sku, location) merged into one line each; an ADJUST needs `reason_code`."""
         if isinstance(lines, Mapping):
             lines = [MovementLine(sku=sku, location_id=location, quantity=qty)
                      for (sku, location), qty in sorted(lines.items()) if qty]
         info = workflow.info()
-        return MovementRequest(key=f"{self.workflow_id}:{step}", kind=kind, reason=reason, workflow_id=self.workflow_id,
-                               run_id=info.run_id, reference=reference or self.input.business_key, lines=list(lines))
+        return MovementRequest(key=f"{self.workflow_id}:{step}", kind=kind, reason=reason, reason_code=reason_code,
+                               workflow_id=self.workflow_id, run_id=info.run_id,
+                               reference=reference or self.input.business_key, lines=list(lines))
 
     async def checkpoint(self, resume: BaseModel) -> None:
         """Continue as new when the history is long (policy `continue_as_new_after`, or Temporal suggests it),
