@@ -183,7 +183,6 @@ class Transfer(Process):
         ), summary=f"WMS transfer shipment {data.from_location_id} -> {data.to_location_id}")
         self.log.info("transfer.requested", reserved=sum(line.reserved for line in s.lines),
                       refused=[r.sku for r in s.refused_lines])
-        self.refresh()
         return True
 
     async def _reserve(self) -> bool:
@@ -248,6 +247,7 @@ class Transfer(Process):
                 s.receipt_final_reason = "all received"
                 break
             deadline, summary = self._next_deadline()
+            self.refresh()  # here, not after an event: the last event's change is shown by the close, one upsert
             if deadline is None:
                 await workflow.wait_condition(self._ready)
             elif not self._ready() and deadline > workflow.now():
@@ -274,7 +274,6 @@ class Transfer(Process):
                 await self._receipt(event.event_id, event.data)
             if s.shipping_final_at is not None and not s.receipts and not any(line.shipped for line in s.lines):
                 return self._nothing_shipped()
-            self.refresh()
             await self.checkpoint(self.state)
         await self._close_receiving()
 
