@@ -61,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
         ReturnState,
     )
     from domain.sla import CaseKind, SlaKind
-    from workflows.calls import call, call_local, refusal_type
+    from workflows.calls import call_local, refusal_type
     from workflows.common import on_release_3
     from workflows.process import Process, Shown, markdown_table
     from workflows.release_2 import return_to_refund as release_2
@@ -175,7 +175,9 @@ class ReturnToRefund(Process):
         """Authorize against the order in PostgreSQL (other returns counted), under the order's row lock."""
         p = self.progress
         p.authorization = auth
-        decided = await call(WmsActivities.authorize_return, AuthorizeReturnInput(
+        # local: idempotent by the authorization's key and short (one row-locked statement), in one task with the
+        # payment lookup that follows when the order's shipment records name no payment
+        decided = await call_local(WmsActivities.authorize_return, AuthorizeReturnInput(
             key=self._authorization_key(), return_id=auth.return_id, channel=auth.channel, order_id=auth.order_id,
             lines=[ReturnLineRequest(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, reason=ln.reason)
                    for ln in auth.lines],
