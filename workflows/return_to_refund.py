@@ -98,10 +98,8 @@ class ReturnToRefund(Process):
                 self.inbox.seen_ids.add(event.event_id)
                 self.progress.notes.append(f"return.authorized {event.event_id} ignored: the return is already "
                                            "authorized")
-                self.refresh()
             return
-        if self.inbox.offer(event) and self.progress.authorization is not None:
-            self.refresh()  # the details show what is held (before the authorization there are none to show)
+        self.inbox.offer(event)
 
     @workflow.query(name="state", description="The return: stage, lines with units by state, receipts, refund, "
                     "exception cases, workflow ID.")
@@ -158,6 +156,7 @@ class ReturnToRefund(Process):
             return await self._finish("closed_without_refund", ReturnStage.CLOSED_WITHOUT_REFUND)
         if not await self._issue_refund(closed):
             return await self._finish("refund_refused", ReturnStage.REFUND_REFUSED)
+        self.refresh()
         await self._settle(await self.inbox.next(EventType.REFUND_SETTLED))
         return await self._finish("refunded", ReturnStage.REFUNDED)
 
@@ -216,13 +215,13 @@ class ReturnToRefund(Process):
         p.window_ends = workflow.now() + self.policy.sla.deadline(SlaKind.RETURN_NOT_RECEIVED)
         if authorized:
             self.cases.start_clock(SlaKind.RETURN_NOT_RECEIVED)
-        self.refresh()
 
     async def _await_receipt(self, authorized: bool) -> bool:
         """Wait for a receipt that takes units in: within return_not_received (an authorized return), or within
         the return window without a clock (a refused one, whose goods may come anyway)."""
         p = self.progress
         while True:
+            self.refresh()  # before each wait, not after each step: held events applied at once are one upsert
             if authorized:
                 if not await self.cases.wait(SlaKind.RETURN_NOT_RECEIVED,
                                              lambda: self.inbox.has(EventType.RETURN_RECEIVED)):
@@ -269,6 +268,7 @@ class ReturnToRefund(Process):
                     self._receiving_done("receipt grace or return window passed")
                     continue
                 timeout = ends - workflow.now()
+            self.refresh()
             try:
                 await workflow.wait_condition(
                     lambda: self.inbox.has(EventType.RETURN_RECEIVED, EventType.RETURN_INSPECTED),
@@ -284,7 +284,6 @@ class ReturnToRefund(Process):
             p.notes.append(f"receiving complete ({why}): {missing} authorized units never came back and are "
                            "released at close")
         self.log.info("return receiving complete", why=why, missing=missing)
-        self.refresh()
 
     async def _receive(self, event: Event) -> bool:
         """Take every unit of one receipt into pending_inspection: the authorized ones on their lines, the rest
@@ -303,7 +302,6 @@ class ReturnToRefund(Process):
         if location not in found.locations:
             p.notes.append(f"return.received {event.event_id} refused: unknown location {location}")
             self.log.warning("receipt at an unknown location refused", location_id=location)
-            self.refresh()
             return False
         counted: dict[str, int] = {}
         for ln in data.lines:
@@ -330,7 +328,6 @@ class ReturnToRefund(Process):
         if not take:
             p.receipts.append(receipt)
             self.log.warning("receipt with nothing to take in", location_id=location)
-            self.refresh()
             return False
         per_sku_seller: dict[tuple[str, str | None], int] = defaultdict(int)
         for line_id, qty in take.items():
@@ -367,7 +364,6 @@ class ReturnToRefund(Process):
             self.cases.restart_clock(SlaKind.INSPECTION_OVERDUE)
         p.stage = ReturnStage.AWAITING_INSPECTION
         self.log.info("return received", location_id=location, units=sum(take.values()), excess=sum(excess.values()))
-        self.refresh()
         return True
 
     async def _inspect(self, event: Event) -> bool:
@@ -384,7 +380,6 @@ class ReturnToRefund(Process):
                            + ", ".join(f"{q} x {sku}" for sku, q in sorted(excess.items())))
         if not moves:
             self.log.warning("inspection named nothing pending inspection")
-            self.refresh()
             return False
         await self._post_dispositions(moves, f":{p.inspection_passes}" if p.inspection_passes else "")
         p.inspection_passes += 1
@@ -394,7 +389,6 @@ class ReturnToRefund(Process):
             self.cases.stop_clock(SlaKind.INSPECTION_OVERDUE, by=str(EventType.RETURN_INSPECTED))
         self.log.info("return inspected", units=sum(m.quantity for m in moves), pending=pending,
                       passes=p.inspection_passes)
-        self.refresh()
         return True
 
     async def _post_dispositions(self, moves: list[Move], suffix: str) -> None:
@@ -471,7 +465,6 @@ class ReturnToRefund(Process):
         p.stage = ReturnStage.AWAITING_REFUND_SETTLEMENT
         self.cases.start_clock(SlaKind.REFUND_OVERDUE)
         self.log.info("refund issued", amount=str(amount), reference=result.refund_reference, payment_id=p.payment_id)
-        self.refresh()
         return True
 
     async def _settle(self, event: Event) -> None:
