@@ -28,7 +28,7 @@ from domain.inventory import Bucket, MovementKind
 from domain.process import PartialPolicy, ProcessInput
 from domain.transfer import CancelRequest, TransferOutcome, TransferStage, TransferState
 from tests.ledger_helpers import World, buckets, line, movement
-from tests.support import seeded
+from tests.support import eventually, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from workflows.transfer import Transfer
@@ -686,15 +686,6 @@ async def test_a_notice_overtaken_by_the_complete_one_ships_from_the_source_and_
 TRANSFER_BUDGET = 14  # Temporal actions of a plain transfer (issue 19)
 
 
-async def until_shown(handle: WorkflowHandle, stage: str, limit: float = 30.0) -> None:
-    """Poll the Stage search attribute until it shows `stage`."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while (await handle.describe()).typed_search_attributes.get(STAGE) != stage:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"Stage {stage} not shown within {limit} s")
-        await asyncio.sleep(0.1)
-
-
 async def test_a_plain_transfer_costs_at_most_its_budget_of_actions(
         dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
     """transfer.requested, transfer.shipped and transfer.received in full, each applied before the next is sent,
@@ -703,7 +694,8 @@ async def test_a_plain_transfer_costs_at_most_its_budget_of_actions(
     a, b = world.skus
     async with r.worker:
         await r.send(requested(t, world.dc, world.store, (a, 3, "EA"), (b, 2, "EA")))
-        await until_shown(r.handle(t), "requested")  # the request's last task (WMS shipment done, clock running)
+        await eventually(r.handle(t).describe, lambda d: d.typed_search_attributes.get(STAGE) == "requested",
+                         what="Stage requested (the request's last task: WMS shipment made, ship clock running)")
         await r.send(shipped(t, (a, 3), (b, 2)))
         await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
         await r.send(received(t, (a, 3), (b, 2)))
