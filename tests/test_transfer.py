@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checker import check
@@ -743,4 +743,29 @@ async def test_a_long_transfer_continues_as_new_keeping_its_state_and_posting_no
     assert await journal(engine, t) == {
         world.entity_a: {"inventory": -9 * c, "intercompany_receivable": 9 * c},
         world.entity_b: {"inventory": 9 * c, "intercompany_payable": -9 * c}}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_running_sla_clock_survives_continue_as_new(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """The notice is applied, the run continues as new with `transfer_overdue` running: the next run breaches it
+    when it is due, and the receipt resolves the case."""
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    policy = r.settings.process_policy("transfer", None).model_copy(update={"continue_as_new_after": 10})
+    async with r.worker:
+        handle = await r.client.start_workflow(
+            Transfer.run, ProcessInput(business_key=t, policy=policy), id=f"transfer:{t}",
+            task_queue=r.settings.task_queue, start_signal="event",
+            start_signal_args=[requested(t, world.dc, world.store, (a, 2, "EA"))])
+        first_run = handle.result_run_id
+        await until(handle, lambda s: any(x.reserved for x in s.lines), "reserved")
+        await handle.signal(Transfer.event, shipped(t, (a, 2)))
+        await eventually(lambda: r.client.get_workflow_handle(handle.id, run_id=first_run).describe(),
+                         lambda d: d.status == WorkflowExecutionStatus.CONTINUED_AS_NEW, what="continued as new")
+        await time_skipping_env.sleep(timedelta(hours=49))
+        await until(handle, lambda s: case_kinds(s, "open") == ["transfer_overdue"], "transfer overdue")
+        await handle.signal(Transfer.event, received(t, (a, 2)))
+        out, s = await r.finish(t)
+    assert out.stage is TransferStage.RECEIVED and case_kinds(s, "resolved") == ["transfer_overdue"]
     await assert_checker_ok(database_url)
