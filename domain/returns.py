@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from domain.events import Disposition
+from domain.events import Disposition, ReturnAuthorized
 from domain.money import Amount, round_money, share_of_units
 
 
@@ -173,6 +173,26 @@ class ReturnState(BaseModel):
     notes: list[str] = Field(default_factory=list)  # refused events, mismatches
     exception_cases: list[dict[str, Any]] = Field(default_factory=list)
     held_events: list[str] = Field(default_factory=list)
+
+
+class ReturnProgress(BaseModel):
+    """What a ReturnToRefund process keeps (release 3): its one state model, carried across continue-as-new.
+    The `state` query shows it as a ReturnState."""
+
+    stage: ReturnStage = ReturnStage.AWAITING_AUTHORIZATION
+    authorization: ReturnAuthorized | None = None
+    lines: list[ReturnLineState] = Field(default_factory=list)
+    currency: str | None = None
+    sale_location: str | None = None  # the location that shipped the authorized units: money is posted there
+    payment_id: str | None = None  # the order's payment, the refund goes back to it
+    window_ends: datetime | None = None  # the return window: return_not_received from the authorization
+    receipts: list[ReceiptState] = Field(default_factory=list)
+    last_receipt_at: datetime | None = None
+    receiving_complete: bool = False  # set when the receipt grace or the window passed before all came back
+    inspection_passes: int = 0
+    inspection_excess: dict[str, int] = Field(default_factory=dict)
+    refund: RefundState | None = None
+    notes: list[str] = Field(default_factory=list)
 
 
 class ReturnOutcome(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -25,6 +26,7 @@ from adapters.stub_erp import PostgresErp
 from adapters.stub_pos import PostgresPos
 from adapters.stub_wms import PostgresWms
 from adapters.wms import ShipmentRecord, ShippedLine
+from bench.cost import count
 from client.dispatch import dispatch
 from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
 from config.settings import Settings
@@ -43,11 +45,13 @@ from domain.events import (
     SkuQuantity,
 )
 from domain.inventory import MovementKind
+from domain.process import ProcessInput
 from domain.returns import ReturnOutcome, ReturnStage, ReturnState
 from tests.ledger_helpers import World, buckets, line, movement
 from tests.support import test_settings as make_settings
 from tests.support import unique
 from worker.factory import build_worker
+from workflows.return_to_refund import ReturnToRefund
 
 D = Decimal
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -767,4 +771,80 @@ async def test_a_return_to_a_store_of_another_entity_posts_in_the_selling_entity
         (a, "sales_returns"): refund, (a, "cash_clearing"): -refund,
         (b, "inventory"): value, (b, "intercompany_payable"): -value,
     }
+    await assert_checker_ok(database_url)
+
+
+# --- release 3: what a return costs, and a long one continues as new -------------------------------------------
+RETURN_BUDGET = 16  # Temporal actions of a plain return (issue 19)
+
+
+async def test_a_plain_return_costs_at_most_its_budget_of_actions(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """return.authorized, return.received in full, return.inspected (restock and damaged) and refund.settled, each
+    applied before the next is sent, default SLAs: the actions of its real history, counted by Temporal Cloud's
+    rules (bench.cost)."""
+    client, settings = dev_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 2), "l2": (1, 1)})
+    ret = Return(sale)
+    refund = sale.price("l1") * 2 + sale.price("l2")
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc, payment_id=unique("pay"), capture=refund)  # as ShipToSettle records it
+        await send(client, settings, ret.authorized(world.store, ("l1", 2), ("l2", 1)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_RECEIPT), "authorized")
+        await send(client, settings, ret.received(world.store, (0, 2), (1, 1)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "received")
+        await send(client, settings, ret.inspected((0, 2, RESTOCK), (1, 1, DAMAGED)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_REFUND_SETTLEMENT), "refund issued")
+        await send(client, settings, ret.settled(refund))
+        outcome, _ = await finish(client, ret)
+        counted = count(await handle(client, ret).fetch_history())
+    assert outcome.stage is ReturnStage.REFUNDED and outcome.refund_amount == refund
+    assert counted.total <= RETURN_BUDGET, dict(counted.actions)
+    assert counted.actions["timer started"] <= 3, "one SLA timer per earliest deadline (not received, inspection, refund)"
+    await assert_checker_ok(database_url)
+
+
+async def test_a_long_return_continues_as_new_keeping_its_state_and_posting_nothing_twice(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """With a tiny `continue_as_new_after` every event is applied in a run of its own: two parcels, two inspection
+    passes, a parcel redelivered after the runs changed, the settlement. The state carries over, the redelivery is
+    applied once, one refund, the ledger and the journal are those of one return."""
+    client, settings = dev_env.client, make_settings()
+    sale = Sale(world, {"l1": (0, 3)})
+    ret = Return(sale)
+    refund = sale.price("l1") * 3
+    policy = settings.process_policy("return", "web").model_copy(update={"continue_as_new_after": 10})
+    first_parcel = ret.received(world.dc, (0, 2))
+    async with build_worker(client, engine, settings):
+        await sale.ship(engine, world.dc)
+        started = await client.start_workflow(
+            ReturnToRefund.run, ProcessInput(business_key=ret.return_id, channel="web", policy=policy),
+            id=ret.workflow_id, task_queue=settings.task_queue, start_signal="event",
+            start_signal_args=[ret.authorized(world.dc, ("l1", 3))])
+        first_run = started.result_run_id
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_RECEIPT), "authorized")
+        await started.signal(ReturnToRefund.event, first_parcel)
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_INSPECTION), "first parcel")
+        await started.signal(ReturnToRefund.event, ret.inspected((0, 2, RESTOCK)))
+        await until(lambda: _pending_is(client, ret, 0), "first parcel inspected")
+        await started.signal(ReturnToRefund.event, ret.received(world.store, (0, 1)))
+        await until(lambda: _pending_is(client, ret, 1), "second parcel received")
+        await started.signal(ReturnToRefund.event, first_parcel)  # redelivered: applied once
+        await started.signal(ReturnToRefund.event, ret.inspected((0, 1, DAMAGED)))
+        await until(lambda: _stage_is(client, ret, ReturnStage.AWAITING_REFUND_SETTLEMENT), "refund issued")
+        await started.signal(ReturnToRefund.event, ret.settled(refund))
+        outcome, state = await finish(client, ret)
+        first = [e async for e in client.get_workflow_handle(ret.workflow_id, run_id=first_run).fetch_history_events()]
+    assert first[-1].event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert (outcome.stage, outcome.received_units, outcome.accepted_units) == (ReturnStage.REFUNDED, 3, 3)
+    assert [(r.location_id, r.units) for r in state.receipts] == [(world.dc, {world.skus[0]: 2}),
+                                                                   (world.store, {world.skus[0]: 1})]
+    assert state.refund is not None and state.refund.settled_amount == refund and state.exception_cases == []
+    assert await refunds(engine, ret) == [refund]
+    assert await stock(engine, world, 0, world.dc) == {"available": 2}
+    assert await stock(engine, world, 0, world.store) == {}  # damaged, written off
+    a = world.entity_a
+    assert await journal(engine, ret) == {(a, "inventory"): cost(world, 0, 2), (a, "shrink"): cost(world, 0),
+                                          (a, "cogs"): -cost(world, 0, 3),
+                                          (a, "sales_returns"): refund, (a, "cash_clearing"): -refund}
     await assert_checker_ok(database_url)

@@ -11,24 +11,27 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checker import check
 from adapters.stub_erp import PostgresErp
+from bench.cost import count
 from client.dispatch import dispatch
 from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
 from config.settings import Settings
 from devtools.histories import replayer
 from domain.events import Event, EventType
 from domain.inventory import Bucket, MovementKind
-from domain.process import PartialPolicy
+from domain.process import PartialPolicy, ProcessInput
 from domain.transfer import CancelRequest, TransferOutcome, TransferStage, TransferState
 from tests.ledger_helpers import World, buckets, line, movement
-from tests.support import seeded
+from tests.support import eventually, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
+from workflows.transfer import Transfer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -676,4 +679,93 @@ async def test_a_notice_overtaken_by_the_complete_one_ships_from_the_source_and_
     assert await journal(engine, t) == {
         world.entity_a: {"inventory": -value, "intercompany_receivable": value},
         world.entity_b: {"inventory": value, "intercompany_payable": -value}}
+    await assert_checker_ok(database_url)
+
+
+# --- release 3: what a transfer costs, and a long one continues as new ----------------------------------------
+TRANSFER_BUDGET = 14  # Temporal actions of a plain transfer (issue 19)
+
+
+async def test_a_plain_transfer_costs_at_most_its_budget_of_actions(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """transfer.requested, transfer.shipped and transfer.received in full, each applied before the next is sent,
+    default SLAs: the actions of its real history, counted by Temporal Cloud's rules (bench.cost)."""
+    r, t = run(dev_env, engine, database_url), tid()
+    a, b = world.skus
+    async with r.worker:
+        await r.send(requested(t, world.dc, world.store, (a, 3, "EA"), (b, 2, "EA")))
+        await eventually(r.handle(t).describe, lambda d: d.typed_search_attributes.get(STAGE) == "requested",
+                         what="Stage requested (the request's last task: WMS shipment made, ship clock running)")
+        await r.send(shipped(t, (a, 3), (b, 2)))
+        await until(r.handle(t), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
+        await r.send(received(t, (a, 3), (b, 2)))
+        out, _ = await r.finish(t)
+        counted = count(await r.handle(t).fetch_history())
+    assert out.stage is TransferStage.RECEIVED and out.received == 5
+    assert counted.total <= TRANSFER_BUDGET, dict(counted.actions)
+    assert counted.actions["timer started"] <= 2, "one SLA timer per earliest deadline (ship, then transfer overdue)"
+
+
+async def test_a_long_transfer_continues_as_new_keeping_its_state_and_posting_nothing_twice(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """With a tiny `continue_as_new_after` every event is applied in a run of its own: three trucks and two
+    receipts, one redelivered after the runs changed. The state carries over, the redelivery is applied once, the
+    ledger and the journal are those of one transfer."""
+    settings = make_settings(database_url=database_url)
+    a = world.skus[0]
+    c = world.cost[a]
+    t = tid()
+    workflow_id = f"transfer:{t}"
+    policy = settings.process_policy("transfer", None).model_copy(update={"continue_as_new_after": 10})
+    before = await network(engine, world)
+    async with build_worker(dev_env.client, engine, settings):
+        handle = await dev_env.client.start_workflow(
+            Transfer.run, ProcessInput(business_key=t, policy=policy), id=workflow_id,
+            task_queue=settings.task_queue, start_signal="event",
+            start_signal_args=[requested(t, world.dc, world.far, (a, 9, "EA"))])
+        first_run = handle.result_run_id
+        first_receipt = received(t, (a, 3), event_id="recv-1")
+        for n, e in enumerate([shipped(t, (a, 3)), first_receipt, shipped(t, (a, 3)), shipped(t, (a, 3)),
+                               first_receipt, received(t, (a, 6))], start=1):
+            await handle.signal(Transfer.event, e)
+            if n < 5:  # the redelivery (5) is not applied: nothing to wait for
+                await until(handle, lambda s, n=n: len(s.shipments) + len(s.receipts) >= n, f"event {n}")
+        out = await asyncio.wait_for(handle.result(), timeout=60)
+        s = await handle.query(Transfer.query_state)
+        first = [e async for e in dev_env.client.get_workflow_handle(workflow_id, run_id=first_run)
+                 .fetch_history_events()]
+    assert first[-1].event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert (out.stage, out.shipped, out.received, out.short, out.over) == (TransferStage.RECEIVED, 9, 9, 0, 0)
+    assert [n.shipped for n in s.shipments] == [{a: 3}, {a: 3}, {a: 3}] and len(s.receipts) == 2
+    assert s.duplicate_events == 1 and s.shipping_final_reason == "all reserved shipped" and s.exceptions == []
+    assert await stock(engine, a, world.dc) == {A: 21} and await stock(engine, a, world.far) == {A: 9}
+    assert await network(engine, world) == before
+    assert await journal(engine, t) == {
+        world.entity_a: {"inventory": -9 * c, "intercompany_receivable": 9 * c},
+        world.entity_b: {"inventory": 9 * c, "intercompany_payable": -9 * c}}
+    await assert_checker_ok(database_url)
+
+
+async def test_a_running_sla_clock_survives_continue_as_new(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """The notice is applied, the run continues as new with `transfer_overdue` running: the next run breaches it
+    when it is due, and the receipt resolves the case."""
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    policy = r.settings.process_policy("transfer", None).model_copy(update={"continue_as_new_after": 10})
+    async with r.worker:
+        handle = await r.client.start_workflow(
+            Transfer.run, ProcessInput(business_key=t, policy=policy), id=f"transfer:{t}",
+            task_queue=r.settings.task_queue, start_signal="event",
+            start_signal_args=[requested(t, world.dc, world.store, (a, 2, "EA"))])
+        first_run = handle.result_run_id
+        await until(handle, lambda s: any(x.reserved for x in s.lines), "reserved")
+        await handle.signal(Transfer.event, shipped(t, (a, 2)))
+        await eventually(lambda: r.client.get_workflow_handle(handle.id, run_id=first_run).describe(),
+                         lambda d: d.status == WorkflowExecutionStatus.CONTINUED_AS_NEW, what="continued as new")
+        await time_skipping_env.sleep(timedelta(hours=49))
+        await until(handle, lambda s: case_kinds(s, "open") == ["transfer_overdue"], "transfer overdue")
+        await handle.signal(Transfer.event, received(t, (a, 2)))
+        out, s = await r.finish(t)
+    assert out.stage is TransferStage.RECEIVED and case_kinds(s, "resolved") == ["transfer_overdue"]
     await assert_checker_ok(database_url)
