@@ -1,7 +1,7 @@
 """Capture the replay test's histories from real runs: `.venv/bin/python -m tests.histories.capture`.
 
 Starts a dev stack of its own (temp data folder, free ports, short SLAs), drives every story below through the
-signed webhooks (the shared traffic driver, `starters.traffic`) and the ops actions (the `cancel` update, `POST
+signed webhooks (the shared traffic driver, `devtools.traffic`) and the ops actions (the `cancel` update, `POST
 /exceptions/{id}/resolve`, a reconciliation run), waits until each process reached the end its events call for,
 then exports the history of every run in the namespace into `tests/histories/<WorkflowType>/`.
 
@@ -29,12 +29,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from domain.catalog import DISTRIBUTION_CENTERS, STORES
-from starters.histories import HISTORIES, export
-from starters.traffic import Day, Expectation, Sender, order, order_and_return, transfer, verify
-from worker.settings import Settings
-
 from client.names import SLA_BREACHED
+from config.settings import Settings
+from devtools.catalog import DISTRIBUTION_CENTERS, STORES
+from devtools.histories import HISTORIES, export
+from devtools.traffic import Day, Expectation, Sender, order, order_and_return, transfer, verify
 from domain import ids
 from domain.sla import SlaKind
 
@@ -60,7 +59,7 @@ def say(message: str) -> None:
 
 
 def capture_settings(data_dir: Path) -> Settings:
-    from activities.db.embedded import free_port
+    from devtools.embedded_postgres import free_port
 
     return Settings(data_dir=data_dir, database_url=None, temporal_address=f"127.0.0.1:{free_port()}",
                     temporal_ui_port=free_port(), http_port=free_port(), log_format="json", faults={},
@@ -190,7 +189,7 @@ async def resolve_open_mismatch_cases(sender: Sender) -> list[str]:
 
 
 async def drive(stack) -> list[Expectation]:  # noqa: ANN001
-    from starters.schedules import SCHEDULE_ID, reconciliation_input
+    from client.schedules import SCHEDULE_ID, reconciliation_input
 
     client = await stack.client()
     sender = Sender(stack.api_url, dict(stack.settings.webhook_secrets), api_token=stack.api_token, max_wait=120)
@@ -244,10 +243,10 @@ def _clear(dest: Path) -> None:
 
 
 async def capture(dest: Path = HISTORIES, *, keep: bool = False) -> int:
-    from starters.dev import DevStack
+    from devtools.stack import DevStack
 
     data_dir = Path(tempfile.mkdtemp(prefix="retailflow-capture-"))
-    from activities.db.embedded import free_port
+    from devtools.embedded_postgres import free_port
 
     stack = DevStack(capture_settings(data_dir), postgres_port=free_port(), start_timeout=180.0, say=say)
     await stack.start()
