@@ -383,6 +383,7 @@ async def test_a_long_history_continues_as_new_and_the_order_keeps_working(
     done = await outcome(h)
     assert done.outcome == "fulfilled" and done.shipment_ids == ["S1"] and done.shipped_units == 2
     assert "ship_overdue" in case_kinds(await state(h), "resolved")
+    assert (await h.describe()).typed_search_attributes.get(STAGE) == "fulfilled"
     assert await movements(engine, h.id) == [("pick", "pick:" + w.dc), ("reserve", "reserve:" + w.dc),
                                              ("ship", "ship:S1")]
     assert await stock(erp, w, 0, w.dc) == {"available": 3}

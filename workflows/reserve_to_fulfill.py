@@ -102,8 +102,9 @@ class ReserveToFulfill(Process):
         self.cancel_requests: list[CancelRequest] = []
         self.cancel_result: CancelResult | None = None
         self.last_shipped: OrderShipped | None = None  # the shipment that ends the order: handed over by close()
-        if input.resume:
+        if input.resume:  # continued as new: the view and the cases' scope as the last run left them
             self._scope()
+            self.refresh()
 
     def shown(self) -> Shown:
         p = self.progress
