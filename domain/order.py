@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from domain.events import OrderPlaced
 from domain.money import Amount, round_money, share_of_units
 
 
@@ -138,6 +139,24 @@ class OrderState(BaseModel):
     awaiting_dispatch: list[str] = Field(default_factory=list)  # the WMS answered the cancel: already dispatched
     exception_cases: list[dict[str, Any]] = Field(default_factory=list)
     held_events: list[str] = Field(default_factory=list)  # event types waiting for their turn
+
+
+class OrderProgress(BaseModel):
+    """A release-3 ReserveToFulfill's own state, in one model: what the state query shows of it, and what the
+    next run resumes from after continue-as-new (the held events, seen IDs, clocks and cases travel apart)."""
+
+    order: OrderPlaced | None = None
+    stage: OrderStage = OrderStage.AWAITING_ORDER
+    decision: OrderDecision | None = None
+    lines: list[LineState] = Field(default_factory=list)
+    shipments: list[ShipmentState] = Field(default_factory=list)
+    picked_locations: list[str] = Field(default_factory=list)
+    pick_tasks: list[str] = Field(default_factory=list)  # locations whose WMS pick task is created
+    payment_voided: bool = False
+    cancel_reason: str | None = None
+    expired: bool = False  # the pickup was not collected in time
+    intercepted: list[str] = Field(default_factory=list)  # locations the WMS stopped on a cancel (units put back)
+    awaiting_dispatch: list[str] = Field(default_factory=list)  # the WMS answered the cancel `already_dispatched`
 
 
 class OrderOutcome(BaseModel):

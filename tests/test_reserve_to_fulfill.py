@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
@@ -24,9 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.checker import check
 from adapters.stub_erp import PostgresErp
+from bench.cost import count
 from client.dispatch import dispatch
 from client.names import STAGE
-from config.settings import Settings
+from config.settings import FaultSpec, Settings
 from devtools.histories import replayer
 from domain import ids
 from domain.events import Event, EventType
@@ -45,6 +47,7 @@ from domain.sla import SlaKind, SlaPolicy
 from tests.ledger_helpers import World, buckets, line, movement
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
+from workflows.reserve_to_fulfill import ReserveToFulfill
 
 if TYPE_CHECKING:
     from domain.settlement import SettleState
@@ -157,11 +160,11 @@ async def worker_for(env: WorkflowEnvironment, database_url: str, engine: AsyncE
 
 async def start(client: Client, settings: Settings, order_id: str, *, partial: PartialPolicy = PartialPolicy.ACCEPT,
                 sla: dict | None = None, open_timeout: timedelta = timedelta(days=7),
-                first: Event | None = None) -> WorkflowHandle:
-    policy = ProcessPolicy(partial=partial, open_timeout=open_timeout,
+                first: Event | None = None, continue_as_new_after: int = 2000) -> WorkflowHandle:
+    policy = ProcessPolicy(partial=partial, open_timeout=open_timeout, continue_as_new_after=continue_as_new_after,
                            sla=SlaPolicy(deadlines={**SlaPolicy().deadlines, **(sla or {})}))
     return await client.start_workflow(
-        "ReserveToFulfill", ProcessInput(business_key=f"web/{order_id}", channel="web", policy=policy),
+        ReserveToFulfill.run, ProcessInput(business_key=f"web/{order_id}", channel="web", policy=policy),
         id=ids.order_workflow_id("web", order_id), task_queue=settings.task_queue,
         start_signal="event" if first else None, start_signal_args=[first] if first else [],
     )
@@ -282,6 +285,111 @@ async def test_two_orders_race_for_the_last_unit(dev_env: WorkflowEnvironment, d
         await dispatch(dev_env.client, cancelled(winner.workflow_id.split(":")[-1]), settings)
         assert (await outcome(dev_env.client.get_workflow_handle(winner.workflow_id))).outcome == "cancelled"
     assert await stock(erp, w, 0, w.dc) == {"available": 1}
+    await checker_ok(database_url)
+
+
+# --- release 3: cost, the decision before the pick task, continue-as-new --------------------------------------
+ACTION_BUDGET = 12  # issue 19: ReserveToFulfill's share of the <= 20 actions of a one-shipment order lifecycle
+
+
+async def test_the_standard_lifecycle_costs_at_most_its_action_budget(
+        dev_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine, erp: PostgresErp) -> None:
+    """order.placed (update-with-start), fulfillment.picked, shipment.dispatched of one shipment, ship mode, the
+    default SLA policy: counted from the run's real history by Temporal Cloud's rules (bench/cost.py)."""
+    w = await world_with(erp, {(0, "dc"): 10})
+    order = new_order()
+    async with worker_for(dev_env, database_url, engine) as settings:
+        client = dev_env.client
+        decided = await dispatch(client, placed(order, [(w.skus[0], 2, "EA", "9.99")]), settings)
+        assert decided.decision is not None and decided.decision.decision is Decision.RESERVED
+        handle = client.get_workflow_handle(decided.workflow_id)
+        await until(handle, lambda s: bool(s.decision), "decided")  # each event in a workflow task of its own,
+        await dispatch(client, picked(order, w.dc, {"1": 2}), settings)  # as when the WMS takes its time
+        await until(handle, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
+        await dispatch(client, dispatched(order, "S1", w.dc, {"1": 2}), settings)
+        assert (await outcome(handle)).outcome == "fulfilled"
+        cost = count(await handle.fetch_history())
+    print(f"ReserveToFulfill standard lifecycle: {cost.total} actions, {cost.events} history events",
+          dict(sorted(cost.actions.items())))
+    assert cost.total <= ACTION_BUDGET, dict(cost.actions)
+    # where the budget goes: the reads, the reservation, the ship step and the close are local activities
+    assert not {"activity lookup_items", "activity get_availability", "activity post_movement",
+                "activity record_shipment", "activity forward_event", "activity close_process"} & set(cost.actions)
+    assert cost.actions["activity create_pick_task"] == 1
+    assert await stock(erp, w, 0, w.dc) == {"available": 8}
+    await checker_ok(database_url)
+
+
+async def test_the_decision_is_answered_before_the_pick_task(
+        dev_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine, erp: PostgresErp) -> None:
+    """The WMS is down: order.placed is answered all the same (the pick task is scheduled in the task that
+    completes the update, and waits for the WMS); once the WMS is back, the pick task is created and the order
+    goes on."""
+    w = await world_with(erp, {(0, "dc"): 5})
+    order = new_order()
+    wms_down = {"wms.create_pick_task": FaultSpec(failure_rate=1.0)}
+    async with worker_for(dev_env, database_url, engine, faults=wms_down) as settings:
+        decided = await dispatch(dev_env.client, placed(order, [(w.skus[0], 1, "EA", "9.99")]), settings)
+        assert decided.decision is not None and decided.decision.decision is Decision.RESERVED
+        handle = dev_env.client.get_workflow_handle(decided.workflow_id)
+        [pending] = (await handle.describe()).raw_description.pending_activities
+        assert pending.activity_type.name == "create_pick_task"
+        kinds = [e.event_type for e in (await handle.fetch_history()).events]
+        answered = kinds.index(HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)
+        assert kinds.index(HistoryEvent.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) > answered
+        assert HistoryEvent.EVENT_TYPE_ACTIVITY_TASK_COMPLETED not in kinds
+    async with worker_for(dev_env, database_url, engine, task_queue=settings.task_queue):  # the WMS is back
+        await until(handle, lambda s: s.stage is OrderStage.AWAITING_PICK, "placed")
+        await handle.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 1}))
+        await handle.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 1}))
+        assert (await outcome(handle)).outcome == "fulfilled"
+        history = await handle.fetch_history()
+    assert count(history).activity_types["create_pick_task"] == 1
+    async with engine.connect() as conn:
+        tasks = await conn.scalar(text("SELECT count(*) FROM pick_tasks WHERE order_id = :o"), {"o": order})
+    assert tasks == 1
+    assert await stock(erp, w, 0, w.dc) == {"available": 4}
+    await checker_ok(database_url)
+
+
+async def test_a_long_history_continues_as_new_and_the_order_keeps_working(
+        ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
+        erp: PostgresErp) -> None:
+    """A WMS that redelivers the pick over and over with fresh webhook IDs: each is applied (a no-op) and the
+    history grows; the order continues as new every few events, and still takes its events once, keeps its
+    decision, its SLA clock (which breaches in a later run) and ships once."""
+    w = await world_with(erp, {(0, "dc"): 5})
+    order = new_order()
+    client = module_time_skipping_env.client
+    h = await start(client, ts, order, sla={SlaKind.SHIP_OVERDUE: timedelta(hours=6)}, continue_as_new_after=40)
+    first_run = h.result_run_id
+    event = placed(order, [(w.skus[0], 2, "EA", "9.99")])
+    decision = await h.execute_update(ReserveToFulfill.place, event)
+    pick = picked(order, w.dc, {"1": 2}, event_id="pick-1")
+    await h.signal(ReserveToFulfill.event, pick)
+    await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
+    for n in range(25):  # each applied as a repeated pick of a picked location
+        await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 2}, event_id=f"pick-again-{n}"))
+        await h.signal(ReserveToFulfill.event, pick)  # a redelivery (same event ID): seen, across runs too
+    s = await until(h, lambda s: not s.held_events, "redeliveries applied")
+    runs = [e async for e in client.get_workflow_handle(h.id, run_id=first_run).fetch_history_events()]
+    assert runs[-1].event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert (await h.describe()).run_id != first_run
+    assert s.stage is OrderStage.AWAITING_DISPATCH and line_q(s, "1")["picked"] == 2
+    assert await h.execute_update(ReserveToFulfill.place, event.model_copy(update={"event_id": "again"})) == decision
+    await skip(module_time_skipping_env, timedelta(hours=6, minutes=1))  # the clock came along
+    s = await until(h, lambda s: "ship_overdue" in case_kinds(s, "open"), "ship_overdue case in a later run")
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 2}))
+    done = await outcome(h)
+    assert done.outcome == "fulfilled" and done.shipment_ids == ["S1"] and done.shipped_units == 2
+    assert "ship_overdue" in case_kinds(await state(h), "resolved")
+    assert (await h.describe()).typed_search_attributes.get(STAGE) == "fulfilled"
+    assert await movements(engine, h.id) == [("pick", "pick:" + w.dc), ("reserve", "reserve:" + w.dc),
+                                             ("ship", "ship:S1")]
+    assert await stock(erp, w, 0, w.dc) == {"available": 3}
+    assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2)
+    settle = await settle_state(client, order, 1)
+    assert [x.shipment_id for x in settle.shipments] == ["S1"]  # handed over once
     await checker_ok(database_url)
 
 

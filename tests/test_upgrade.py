@@ -63,7 +63,7 @@ from worker.factory import build_worker
 
 SOURCES = ("web", "marketplace", "pos", "wms", "carrier", "payments")
 SECRET = "whsec_" + base64.b64encode(b"retailflow-upgrade-test").decode()
-TOKEN = "upgrade-token"
+TOKEN = "upgrade-test-token"  # release 2.0 refuses an API token shorter than 16 characters
 WAIT = 90.0  # seconds for a process to reach a stage, on a shared CI machine
 NEW_WORKER = "upgrade-test-todays-worker"  # identity of today's worker in the histories
 RELEASE_MODULES = ["workflows.reserve_to_fulfill", "workflows.ship_to_settle", "workflows.transfer",

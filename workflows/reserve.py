@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.erp import ErpActivities
@@ -42,9 +42,14 @@ async def reserve_with_retry(
     plan: Callable[[Mapping[K, tuple[str, int]], AvailabilityResult], Mapping[str, Mapping[K, int]]],
     lines: Callable[[str, Mapping[K, int]], list[MovementLine]],
     reason: str,
+    local: bool = False,
 ) -> Reserved[K]:
     """Reserve `todo` (key -> (sku, units)) where `plan` says (location -> key -> units, from availability at
-    `location_ids`, None: everywhere); `lines` turns one location's share into movement lines."""
+    `location_ids`, None: everywhere); `lines` turns one location's share into movement lines.
+
+    `local`: post the RESERVE movements as local activities too, in the workflow task of the availability read
+    (short, idempotent by key): the whole reservation is one action with no server round trip (a decision path)."""
+    post = call_local if local else call
     out: Reserved[K] = Reserved()
     left = dict(todo)
     for attempt in range(RESERVE_ATTEMPTS):
@@ -61,10 +66,10 @@ async def reserve_with_retry(
         for location, share in sorted(planned.items()):
             step = f"reserve:{location}" + (f":{attempt}" if attempt else "")
             try:
-                await call(ErpActivities.post_movement,
+                await post(ErpActivities.post_movement,
                            process.movement(step, MovementKind.RESERVE, lines(location, share), reason),
                            summary=f"reserve {sum(share.values())} units at {location}")
-            except ActivityError as err:
+            except (ActivityError, ApplicationError) as err:  # a local activity's refusal is not wrapped
                 if refusal_type(err) != ErrorType.INSUFFICIENT_STOCK:
                     raise
                 process.log.warning("reservation lost a race, re-planning", location_id=location, attempt=attempt)

@@ -8,7 +8,9 @@
     await self.cases.drain()                                            # before the run ends
 
 - One durable timer per process, for the earliest running deadline (release 3): a watcher task re-arms it only
-  when the earliest deadline changes, so three running clocks cost one timer, not three.
+  when a deadline comes earlier than the armed one, so three running clocks cost one timer, not three. When the
+  earliest deadline moves later (its clock stopped) the armed timer stays: it fires, finds nothing due and arms
+  the next then, so a process that ends before it (an order shipped within the pick SLA) never pays a second.
 - A breach never fails the process: it opens an `ExceptionCase` child (ID exception:{process workflow ID}:{kind},
   parent-close ABANDON, ID reuse rejected: at most one case per kind per process, adopted if it exists), and the
   process keeps waiting for the real event, whose `stop_clock` signals the case to resolve itself.
@@ -94,7 +96,7 @@ class ProcessCases:
         self._skus: list[str] = []
         self._clocks: dict[SlaKind, _Clock] = {}
         self._cases: dict[CaseKind, _Case] = {}
-        self._earliest: datetime | None = None  # the deadline the one timer is armed for
+        self._earliest: datetime | None = None  # the earliest running deadline (the timer is armed at or before it)
         self._watcher: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()  # held so the loop never drops a running send
@@ -174,7 +176,7 @@ class ProcessCases:
         return min(running) if running else None
 
     def _rearm(self) -> None:
-        """Point the one timer at the earliest running deadline: a new timer only when that deadline changed."""
+        """Point the one timer at the earliest running deadline: a new timer only when it comes earlier."""
         earliest = self._next_deadline()
         if earliest == self._earliest and (self._watcher is not None or earliest is None):
             return
@@ -191,9 +193,9 @@ class ProcessCases:
                 due = [c.kind for c in self._clocks.values() if c.running and c.deadline == armed]
                 try:
                     await workflow.wait_condition(
-                        lambda armed=armed: self._earliest != armed, timeout=remaining,
+                        lambda armed=armed: self._earliest is not None and self._earliest < armed, timeout=remaining,
                         timeout_summary=f"SLA {', '.join(str(k) for k in due)}, due {due_text(armed)}")
-                    continue  # re-armed: the earliest deadline changed
+                    continue  # re-armed: a deadline came earlier
                 except TimeoutError:
                     pass
             now = workflow.now()
