@@ -19,7 +19,7 @@ from domain.process import ProcessInput
 
 with workflow.unsafe.imports_passed_through():
     from activities.routing import ClosingInput, RoutingActivities
-    from workflows.calls import call
+    from workflows.calls import call, call_local
     from workflows.parts import Inbox, ProcessLog, ProcessView, Shown, markdown_table
     from workflows.sla import ProcessCases
 
@@ -84,10 +84,14 @@ class Process:
             "carried_cases": self.cases.carry(), "resume": resume.model_dump(mode="json"),
         }))
 
-    async def close(self, outcome: str, stage: str, state: BaseModel, *, hand_over: Sequence[Event] = ()) -> None:
+    async def close(self, outcome: str, stage: str, state: BaseModel, *, hand_over: Sequence[Event] = (),
+                    local: bool = False) -> None:
         """The last step: wait for running handlers and case sends, then one activity enters the process in the
         registry (its business key never opens a second process; the read API answers for it after Temporal's
-        retention), hands `hand_over` on, and sends every event still held unapplied to the late-event path."""
+        retention), hands `hand_over` on, and sends every event still held unapplied to the late-event path.
+
+        `local`: run it as a local activity, for a process whose last task does other local work (it is then
+        in that task's one action); the closing activity is idempotent (registry write-once, events by ID)."""
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self.cases.drain()
         self.refresh()
@@ -96,7 +100,8 @@ class Process:
         closed = ClosedProcess(workflow_id=self.workflow_id, run_id=info.run_id, workflow_type=self.process_type,
                                business_key=self.input.business_key, channel=self.input.channel, outcome=outcome,
                                stage=stage, closed_at=workflow.now(), state=state.model_dump(mode="json"))
-        await call(RoutingActivities.close_process,
-                   ClosingInput(closed=closed, hand_over=list(hand_over), unapplied=list(self.inbox.pending)),
-                   summary=f"close {self.process_type} {self.input.business_key} ({outcome})")
+        await (call_local if local else call)(
+            RoutingActivities.close_process,
+            ClosingInput(closed=closed, hand_over=list(hand_over), unapplied=list(self.inbox.pending)),
+            summary=f"close {self.process_type} {self.input.business_key} ({outcome})")
         self.log.info("process ended", outcome=outcome, stage=stage)
