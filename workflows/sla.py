@@ -107,6 +107,7 @@ class ProcessCases:
             case = _Case(ref)
             case.settled = case.exists = True  # opened by an earlier run: signalled by ID from now on
             self._cases[ref.kind] = case
+        self._rearm()  # a clock still running in the earlier run keeps its deadline: the one timer again
 
     def scope(self, *, location_ids: Sequence[str] = (), skus: Sequence[str] = ()) -> None:
         """What the process touches, carried onto every case it opens (for ops' list queries)."""
