@@ -234,14 +234,14 @@ class ShipToSettle(Process):
             memo=f"sale: shipment {shipment.shipment_id} of {self.input.business_key}",
             workflow_id=self.workflow_id, run_id=workflow.info().run_id, reference=shipment.shipment_id,
         )
-        await call_local(ErpActivities.post_financial, sale,
-                         summary=f"revenue {shipment.value} {shipment.currency} for {shipment.shipment_id}")
-        shipment.revenue_key = sale.key
         capture = CaptureInput(
             key=f"{self.workflow_id}:capture:{shipment.shipment_id}", payment_id=data.payment.payment_id,
             authorized_amount=data.payment.authorized_amount, amount=shipment.value, currency=shipment.currency,
             reference=shipment.shipment_id,
         )
+        await call_local(ErpActivities.post_financial, sale,
+                         summary=f"revenue {shipment.value} {shipment.currency} for {shipment.shipment_id}")
+        shipment.revenue_key = sale.key
         try:
             await call_local(PosActivities.capture_payment, capture,
                              summary=f"capture {shipment.value} {shipment.currency} on {capture.payment_id}")
