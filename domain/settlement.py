@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from domain.events import PricedLine
+from domain.events import OrderClosed, PricedLine
 from domain.money import Amount, round_money
 from domain.money import allocate as allocate_money
 
@@ -140,6 +140,26 @@ class SettleState(BaseModel):
     totals: Totals
     mismatch: Mismatch | None = None  # the settlement_mismatch figures, once raised
     exception_cases: list[dict[str, Any]] = Field(default_factory=list)  # ProcessCases.refs(), as JSON
+
+
+class SettleProgress(BaseModel):
+    """What a ShipToSettle run knows of its order's money (release 3): the process's own state, carried across
+    continue-as-new whole (`ProcessInput.resume`); the `state` query answers from it."""
+
+    stage: SettleStage = SettleStage.AWAITING_SHIPMENT
+    opened: bool = False  # the first order.shipped was applied
+    order_id: str | None = None
+    channel: str | None = None
+    currency: str | None = None
+    payment_id: str | None = None
+    authorized: Amount | None = None
+    shipments: list[ShipmentRecord] = Field(default_factory=list)
+    settlements: list[SettlementRecord] = Field(default_factory=list)
+    deliveries: dict[str, datetime] = Field(default_factory=dict)  # shipment.delivered for a shipment not seen yet
+    closed: OrderClosed | None = None  # no further shipment will come
+    mismatch: Mismatch | None = None
+    redeliveries: int = 0  # events dropped by the Inbox as seen before
+    cases_opened: list[str] = Field(default_factory=list)  # case kinds, in the order they opened
 
 
 class SettleOutcome(BaseModel):

@@ -3,13 +3,16 @@
 sandbox and pydantic data converter. A workflow change that would break a run in flight fails here.
 
 And the gate bites: a copy of ShipToSettle with two steps swapped (capture before revenue) replayed against a
-committed ShipToSettle history fails with a nondeterminism error.
+committed ShipToSettle history fails; a copy without the release patch replayed against a release-2 history, and
+a copy of release 2's code without its settlement-memo guard against an older one, fail with a nondeterminism
+error.
 """
 import base64
 import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -19,11 +22,14 @@ from temporalio.workflow import NondeterminismError
 
 from devtools.histories import HISTORIES, history_files, replay, replayer, workflow_id_of
 from worker.registry import WORKFLOWS
+from workflows.common import RELEASE_3
+from workflows.release_2.ship_to_settle import SETTLEMENT_MEMO_PATCH
 
 pytestmark = pytest.mark.unit  # no server, no database: runs with the fast tests in CI
 
 FILES = history_files()
 WORKFLOW_SOURCE = Path(__file__).resolve().parent.parent / "workflows" / "ship_to_settle.py"
+RELEASE_2_SOURCE = WORKFLOW_SOURCE.parent / "release_2" / "ship_to_settle.py"
 
 
 def _type_of(path: Path) -> str:
@@ -121,28 +127,38 @@ def test_the_cli_replays_a_history(tmp_path: Path) -> None:
     assert "1 of 1 replayed cleanly" in ok.output
 
 
-def _edited_ship_to_settle(tmp_path: Path, old: str, new: str, name: str) -> type:
-    """A copy of workflows/ship_to_settle.py with `old` replaced by `new`: the same workflow type, other code."""
-    source = WORKFLOW_SOURCE.read_text()
-    assert old in source, "ship_to_settle.py changed: update the edit in this test"
+def _edited(tmp_path: Path, source: Path, old: str, new: str, name: str) -> ModuleType:
+    """A copy of a workflow module with `old` replaced by `new`, imported as `name`: the same workflow type,
+    other code."""
+    text = source.read_text()
+    assert old in text, f"{source.name} changed: update the edit in this test"
     path = tmp_path / f"{name}.py"
-    path.write_text(source.replace(old, new))
+    path.write_text(text.replace(old, new))
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.ShipToSettle
+    return module
+
+
+def _edited_ship_to_settle(tmp_path: Path, old: str, new: str, name: str) -> type:
+    """The ShipToSettle entry (release 3) with one edit."""
+    return _edited(tmp_path, WORKFLOW_SOURCE, old, new, name).ShipToSettle
 
 
 def _reordered_ship_to_settle(tmp_path: Path) -> type:
-    """Revenue and capture swapped."""
-    revenue = ("            await call(ErpActivities.post_financial, sale,\n"
-               "                       summary=f\"revenue {shipment.value} {shipment.currency} for "
+    """Revenue and capture swapped (release 3: two local activities of one workflow task)."""
+    revenue = ("        await call_local(ErpActivities.post_financial, sale,\n"
+               "                         summary=f\"revenue {shipment.value} {shipment.currency} for "
                "{shipment.shipment_id}\")\n"
-               "            shipment.revenue_key = sale.key\n")
-    capture = "            await self._capture(shipment, data)\n"
-    return _edited_ship_to_settle(tmp_path, revenue + capture, capture + revenue, "reordered_ship_to_settle")
+               "        shipment.revenue_key = sale.key\n")
+    capture = ("        try:\n"
+               "            await call_local(PosActivities.capture_payment, capture,\n"
+               "                             summary=f\"capture {shipment.value} {shipment.currency} on "
+               "{capture.payment_id}\")\n")
+    revenue_after = "".join(f"    {line}\n" for line in revenue.splitlines())  # inside the capture's try
+    return _edited_ship_to_settle(tmp_path, revenue + capture, capture + revenue_after, "reordered_ship_to_settle")
 
 
 def _replayer_of(workflow: type) -> Replayer:
@@ -150,56 +166,92 @@ def _replayer_of(workflow: type) -> Replayer:
                     workflow_runner=UnsandboxedWorkflowRunner())
 
 
+def _runs_activity(path: Path, name: str) -> bool:
+    """The run called activity `name` (on the task queue, or as a local activity: its marker)."""
+    for e in _events(path):
+        if e.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name") == name:
+            return True
+        marker = e.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") == "core_local_activity":
+            if _payload(marker["details"]["data"]["payloads"][0]).get("activity_type") == name:
+                return True
+    return False
+
+
 def _completed_with_capture(paths: list[Path]) -> list[Path]:
-    return [p for p in paths
-            if any(e.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name")
-                   == "capture_payment" for e in _events(p))
+    return [p for p in paths if _runs_activity(p, "capture_payment")
             and any(e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" for e in _events(p))]
 
 
-async def test_the_gate_bites_a_reordered_workflow_fails_with_nondeterminism(tmp_path: Path) -> None:
-    shipped = [p for p in FILES if _type_of(p) == "ShipToSettle"
-               and any(e.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name")
-                       == "capture_payment" for e in _events(p))]
-    assert shipped, "no committed ShipToSettle history that captured a payment"
+def _patches(path: Path) -> list[object]:
+    return [_payload(e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"][0])
+            for e in _events(path) if e.get("markerRecordedEventAttributes", {}).get("markerName") == "core_patch"]
+
+
+SETTLE = HISTORIES / "ShipToSettle"
+
+
+async def test_the_gate_bites_a_reordered_workflow_fails_to_replay(tmp_path: Path) -> None:
+    """Release 3 posts revenue and captures as local activities of one task. Their results replay from the
+    task's markers by sequence number, resolved before the SDK matches commands to the history: swapped, the
+    capture gets the revenue posting's recorded result and the workflow task fails on it (not a
+    NondeterminismError, but a failed replay all the same, which is what the gate checks)."""
+    shipped = _completed_with_capture(sorted(SETTLE.glob("*.json")))
+    assert shipped, "no committed release-3 ShipToSettle history that captured a payment"
     path = shipped[0]
-    history = _history(path)
 
     # today's code replays it
     assert (await replay([path]))[0].error is None
 
     reordered = _replayer_of(_reordered_ship_to_settle(tmp_path))
-    with pytest.raises(NondeterminismError) as raised:
-        await reordered.replay_workflow(history)
-    assert "post_financial" in str(raised.value) or "capture_payment" in str(raised.value), raised.value
+    result = await reordered.replay_workflow(_history(path), raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+    assert "validation error for CaptureResult" in str(result.replay_failure), result.replay_failure
 
 
-PRE_PATCH = HISTORIES / "ShipToSettle" / "pre-settlement-memo"
+async def test_the_release_patch_hands_release_2_runs_to_their_own_code(tmp_path: Path) -> None:
+    """RELEASES.md, docs/versioning.md: a run started on release 2 has no `release-3` marker, so the entry hands
+    it to workflows/release_2/ship_to_settle.py for life; without that, release 3's commands would replay
+    against its history and fail. Runs started on release 3 carry the marker."""
+    release_2 = _completed_with_capture(sorted((SETTLE / "release-2").glob("*.json")))
+    assert release_2, "no completed release-2 ShipToSettle history"
+    assert all(o.error is None for o in await replay(release_2))
+
+    always_3 = _replayer_of(_edited_ship_to_settle(
+        tmp_path, "self.legacy = None if on_release_3() else release_2.ShipToSettle(input)", "self.legacy = None",
+        "always_release_3_ship_to_settle"))
+    with pytest.raises(NondeterminismError):
+        await always_3.replay_workflow(_history(release_2[0]))
+
+    release_3 = sorted(SETTLE.glob("*.json"))
+    assert release_3 and all({"id": RELEASE_3, "deprecated": False} in _patches(p) for p in release_3)
+    assert not any({"id": RELEASE_3, "deprecated": False} in _patches(p) for p in release_2)
+
+
+PRE_PATCH = SETTLE / "pre-settlement-memo"
 
 
 async def test_the_patch_guard_is_what_keeps_old_runs_replaying(tmp_path: Path) -> None:
-    """docs/versioning.md: ShipToSettle's settlement memo came in under `workflow.patched("settlement-memo")`.
-    Histories captured before the change replay with today's code; without the guard they would not."""
-    from workflows.ship_to_settle import SETTLEMENT_MEMO_PATCH
-
+    """docs/versioning.md: ShipToSettle's settlement memo came in under `workflow.patched("settlement-memo")`
+    (release 2's code, workflows/release_2/ship_to_settle.py). Histories captured before the change replay with
+    today's code; without the guard they would not."""
     before = _completed_with_capture(sorted(PRE_PATCH.glob("*.json")))
     assert before, f"no completed pre-change ShipToSettle history in {PRE_PATCH}"
     assert all(o.error is None for o in await replay(before))
 
+    _edited(tmp_path, RELEASE_2_SOURCE, "if workflow.patched(SETTLEMENT_MEMO_PATCH):", "if True:", "unguarded_release_2")
     unguarded = _replayer_of(_edited_ship_to_settle(
-        tmp_path, "if workflow.patched(SETTLEMENT_MEMO_PATCH):", "if True:", "unguarded_ship_to_settle"))
+        tmp_path, "from workflows.release_2 import ship_to_settle as release_2", "import unguarded_release_2 as release_2",
+        "unguarded_ship_to_settle"))
     with pytest.raises(NondeterminismError):
         await unguarded.replay_workflow(_history(before[0]))
 
-    # runs started after the change carry the patch marker and the memo
-    after = _completed_with_capture(sorted((HISTORIES / "ShipToSettle").glob("*.json")))
+    # release-2 runs started after the change carry the patch marker and the memo
+    after = _completed_with_capture(sorted((SETTLE / "release-2").glob("*.json")))
     assert after
     for path in after:
-        events = _events(path)
-        patches = [_payload(e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"][0])
-                   for e in events if e.get("markerRecordedEventAttributes", {}).get("markerName") == "core_patch"]
-        assert {"id": SETTLEMENT_MEMO_PATCH, "deprecated": False} in patches, path.name
-        memos = [e for e in events if e["eventType"] == "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED"]
+        assert {"id": SETTLEMENT_MEMO_PATCH, "deprecated": False} in _patches(path), path.name
+        memos = [e for e in _events(path) if e["eventType"] == "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED"]
         assert len(memos) == 1, path.name
 
 

@@ -6,7 +6,8 @@ Every test asserts the journal of the order (revenue, COGS, receivable, cash cle
 that the invariant checker passes.
 """
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
@@ -22,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.checker import check
 from adapters.stub_erp import PostgresErp
+from bench import cost
 from client.dispatch import dispatch
 from client.names import BUSINESS_KEY, LOCATION_IDS, OPEN_EXCEPTIONS, SKUS, SLA_BREACHED, STAGE
 from config.settings import Settings
@@ -39,11 +42,14 @@ from domain.events import (
     ShipmentDelivered,
 )
 from domain.inventory import MovementKind
+from domain.process import ProcessInput
 from domain.settlement import SettleOutcome, SettleStage, SettleState
+from domain.sla import SlaKind
 from tests.ledger_helpers import World, line, movement
 from tests.support import register_search_attributes, temporal_test_server, unique
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
+from workflows.ship_to_settle import ShipToSettle
 
 D = Decimal
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -79,16 +85,19 @@ class Order:
         self.order_workflow_id = ids.order_workflow_id(channel, self.order_id)
         self.shipment_ids: list[str] = []
 
-    def shipped(self, shipment_id: str, location_id: str, *lines: tuple[int, int]) -> Event:
-        """`lines`: (sku index, quantity), priced at the item's price."""
+    def shipped(self, shipment_id: str, location_id: str, *lines: tuple[int, int], closing: bool = False) -> Event:
+        """`lines`: (sku index, quantity), priced at the item's price. `closing`: the shipment that ends the
+        order carries the close (release 3's ReserveToFulfill: one hand-over)."""
         self.shipment_ids.append(shipment_id)
         priced = [PricedLine(line_id=f"l{n}", sku=self.world.skus[n], quantity=q,
                              unit_price=D(self.world.items[n].price)) for n, q in lines]
+        closed = self.closed().data if closing else None
+        assert closed is None or isinstance(closed, OrderClosed)
         return Event(event_id=f"{self.order_workflow_id}:shipped:{shipment_id}", type=EventType.ORDER_SHIPPED,
                      occurred_at=T0, source="retailflow",
                      data=OrderShipped(order_id=self.order_id, channel=self.channel, shipment_id=shipment_id,
                                        location_id=location_id, currency="USD", payment=self.payment,
-                                       lines=priced))
+                                       lines=priced, closed=closed))
 
     def settled(self, amount: str, event_id: str | None = None, at: datetime = T0, *, fee: str | None = None,
                 payment_id: str | None = None, currency: str = "USD") -> Event:
@@ -180,6 +189,38 @@ async def close_cases(client: Client, state: SettleState) -> None:
 async def assert_checker_ok(database_url: str) -> None:
     report = await check(database_url)
     assert report.ok, [c for c in report.failed()]
+
+
+async def applied(client: Client, order: Order, done: Callable[[SettleState], bool]) -> SettleState:
+    """The `state` once `done` holds (signals are applied asynchronously)."""
+    for _ in range(300):
+        state = await handle(client, order).query(ShipToSettle.state)
+        if done(state):
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{order.workflow_id}: not applied in 30 s: {state}")
+
+
+async def runs_of(client: Client, workflow_id: str, first_run: str) -> list[list[Any]]:
+    """The history events of each run of a workflow, first run first, following continue-as-new."""
+    runs, run_id = [], first_run
+    while run_id:
+        events = [e async for e in client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events()]
+        runs.append(events)
+        last = events[-1]
+        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                  if last.event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW else "")
+    return runs
+
+
+def local_activities(events: list[Any]) -> list[str]:
+    """The activity type of each local activity a run recorded (its markers)."""
+    names = []
+    for e in events:
+        marker = e.marker_recorded_event_attributes
+        if e.event_type == HistoryEvent.EVENT_TYPE_MARKER_RECORDED and marker.marker_name == "core_local_activity":
+            names.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    return names
 
 
 def case_kinds(state: SettleState, status: str | None = None) -> list[str]:
@@ -459,11 +500,7 @@ async def test_settlement_of_another_payment_or_currency_never_matches(
     async with build_worker(client, engine, settings):
         await ship_stock(engine, order, "s1", world.dc, *lines)
         await send(client, settings, order.shipped("s1", world.dc, *lines), other)
-        for _ in range(300):  # the signal is applied asynchronously
-            state = await handle(client, order).query("state", result_type=SettleState)
-            if state.settlements:
-                break
-            await asyncio.sleep(0.1)
+        state = await applied(client, order, lambda s: bool(s.settlements))
         assert state.stage is SettleStage.AWAITING_SETTLEMENT and state.settlements[0].refused
         await send(client, settings, order.settled(str(amount)), order.closed())
         outcome, state, cases = await finish(client, order)
@@ -593,4 +630,105 @@ async def test_end_to_end_from_order_placed_with_a_line_never_shipped(
     assert got[(a, "revenue")] == -shipped_value and got[(a, "cash_clearing")] == shipped_value
     assert (a, "receivable") not in got  # cleared
     assert got[(a, "cogs")] == 2 * world.cost[world.skus[0]]
+    await assert_checker_ok(database_url)
+
+
+async def test_the_standard_lifecycle_costs_at_most_eight_actions(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """Issue 19's budget for ShipToSettle's part of a one-shipment order: release 3's one hand-over (the
+    shipment that ends the order carries the close, by signal-with-start), then the carrier's shipment.delivered
+    and the processor's matching payment.settled, each applied before the next comes; default SLA policy, no
+    breach. Counted from the run's own history by Temporal Cloud's rules (bench.cost): start 1, the two signals,
+    revenue and capture (local activities of one task) 1, the SLA timer 1, one upsert, and the settlement
+    posting with the close (local activities of the last task) 1. No open timeout: the shipment opened it."""
+    client, settings = dev_env.client, make_settings()
+    order = Order(world)
+    lines = ((0, 2), (1, 1))
+    amount = value(world, *lines)
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *lines)
+        started = await dispatch(client, order.shipped("s1", world.dc, *lines, closing=True), settings)
+        assert started.status == "started"
+        await applied(client, order, lambda s: bool(s.shipments) and s.shipments[0].capture_key is not None)
+        await send(client, settings, order.delivered("s1"))
+        await applied(client, order, lambda s: s.shipments[0].delivered_at is not None)
+        await send(client, settings, order.settled(str(amount)))
+        outcome, state, _ = await finish(client, order)
+        counted = cost.count(await handle(client, order).fetch_history())
+
+    assert outcome.stage is SettleStage.SETTLED and state.closed_outcome == "fulfilled"
+    assert outcome.totals.settled == amount and outcome.cases == []
+    assert counted.total <= 8, dict(counted.actions)
+    assert counted.actions["timer started"] == 1, "the SLA clock's one timer, no open timeout"
+    sa = (await handle(client, order).describe()).typed_search_attributes
+    assert sa.get(STAGE) == "settled" and sa.get(SKUS) == sorted(world.skus[:2]) and sa.get(LOCATION_IDS) == [world.dc]
+    a = world.entity_a
+    assert await journal(engine, order) == {
+        (a, "revenue"): -amount, (a, "cash_clearing"): amount,
+        (a, "cogs"): cogs(world, *lines), (a, "goods_received_not_invoiced"): -cogs(world, *lines),
+    }
+    await assert_checker_ok(database_url)
+
+
+async def test_continues_as_new_keeping_its_state_its_clock_and_what_it_has_seen(
+        dev_env: WorkflowEnvironment, engine: AsyncEngine, world: World, database_url: str) -> None:
+    """With a tiny `continue_as_new_after` the process continues as new after every event it applies: the
+    settlement_overdue clock started in the first run breaches in a later one and resolves when the money comes,
+    a redelivery that comes to a later run is still dropped, a delivery held for a shipment not yet here is
+    applied when the shipment comes, and every revenue, capture and settlement is done once over all runs."""
+    client, settings = dev_env.client, make_settings(sla={SlaKind.SETTLEMENT_OVERDUE: timedelta(seconds=8)})
+    order = Order(world)
+    one, two = ((0, 3),), ((1, 2),)
+    v1, v2 = value(world, *one), value(world, *two)
+    first = order.settled(str(v1), event_id="wh-settle-1")
+    policy = settings.process_policy("settle", order.channel).model_copy(update={"continue_as_new_after": 1})
+    async with build_worker(client, engine, settings):
+        await ship_stock(engine, order, "s1", world.dc, *one)
+        await ship_stock(engine, order, "s2", world.far, *two)
+        h = await client.start_workflow(
+            ShipToSettle.run, ProcessInput(business_key=f"{order.channel}/{order.order_id}", channel=order.channel,
+                                           policy=policy),
+            id=order.workflow_id, task_queue=settings.task_queue,
+            start_signal="event", start_signal_args=[order.shipped("s1", world.dc, *one)])
+        first_run = h.result_run_id
+        assert first_run is not None
+        await applied(client, order, lambda s: bool(s.shipments) and s.shipments[0].capture_key is not None)
+        await send(client, settings, order.delivered("s1"))
+        await applied(client, order, lambda s: s.shipments[0].delivered_at is not None)
+        await send(client, settings, order.delivered("s2"))  # before its shipment: held in the state
+        await applied(client, order, lambda s: case_kinds(s, "open") == ["settlement_overdue"])  # s1's money is late
+        await send(client, settings, first)
+        await applied(client, order, lambda s: s.shipments[0].settlement == "settled")
+        await send(client, settings, order.shipped("s2", world.far, *two, closing=True))
+        state = await applied(client, order, lambda s: len(s.shipments) == 2 and s.shipments[1].capture_key is not None)
+        assert state.shipments[1].delivered_at is not None  # the held delivery came across
+        await send(client, settings, first)  # a redelivery, to a later run (s2 was applied after a checkpoint)
+        await send(client, settings, order.settled(str(v2)))
+        outcome, state, _ = await finish(client, order)
+        runs = await runs_of(client, order.workflow_id, first_run)
+
+    assert len(runs) >= 4, f"only {len(runs)} runs"
+    breached_in = [n for n, events in enumerate(runs)
+                   if any(e.event_type == HistoryEvent.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+                          for e in events)]
+    assert breached_in and breached_in[0] > 0, "the clock of the first run breached in a later one"
+    got_first = [n for n, events in enumerate(runs) for e in events
+                 if e.event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+                 and b"wh-settle-1" in e.workflow_execution_signaled_event_attributes.input.payloads[0].data]
+    assert len(set(got_first)) == 2, f"the settlement and its redelivery reached runs {got_first}"
+    assert outcome.stage is SettleStage.SETTLED and outcome.shipments == 2
+    assert outcome.settlements == 2 and outcome.duplicates == 1  # the redelivery, dropped by a later run
+    assert case_kinds(state, "resolved") == ["settlement_overdue"] and case_kinds(state) == ["settlement_overdue"]
+    assert [s.settled_by for s in state.shipments] == [["wh-settle-1"], [state.settlements[1].event_id]]
+    done = sorted(name for events in runs for name in local_activities(events))
+    assert done == ["capture_payment"] * 2 + ["close_process"] + ["post_financial"] * 4  # 2 sales, 2 settlements
+    assert await entry_keys(engine, order, "sale") == [f"{order.workflow_id}:sale:s1", f"{order.workflow_id}:sale:s2"]
+    assert await entry_keys(engine, order, "settlement") == [
+        f"{order.workflow_id}:settlement:s1", f"{order.workflow_id}:settlement:s2"]
+    a, b = world.entity_a, world.entity_b
+    assert await journal(engine, order) == {
+        (a, "revenue"): -v1, (a, "cash_clearing"): v1, (b, "revenue"): -v2, (b, "cash_clearing"): v2,
+        (a, "cogs"): cogs(world, *one), (a, "goods_received_not_invoiced"): -cogs(world, *one),
+        (b, "cogs"): cogs(world, *two), (b, "goods_received_not_invoiced"): -cogs(world, *two),
+    }
     await assert_checker_ok(database_url)

@@ -30,12 +30,17 @@ from datetime import timedelta
 from pathlib import Path
 
 from client.names import SLA_BREACHED
+from client.schedules import SCHEDULE_ID, reconciliation_input
 from config.settings import Settings
 from devtools.catalog import DISTRIBUTION_CENTERS, STORES
+from devtools.embedded_postgres import free_port
 from devtools.histories import HISTORIES, export
+from devtools.stack import DevStack
 from devtools.traffic import Day, Expectation, Sender, order, order_and_return, transfer, verify
 from domain import ids
+from domain.order import CancelRequest
 from domain.sla import SlaKind
+from domain.transfer import CancelRequest as TransferCancelRequest
 
 RUN = "h"  # the ID part of every business key: O-h-0001 ...
 # Short enough to breach within the run where a story means to, long enough that the others (whose events follow at
@@ -59,8 +64,6 @@ def say(message: str) -> None:
 
 
 def capture_settings(data_dir: Path) -> Settings:
-    from devtools.embedded_postgres import free_port
-
     return Settings(data_dir=data_dir, database_url=None, temporal_address=f"127.0.0.1:{free_port()}",
                     temporal_ui_port=free_port(), http_port=free_port(), log_format="json", faults={},
                     sla=SLA, exception_escalate_every=ESCALATE_EVERY, transfer_receipt_grace=RECEIPT_GRACE,
@@ -74,8 +77,6 @@ def day(sender: Sender, n: int) -> Day:
 
 async def ops_cancelled_order(client, sender: Sender, n: int) -> list[Expectation]:  # noqa: ANN001
     """An order placed, then cancelled by ops through the `cancel` update (as from the UI)."""
-    from domain.order import CancelRequest
-
     d = day(sender, n)
     order_id = d.id("O", n)
     item = d.items(1)[0]
@@ -93,8 +94,6 @@ async def ops_cancelled_order(client, sender: Sender, n: int) -> list[Expectatio
 
 async def unshipped_transfer_cancelled_by_ops(client, sender: Sender, n: int) -> list[Expectation]:  # noqa: ANN001
     """A transfer requested and never shipped: transfer_ship_overdue breaches, then ops cancel it."""
-    from domain.transfer import CancelRequest
-
     d = day(sender, n)
     transfer_id = d.id("T", n)
     item = d.items(1)[0]
@@ -104,7 +103,7 @@ async def unshipped_transfer_cancelled_by_ops(client, sender: Sender, n: int) ->
     workflow_id = ids.transfer_workflow_id(transfer_id)
     await _until_breached(client, workflow_id)
     await client.get_workflow_handle(workflow_id).execute_update(
-        "cancel", CancelRequest(reason="truck cancelled", requested_by="ops@capture"))
+        "cancel", TransferCancelRequest(reason="truck cancelled", requested_by="ops@capture"))
     return [Expectation(workflow_id, frozenset({"cancelled"}), scenario="transfer_ops_cancel")]
 
 
@@ -189,8 +188,6 @@ async def resolve_open_mismatch_cases(sender: Sender) -> list[str]:
 
 
 async def drive(stack) -> list[Expectation]:  # noqa: ANN001
-    from client.schedules import SCHEDULE_ID, reconciliation_input
-
     client = await stack.client()
     sender = Sender(stack.api_url, dict(stack.settings.webhook_secrets), api_token=stack.api_token, max_wait=120)
     try:
@@ -244,11 +241,7 @@ def _clear(dest: Path) -> None:
 
 
 async def capture(dest: Path = HISTORIES, *, keep: bool = False) -> int:
-    from devtools.stack import DevStack
-
     data_dir = Path(tempfile.mkdtemp(prefix="retailflow-capture-"))
-    from devtools.embedded_postgres import free_port
-
     stack = DevStack(capture_settings(data_dir), postgres_port=free_port(), start_timeout=180.0, say=say)
     await stack.start()
     say(f"stack up: UI {stack.ui_url}, API {stack.api_url}")
