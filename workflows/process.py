@@ -74,7 +74,7 @@ class Process:
         if not (info.is_continue_as_new_suggested()
                 or info.get_current_history_length() >= self.policy.continue_as_new_after):
             return
-        await self._settled()
+        await self._until_quiet()
         self.refresh()
         self.view.flush()
         self.log.info("continuing as new", history_length=info.get_current_history_length(),
@@ -84,7 +84,7 @@ class Process:
             "carried_cases": self.cases.carry(), "resume": resume.model_dump(mode="json"),
         }))
 
-    async def _settled(self) -> None:
+    async def _until_quiet(self) -> None:
         """Wait until no handler runs and every case send is done, both at once: an update may start while the
         sends drain, and continuing as new (or closing) under a running update would cut it off halfway."""
         while True:
@@ -101,7 +101,7 @@ class Process:
 
         `local`: run it as a local activity, for a process whose last task does other local work (it is then
         in that task's one action); the closing activity is idempotent (registry write-once, events by ID)."""
-        await self._settled()
+        await self._until_quiet()
         self.refresh()
         self.view.flush()
         info = workflow.info()
