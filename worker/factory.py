@@ -32,7 +32,8 @@ PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "annotated_types", "activi
 # worker, so it must keep no mutable module-level state; tests/test_passthrough.py fails on either, and warns on a
 # top-level workflows module that defines no workflow and is not listed here. `exception_case` and
 # `reconciliation` define workflows.
-WORKFLOW_HELPERS = ("workflows.calls", "workflows.common", "workflows.parts", "workflows.process", "workflows.reserve",
+WORKFLOW_HELPERS = ("workflows.calls", "workflows.common", "workflows.inventory_control", "workflows.parts",
+                    "workflows.process", "workflows.reserve",
                     "workflows.sla")
 
 
