@@ -164,7 +164,9 @@ class ReturnToRefund(Process):
     async def _finish(self, outcome: str, stage: ReturnStage) -> ReturnOutcome:
         p = self.progress
         p.stage = stage
-        await self.close(outcome, str(stage), self.state())
+        # local: in the task of the last step's local work (the settlement's postings, the close of the
+        # authorization), one action with it; after the open timeout alone, as a remote one would be
+        await self.close(outcome, str(stage), self.state(), local=True)
         return ReturnOutcome(
             workflow_id=self.workflow_id, outcome=outcome, stage=stage,
             received_units=sum(ln.received for ln in p.lines), accepted_units=sum(ln.accepted for ln in p.lines),
