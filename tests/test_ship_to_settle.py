@@ -213,6 +213,13 @@ async def runs_of(client: Client, workflow_id: str, first_run: str) -> list[list
     return runs
 
 
+async def timers_started(client: Client, order: Order) -> list[timedelta]:
+    """The durations of the timers the (last) run started, in order."""
+    return [e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+            async for e in handle(client, order).fetch_history_events()
+            if e.event_type == HistoryEvent.EVENT_TYPE_TIMER_STARTED]
+
+
 def local_activities(events: list[Any]) -> list[str]:
     """The activity type of each local activity a run recorded (its markers)."""
     names = []
@@ -396,9 +403,11 @@ async def test_settlement_before_dispatch_is_held_until_the_shipment(
         await send(client, settings, order.shipped("s1", world.dc, *lines))
         await send(client, settings, order.closed())
         outcome, state, cases = await finish(client, order)
+        timers = await timers_started(client, order)
 
     assert outcome.stage is SettleStage.SETTLED and outcome.totals.settled == amount
     assert state.shipments[0].delivered_at is not None
+    assert timers[0] == timedelta(days=7)  # opened by an early event: the open timeout runs until the shipment
     a = world.entity_a
     assert await journal(engine, order) == {
         (a, "revenue"): -amount, (a, "cash_clearing"): amount,
@@ -655,11 +664,12 @@ async def test_the_standard_lifecycle_costs_at_most_eight_actions(
         await send(client, settings, order.settled(str(amount)))
         outcome, state, _ = await finish(client, order)
         counted = cost.count(await handle(client, order).fetch_history())
+        timers = await timers_started(client, order)
 
     assert outcome.stage is SettleStage.SETTLED and state.closed_outcome == "fulfilled"
     assert outcome.totals.settled == amount and outcome.cases == []
     assert counted.total <= 8, dict(counted.actions)
-    assert counted.actions["timer started"] == 1, "the SLA clock's one timer, no open timeout"
+    assert timers == [timedelta(days=3)], "the SLA clock's one timer, no open timeout"
     sa = (await handle(client, order).describe()).typed_search_attributes
     assert sa.get(STAGE) == "settled" and sa.get(SKUS) == sorted(world.skus[:2]) and sa.get(LOCATION_IDS) == [world.dc]
     a = world.entity_a

@@ -93,11 +93,9 @@ class ReturnToRefund(Process):
         if self.legacy is not None:
             return self.legacy.event(event)
         if event.type is EventType.RETURN_AUTHORIZED and self.progress.authorization is not None:
-            # another authorization for an open return (not a redelivery: that has the same event_id)
             if event.event_id not in self.inbox.seen_ids:
                 self.inbox.seen_ids.add(event.event_id)
-                self.progress.notes.append(f"return.authorized {event.event_id} ignored: the return is already "
-                                           "authorized")
+                self._ignore_authorization(event)
             return
         self.inbox.offer(event)
 
@@ -137,6 +135,9 @@ class ReturnToRefund(Process):
                 self.log.warning("return never authorized", held=[str(e.type) for e in self.inbox.pending])
                 return await self._finish("never_opened", ReturnStage.NEVER_OPENED)
             assert isinstance(opened.data, ReturnAuthorized)
+            for other in [e for e in self.inbox.pending if e.type is EventType.RETURN_AUTHORIZED]:
+                self.inbox.remove(other)  # came in the same task as this one, before it was taken
+                self._ignore_authorization(other)
             await self._authorize(opened.data)
             if not self._authorized() and not any(ln.refusal is Refusal.OVER_RETURN for ln in p.lines):
                 return await self._finish("rejected", ReturnStage.REJECTED)
@@ -163,7 +164,9 @@ class ReturnToRefund(Process):
     async def _finish(self, outcome: str, stage: ReturnStage) -> ReturnOutcome:
         p = self.progress
         p.stage = stage
-        await self.close(outcome, str(stage), self.state())
+        # local: in the task of the last step's local work (the settlement's postings, the close of the
+        # authorization), one action with it; after the open timeout alone, as a remote one would be
+        await self.close(outcome, str(stage), self.state(), local=True)
         return ReturnOutcome(
             workflow_id=self.workflow_id, outcome=outcome, stage=stage,
             received_units=sum(ln.received for ln in p.lines), accepted_units=sum(ln.accepted for ln in p.lines),
@@ -488,6 +491,10 @@ class ReturnToRefund(Process):
         self.log.info("refund settled", amount=str(data.amount), refund_id=data.refund_id)
 
     # --- helpers ---------------------------------------------------------------------------------------
+    def _ignore_authorization(self, event: Event) -> None:
+        """Another authorization for an open return (not a redelivery: that has the same event_id)."""
+        self.progress.notes.append(f"return.authorized {event.event_id} ignored: the return is already authorized")
+
     def _authorized(self) -> bool:
         return any(ln.authorized for ln in self.progress.lines)
 

@@ -58,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
         sum_by_sku,
         variance,
     )
-    from workflows.calls import call, call_local, refusal_type
+    from workflows.calls import call_local, refusal_type
     from workflows.common import on_release_3
     from workflows.process import Process, Shown
     from workflows.release_2 import transfer as release_2
@@ -176,7 +176,8 @@ class Transfer(Process):
             return self._refuse("no line of the request could be accepted")
         if not await self._reserve():
             return False
-        await call(WmsActivities.create_transfer_shipment, TransferShipmentInput(
+        # local: idempotent by key and short, in the task of the reads and the reservation (one action)
+        await call_local(WmsActivities.create_transfer_shipment, TransferShipmentInput(
             key=f"{s.workflow_id}:shipment", transfer_id=s.transfer_id, from_location_id=data.from_location_id,
             to_location_id=data.to_location_id,
             lines=[TaskLine(line_id=line.sku, sku=line.sku, quantity=line.reserved) for line in s.lines if line.reserved],
@@ -204,7 +205,7 @@ class Transfer(Process):
 
         reserved = await reserve_with_retry(
             self, {line.sku: (line.sku, line.requested) for line in s.lines}, location_ids=[source], plan=plan,
-            lines=lambda location, share: self._lines(share, location), reason="reserve for transfer")
+            lines=lambda location, share: self._lines(share, location), reason="reserve for transfer", local=True)
         if refused:
             return self._refuse(refused[-1])
         if source not in reserved.at:
@@ -468,7 +469,9 @@ class Transfer(Process):
         s.ignored_events = [e.event_id for e in self.inbox.pending]
         if s.ignored_events:
             self.log.info("transfer.events_not_applied", event_ids=s.ignored_events)
-        await self.close(str(s.stage), str(s.stage), self.query_state())
+        # local: in the task of the last step's postings (receipt, write-off, release, the request's reads), one
+        # action with them; after the open timeout alone, as a remote one would be
+        await self.close(str(s.stage), str(s.stage), self.query_state(), local=True)
         return TransferOutcome(
             workflow_id=s.workflow_id, transfer_id=s.transfer_id, stage=s.stage,
             reason=s.refusal_reason or s.cancel_reason,
