@@ -503,3 +503,16 @@ class WebhookBody(BaseModel):
 
 
 ProcessName = Literal["order", "settle", "transfer", "return", "po", "count", "rtv"]
+
+
+def split_closing_shipment(event: Event) -> list[Event]:
+    """A release-3 order.shipped that carries its order's close, as the two events a release-2 ShipToSettle run
+    understands: the shipment, then order.closed (event ID `{order's internal ID}:closed`, the one a release-3
+    order gives a plain close, so a redelivery of either is still seen once). Any other event: itself."""
+    data = event.data
+    if not isinstance(data, OrderShipped) or data.closed is None:
+        return [event]
+    prefix = event.event_id.split(":shipped:")[0]
+    return [event.model_copy(update={"data": data.model_copy(update={"closed": None})}),
+            event.model_copy(update={"event_id": f"{prefix}:closed", "type": EventType.ORDER_CLOSED,
+                                     "data": data.closed})]

@@ -7,10 +7,11 @@ from pydantic import BaseModel, Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from domain.cases import CaseRef
     from domain.events import Event, EventType
     from domain.sla import CaseKind, SlaKind, SlaPolicy
-    from workflows.process import Inbox, ProcessView
-    from workflows.sla import CaseRef, ProcessCases
+    from workflows.parts import Inbox, ProcessLog, ProcessView
+    from workflows.sla import ProcessCases
 
 STOPS = {
     EventType.TRANSFER_SHIPPED: SlaKind.TRANSFER_SHIP_OVERDUE,
@@ -42,10 +43,11 @@ class ProbeState(BaseModel):
 class SlaProbe:
     @workflow.init
     def __init__(self, input: ProbeInput) -> None:
-        self.view = ProcessView(input.business_key, "web")
+        self.view = ProcessView()
         self.inbox = Inbox()
         self.cases = ProcessCases(process_type="SlaProbe", business_key=input.business_key, channel="web",
-                                  policy=input.policy, view=self.view, inbox=self.inbox)
+                                  policy=input.policy, view=self.view, inbox=self.inbox,
+                                  log=ProcessLog(input.business_key))
         self.done = False
         self.acted: str | None = None
 
