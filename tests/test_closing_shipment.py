@@ -4,7 +4,15 @@ from decimal import Decimal
 
 import pytest
 
-from domain.events import Event, EventType, OrderClosed, OrderShipped, Payment, PricedLine, split_closing_shipment
+from domain.events import (
+    Event,
+    EventType,
+    OrderClosed,
+    OrderShipped,
+    Payment,
+    PricedLine,
+    split_closing_shipment,
+)
 
 pytestmark = pytest.mark.unit
 

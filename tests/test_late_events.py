@@ -17,6 +17,7 @@ from domain import ids
 from domain.events import EventType
 from domain.late import ClosedProcess, LateAction
 from persistence.registry import closed_process, late_events_of, record_closed
+from tests.support import terminate_open_cases
 from tests.support import test_settings as make_settings
 from tests.test_reserve_to_fulfill import (
     cancelled,
@@ -55,7 +56,7 @@ async def late(client: Client, engine: AsyncEngine, settings: Settings, event) -
 async def end_case(client: Client, case_id: str | None) -> None:
     """The case stays open for ops; end it so its escalation timers do not hold the shared test clock."""
     assert case_id is not None
-    await client.get_workflow_handle(case_id).terminate("test cleanup")
+    await terminate_open_cases(client, [case_id])
 
 
 async def test_a_parcel_dispatched_after_the_cancel_leaves_the_ledger_and_opens_a_case(

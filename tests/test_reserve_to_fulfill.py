@@ -23,7 +23,6 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.checker import check
 from adapters.stub_erp import PostgresErp
 from bench.cost import count
 from client.dispatch import dispatch
@@ -44,7 +43,9 @@ from domain.order import (
 )
 from domain.process import PartialPolicy, ProcessInput, ProcessPolicy
 from domain.sla import SlaKind, SlaPolicy
+from tests import support
 from tests.ledger_helpers import World, buckets, line, movement
+from tests.support import assert_checker_ok
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from workflows.reserve_to_fulfill import ReserveToFulfill
@@ -94,13 +95,8 @@ async def movements(engine: AsyncEngine, workflow_id: str) -> list[tuple[str, st
     return sorted((kind, key.removeprefix(workflow_id + ":")) for kind, key in rows)
 
 
-async def checker_ok(database_url: str) -> None:
-    report = await check(database_url)
-    assert report.ok, report.failed()
-
-
 def ev(type: EventType, data: dict, *, event_id: str | None = None, source: str = "web") -> Event:
-    return Event.parse(event_id or f"evt-{uuid.uuid4().hex[:10]}", type, T0, source, data)
+    return support.event(type, data, source=source, event_id=event_id, at=T0)
 
 
 def placed(order_id: str, lines: list[tuple[str, int, str, str]], *, mode: str = "ship",
@@ -180,15 +176,8 @@ async def state(handle: WorkflowHandle) -> OrderState:
 
 async def until(handle: WorkflowHandle, predicate: Callable[[OrderState], bool], what: str,
                 seconds: float = 30.0) -> OrderState:
-    """Query until the process reaches `predicate` (signals are applied asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        s = await state(handle)
-        if predicate(s):
-            return s
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; state: {s.model_dump_json(indent=1)}")
-        await asyncio.sleep(0.1)
+    """The `state` once the process reaches `predicate` (signals are applied asynchronously)."""
+    return await support.eventually(lambda: state(handle), predicate, what=what, within=seconds)
 
 
 async def outcome(handle: WorkflowHandle) -> OrderOutcome:
@@ -262,7 +251,7 @@ async def test_ship_path_through_dispatch(dev_env: WorkflowEnvironment, database
     assert [k for k, _ in await movements(engine, wf)] == ["pick", "reserve", "ship"]
     j = await journal(engine, wf)
     assert j["cogs"] == cost(w, 0, 2) + cost(w, 1, 12) and j["inventory"] == -j["cogs"]
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_two_orders_race_for_the_last_unit(dev_env: WorkflowEnvironment, database_url: str,
@@ -285,7 +274,7 @@ async def test_two_orders_race_for_the_last_unit(dev_env: WorkflowEnvironment, d
         await dispatch(dev_env.client, cancelled(winner.workflow_id.split(":")[-1]), settings)
         assert (await outcome(dev_env.client.get_workflow_handle(winner.workflow_id))).outcome == "cancelled"
     assert await stock(erp, w, 0, w.dc) == {"available": 1}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 # --- release 3: cost, the decision before the pick task, continue-as-new --------------------------------------
@@ -317,7 +306,7 @@ async def test_the_standard_lifecycle_costs_at_most_its_action_budget(
                 "activity record_shipment", "activity forward_event", "activity close_process"} & set(cost.actions)
     assert cost.actions["activity create_pick_task"] == 1
     assert await stock(erp, w, 0, w.dc) == {"available": 8}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_the_decision_is_answered_before_the_pick_task(
@@ -349,7 +338,7 @@ async def test_the_decision_is_answered_before_the_pick_task(
         tasks = await conn.scalar(text("SELECT count(*) FROM pick_tasks WHERE order_id = :o"), {"o": order})
     assert tasks == 1
     assert await stock(erp, w, 0, w.dc) == {"available": 4}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_a_long_history_continues_as_new_and_the_order_keeps_working(
@@ -390,7 +379,7 @@ async def test_a_long_history_continues_as_new_and_the_order_keeps_working(
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2)
     settle = await settle_state(client, order, 1)
     assert [x.shipment_id for x in settle.shipments] == ["S1"]  # handed over once
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 # --- time-skipping server -----------------------------------------------------------------------------------
@@ -414,7 +403,7 @@ async def test_pickup_path(ts: Settings, module_time_skipping_env: WorkflowEnvir
     assert await stock(erp, w, 0, w.store) == {"available": 2}
     assert await stock(erp, w, 0, w.dc) == {"available": 50}
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 3)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_split_shipment(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
@@ -441,7 +430,7 @@ async def test_split_shipment(ts: Settings, module_time_skipping_env: WorkflowEn
     assert await stock(erp, w, 1, w.dc) == {"available": 8}
     assert [m for m in await movements(engine, h.id) if m[0] == "ship"] == [("ship", "ship:S1"), ("ship", "ship:S2")]
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 4) + cost(w, 1, 2)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_short_pick_releases_and_opens_a_case(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
@@ -461,7 +450,7 @@ async def test_short_pick_releases_and_opens_a_case(ts: Settings, module_time_sk
     assert done.outcome == "partially_fulfilled" and done.shipped_units == 3 and done.released_units == 2
     assert await stock(erp, w, 0, w.dc) == {"available": 7}
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 3)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 @pytest.mark.parametrize("policy", [PartialPolicy.ACCEPT, PartialPolicy.REJECT])
@@ -490,7 +479,7 @@ async def test_partial_availability(policy: PartialPolicy, ts: Settings, module_
     assert await stock(erp, w, 0, w.dc) == {"available": 10}
     assert await stock(erp, w, 1, w.dc) == {"available": 2}
     assert "cogs" not in await journal(engine, h.id)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_unknown_sku_and_unknown_unit(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
@@ -515,7 +504,7 @@ async def test_unknown_sku_and_unknown_unit(ts: Settings, module_time_skipping_e
     assert d2.decision is Decision.REJECTED and (await outcome(h2)).outcome == "rejected"
     assert await movements(engine, h2.id) == []
     assert await stock(erp, w, 0, w.dc) == {"available": 30}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_cancel_before_pick(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
@@ -533,7 +522,7 @@ async def test_cancel_before_pick(ts: Settings, module_time_skipping_env: Workfl
     assert (await state(h)).cancel_reason == "fraud suspected"
     assert await stock(erp, w, 0, w.dc) == {"available": 10}
     assert "cogs" not in await journal(engine, h.id)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_cancel_after_pick(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
@@ -553,7 +542,7 @@ async def test_cancel_after_pick(ts: Settings, module_time_skipping_env: Workflo
     assert s.payment_voided and line_q(s, "1")["released"] == 4
     assert await stock(erp, w, 0, w.dc) == {"available": 10}
     assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "reserve", "unpick"]
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_cancel_after_partial_dispatch(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
@@ -576,7 +565,7 @@ async def test_cancel_after_partial_dispatch(ts: Settings, module_time_skipping_
     assert await stock(erp, w, 0, w.dc) == {"available": 6}
     assert await stock(erp, w, 1, w.dc) == {"available": 10}
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 4)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_duplicate_events(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
@@ -603,7 +592,7 @@ async def test_duplicate_events(ts: Settings, module_time_skipping_env: Workflow
     assert await stock(erp, w, 0, w.dc) == {"available": 8}
     assert [k for k, _ in await movements(engine, h.id)] == ["pick", "reserve", "ship"]
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_out_of_order_events_are_held(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
@@ -622,7 +611,7 @@ async def test_out_of_order_events_are_held(ts: Settings, module_time_skipping_e
     done = await outcome(h)
     assert done.outcome == "fulfilled" and done.shipment_ids == ["S1"]
     assert await stock(erp, w, 0, w.dc) == {"available": 8}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_never_opened_ends_cleanly(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
@@ -654,7 +643,7 @@ async def test_sla_pick_overdue(ts: Settings, module_time_skipping_env: Workflow
     await h.signal("event", dispatched(order, "S1", w.dc, {"1": 1}))
     assert (await outcome(h)).outcome == "fulfilled"
     assert await stock(erp, w, 0, w.dc) == {"available": 9}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_sla_ship_overdue(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str, engine: AsyncEngine,
@@ -674,7 +663,7 @@ async def test_sla_ship_overdue(ts: Settings, module_time_skipping_env: Workflow
     assert (await outcome(h)).outcome == "fulfilled"
     assert "ship_overdue" in case_kinds(await state(h), "resolved")
     assert await stock(erp, w, 0, w.dc) == {"available": 9}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_sla_authorization_expiring(ts: Settings, module_time_skipping_env: WorkflowEnvironment, database_url: str,
@@ -697,7 +686,7 @@ async def test_sla_authorization_expiring(ts: Settings, module_time_skipping_env
     s = await state(h)
     assert s.payment_voided and not case_kinds(s, "open")
     assert await stock(erp, w, 0, w.dc) == {"available": 10}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_sla_pickup_expired_releases_cancels_and_voids(ts: Settings, module_time_skipping_env: WorkflowEnvironment,
@@ -720,7 +709,7 @@ async def test_sla_pickup_expired_releases_cancels_and_voids(ts: Settings, modul
     assert await stock(erp, w, 0, w.store) == {"available": 5}
     assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "reserve", "unpick"]
     assert "cogs" not in await journal(engine, h.id)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 
@@ -739,7 +728,7 @@ async def test_safety_stock_sends_the_order_to_another_node(dev_env: WorkflowEnv
         await dispatch(dev_env.client, cancelled(order), settings)
         assert (await outcome(dev_env.client.get_workflow_handle(result.workflow_id))).outcome == "cancelled"
     assert await stock(erp, w, 0, w.dc) == {"available": 3}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_lines_from_two_locations_pick_and_ship_per_location(
@@ -764,7 +753,7 @@ async def test_lines_from_two_locations_pick_and_ship_per_location(
     assert await stock(erp, w, 1, w.store) == {"available": 4}
     assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "pick", "reserve", "reserve", "ship", "ship"]
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2) + cost(w, 1, 1)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 # --- release 2: a cancel asks the WMS, a dispatch after cancel is the truth, line amounts without drift -----------
@@ -811,7 +800,7 @@ async def test_cancel_after_pick_the_wms_intercepts(ts: Settings, module_time_sk
     assert await stock(erp, w, 0, w.dc) == {"available": 10}
     assert sorted(k for k, _ in await movements(engine, h.id)) == ["pick", "reserve", "unpick"]
     assert "cogs" not in await journal(engine, h.id)
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_cancel_after_pick_already_dispatched_waits_for_the_parcel_and_bills_it(
@@ -842,7 +831,7 @@ async def test_cancel_after_pick_already_dispatched_waits_for_the_parcel_and_bil
     billed = await settle_state(client, order, 1)  # billed through the normal hand-over
     assert billed.totals.shipped == billed.totals.captured == Decimal("39.96")
     await replayer().replay_workflow(await h.fetch_history())
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_dispatch_after_cancel_put_units_back_is_the_truth_and_billed(
@@ -884,7 +873,7 @@ async def test_dispatch_after_cancel_put_units_back_is_the_truth_and_billed(
     assert billed.totals.captured == Decimal("2") * Decimal("9.99") + Decimal("10.99")
     assert "shipped_after_cancel" not in case_kinds(await state(h))
     await replayer().replay_workflow(await h.fetch_history())
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_dispatch_after_cancel_with_the_payment_voided_opens_a_case(
@@ -913,7 +902,7 @@ async def test_dispatch_after_cancel_with_the_payment_voided_opens_a_case(
     assert (await journal(engine, h.id))["cogs"] == cost(w, 0, 2)
     with pytest.raises(RPCError):  # nothing handed to ShipToSettle: no capture on a voided payment
         await client.get_workflow_handle(ids.settle_workflow_id("web", order)).describe()
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_split_shipments_of_a_line_add_up_to_the_cent(
@@ -955,7 +944,7 @@ async def test_split_shipments_of_a_line_add_up_to_the_cent(
     money = await journal(engine, ids.settle_workflow_id("web", order))
     assert money == {"revenue": Decimal("-10.00"), "cash_clearing": Decimal("10.00")}  # receivable cleared
     assert (await journal(engine, h.id))["cogs"] == Decimal("3.00")
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
 
 
 async def test_item_priced_in_another_currency_is_refused(
@@ -979,4 +968,4 @@ async def test_item_priced_in_another_currency_is_refused(
     await h.signal("event", cancelled(order))
     assert (await outcome(h)).outcome == "cancelled"
     assert await stock(erp, w, 0, w.dc) == {"available": 5}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)

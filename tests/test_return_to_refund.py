@@ -6,7 +6,6 @@ which the return reads back with `get_shipped_lines`).
 Every test asserts the buckets, the return's journal (per legal entity and account) and that the invariant checker
 passes.
 """
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,7 +19,6 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.checker import check
 from adapters.pos import CaptureInput
 from adapters.stub_erp import PostgresErp
 from adapters.stub_pos import PostgresPos
@@ -47,9 +45,10 @@ from domain.events import (
 from domain.inventory import MovementKind
 from domain.process import ProcessInput
 from domain.returns import ReturnOutcome, ReturnStage, ReturnState
+from tests import support
 from tests.ledger_helpers import World, buckets, line, movement
+from tests.support import assert_checker_ok, unique
 from tests.support import test_settings as make_settings
-from tests.support import unique
 from worker.factory import build_worker
 from workflows.return_to_refund import ReturnToRefund
 
@@ -168,11 +167,7 @@ async def finish(client: Client, ret: Return) -> tuple[ReturnOutcome, ReturnStat
 
 async def until(probe: Callable[[], Awaitable[bool]], what: str, seconds: float = 30) -> None:
     """Poll `probe` until it holds (the workflow reacts asynchronously to a skipped-over deadline)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+    await support.eventually(probe, what=what, within=seconds)
 
 
 async def journal(engine: AsyncEngine, ret: Return) -> dict[tuple[str, str], Decimal]:
@@ -202,11 +197,6 @@ async def stock(engine: AsyncEngine, world: World, n: int, location_id: str) -> 
     """The non-zero buckets of SKU `n` at a location."""
     got = await buckets(PostgresErp(engine), world.skus[n], location_id)
     return {str(b): q for b, q in got.items() if q}
-
-
-async def assert_checker_ok(database_url: str) -> None:
-    report = await check(database_url)
-    assert report.ok, [c for c in report.failed()]
 
 
 def cost(world: World, n: int, q: int = 1) -> Decimal:

@@ -5,7 +5,6 @@ webhooks and ReserveToFulfill drive it (signal-with-start). ReserveToFulfill is 
 Every test asserts the journal of the order (revenue, COGS, receivable, cash clearing, per legal entity) and
 that the invariant checker passes.
 """
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,10 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.checker import check
 from adapters.stub_erp import PostgresErp
 from bench import cost
 from client.dispatch import dispatch
@@ -45,8 +42,9 @@ from domain.inventory import MovementKind
 from domain.process import ProcessInput
 from domain.settlement import SettleOutcome, SettleStage, SettleState
 from domain.sla import SlaKind
+from tests import support
 from tests.ledger_helpers import World, line, movement
-from tests.support import register_search_attributes, temporal_test_server, unique
+from tests.support import assert_checker_ok, register_search_attributes, temporal_test_server, unique
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from workflows.ship_to_settle import ShipToSettle
@@ -178,27 +176,14 @@ async def finish(client: Client, order: Order) -> tuple[SettleOutcome, SettleSta
 async def close_cases(client: Client, state: SettleState) -> None:
     """End the cases a test left open (after its assertions' snapshot), so their escalation timers never hold
     the shared time-skipping clock for other tests."""
-    for case in state.exception_cases:
-        if case["status"] == "open":
-            try:
-                await client.get_workflow_handle(case["exception_id"]).terminate("test finished")
-            except RPCError:
-                pass  # already closed
-
-
-async def assert_checker_ok(database_url: str) -> None:
-    report = await check(database_url)
-    assert report.ok, [c for c in report.failed()]
+    await support.terminate_open_cases(client, [c["exception_id"] for c in state.exception_cases
+                                                if c["status"] == "open"])
 
 
 async def applied(client: Client, order: Order, done: Callable[[SettleState], bool]) -> SettleState:
     """The `state` once `done` holds (signals are applied asynchronously)."""
-    for _ in range(300):
-        state = await handle(client, order).query(ShipToSettle.state)
-        if done(state):
-            return state
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{order.workflow_id}: not applied in 30 s: {state}")
+    return await support.eventually(lambda: handle(client, order).query(ShipToSettle.state), done,
+                                    what=f"{order.workflow_id} applied", within=30)
 
 
 async def runs_of(client: Client, workflow_id: str, first_run: str) -> list[list[Any]]:

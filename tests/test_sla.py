@@ -8,9 +8,8 @@ The time-skipping server stops skipping time for good once an ABANDONed child co
 closed (seen with test-server 1.35's binary), and the server is shared by the whole session: so no test here
 lets a process complete while its case stays open; cases left open are terminated first, then their process.
 """
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -30,7 +29,7 @@ from domain.sla import CaseKind, Severity, SlaKind, SlaPolicy
 from persistence.cases import get_case
 from starters.exception_cases import resolve_case
 from tests.sla_probe import OpenRequest, ProbeInput, ProbeState, SlaProbe
-from tests.support import unique
+from tests.support import eventually, unique
 from worker.factory import workflow_runner
 from worker.registry import activity_methods
 from workflows.exception_case import ExceptionCase
@@ -69,21 +68,6 @@ async def close_left_open(client: Client) -> None:
             handle = client.get_workflow_handle(wf_id)
             if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
                 await handle.terminate("test over")
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], *, within: float = 20.0) -> T:
-    """Poll until `check` holds (the worker catches up with the server's moved clock), else fail loudly."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            value = await probe()
-            if check(value):
-                return value
-        except RPCError:
-            value = None  # type: ignore[assignment]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
-        await asyncio.sleep(0.1)
 
 
 def transfer_event(kind: EventType, transfer_id: str) -> Event:

@@ -4,7 +4,7 @@ journal of both legal entities, and the invariant checker."""
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,7 +16,6 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.checker import check
 from adapters.stub_erp import PostgresErp
 from bench.cost import count
 from client.dispatch import dispatch
@@ -27,8 +26,9 @@ from domain.events import Event, EventType
 from domain.inventory import Bucket, MovementKind
 from domain.process import PartialPolicy, ProcessInput
 from domain.transfer import CancelRequest, TransferOutcome, TransferStage, TransferState
+from tests import support
 from tests.ledger_helpers import World, buckets, line, movement
-from tests.support import eventually, seeded
+from tests.support import assert_checker_ok, eventually, seeded
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from workflows.transfer import Transfer
@@ -48,7 +48,7 @@ async def world(engine: AsyncEngine) -> World:
 
 
 def event(type: EventType, data: dict, event_id: str | None = None) -> Event:
-    return Event.parse(event_id or uuid.uuid4().hex, type, datetime.now(UTC), "wms", data)
+    return support.event(type, data, source="wms", event_id=event_id)
 
 
 def requested(tid: str, src: str, dst: str, *lines: tuple[str, int, str]) -> Event:
@@ -74,15 +74,8 @@ async def state(handle: WorkflowHandle) -> TransferState:
 
 async def until(handle: WorkflowHandle, ok: Callable[[TransferState], bool], what: str,
                 limit: float = 30.0) -> TransferState:
-    """Poll the `state` query until `ok` holds (the process applies events asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while True:
-        s = await state(handle)
-        if ok(s):
-            return s
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; state: {s.model_dump_json(indent=1)}")
-        await asyncio.sleep(0.1)
+    """The `state` once `ok` holds (the process applies events asynchronously)."""
+    return await support.eventually(lambda: state(handle), ok, what=what, within=limit)
 
 
 async def stock(engine: AsyncEngine, sku: str, location_id: str) -> dict[Bucket, int]:
@@ -104,11 +97,6 @@ async def journal(engine: AsyncEngine, transfer_id: str, step: str | None = None
             if value:
                 out.setdefault(entity, {})[account] = value
     return out
-
-
-async def assert_checker_ok(database_url: str) -> None:
-    report = await check(database_url)
-    assert report.ok, report.failed()
 
 
 def case_kinds(s: TransferState, status: str | None = None) -> list[str]:
