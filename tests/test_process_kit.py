@@ -10,16 +10,18 @@ from temporalio import workflow
 from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from client.names import BUSINESS_KEY, CHANNEL, STAGE
-from domain.events import Event, EventType, OrderCancelled
-from domain.process import ProcessInput, ProcessPolicy
-from domain.sla import SlaKind, SlaPolicy
-from persistence.engine import create_engine
-from persistence.registry import closed_process
-from tests import support
-from worker.factory import build_worker
-from worker.registry import WORKFLOWS, activities
-from workflows.process import Process, Shown
+# KitProcess is defined here, so the sandbox re-imports this module per run: the rest is passed through.
+with workflow.unsafe.imports_passed_through():
+    from client.names import BUSINESS_KEY, CHANNEL, STAGE
+    from domain.events import Event, EventType, OrderCancelled
+    from domain.process import ProcessInput, ProcessPolicy
+    from domain.sla import SlaKind, SlaPolicy
+    from persistence.engine import create_engine
+    from persistence.registry import closed_process
+    from tests import support
+    from worker.factory import build_worker
+    from worker.registry import WORKFLOWS, activities
+    from workflows.process import Process, Shown
 
 
 class KitState(BaseModel):
