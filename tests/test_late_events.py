@@ -17,11 +17,10 @@ from domain import ids
 from domain.events import EventType
 from domain.late import ClosedProcess, LateAction
 from persistence.registry import closed_process, late_events_of, record_closed
-from tests.support import terminate_open_cases
+from tests.support import assert_checker_ok, terminate_open_cases
 from tests.support import test_settings as make_settings
 from tests.test_reserve_to_fulfill import (
     cancelled,
-    checker_ok,
     dispatched,
     ev,
     new_order,
@@ -87,7 +86,7 @@ async def test_a_parcel_dispatched_after_the_cancel_leaves_the_ledger_and_opens_
     # a redelivery (same identity) is answered the same and applies nothing twice
     assert (await late(client, engine, ts, parcel)).case_id == result.case_id
     assert await stock(erp, w, 0, w.dc) == {"available": 6}
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
     await end_case(client, result.case_id)
 
 
@@ -109,7 +108,7 @@ async def test_a_truck_received_after_the_transfer_closed_enters_available(
         reason = await conn.scalar(text("SELECT reason_code FROM movements WHERE key = :k"),
                                    {"k": f"{ids.late_event_workflow_id(receipt.event_id)}:receipt"})
     assert reason == "late_receipt"
-    await checker_ok(database_url)
+    await assert_checker_ok(database_url)
     await end_case(client, result.case_id)
 
 

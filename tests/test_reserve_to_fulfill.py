@@ -49,6 +49,7 @@ from tests.support import assert_checker_ok
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
 from workflows.reserve_to_fulfill import ReserveToFulfill
+from workflows.ship_to_settle import ShipToSettle
 
 if TYPE_CHECKING:
     from domain.settlement import SettleState
@@ -167,11 +168,11 @@ async def start(client: Client, settings: Settings, order_id: str, *, partial: P
 
 
 async def place(handle: WorkflowHandle, event: Event) -> OrderDecision:
-    return await handle.execute_update("place", event, result_type=OrderDecision)
+    return await handle.execute_update(ReserveToFulfill.place, event, result_type=OrderDecision)
 
 
 async def state(handle: WorkflowHandle) -> OrderState:
-    return await handle.query("state", result_type=OrderState)
+    return await handle.query(ReserveToFulfill.state)
 
 
 async def until(handle: WorkflowHandle, predicate: Callable[[OrderState], bool], what: str,
@@ -392,10 +393,10 @@ async def test_pickup_path(ts: Settings, module_time_skipping_env: WorkflowEnvir
     d = await place(h, placed(order, [(w.skus[0], 3, "EA", "9.99")], mode="pickup", location=w.store))
     assert d.decision is Decision.RESERVED and d.lines[0].location_id == w.store
     assert await stock(erp, w, 0, w.store) == {"available": 2, "reserved": 3}
-    await h.signal("event", picked(order, w.store, {"1": 3}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.store, {"1": 3}))
     s = await until(h, lambda s: s.stage is OrderStage.AWAITING_COLLECTION, "picked")
     assert await stock(erp, w, 0, w.store) == {"available": 2, "picked": 3}
-    await h.signal("event", collected(order, w.store))
+    await h.signal(ReserveToFulfill.event, collected(order, w.store))
     done = await outcome(h)
     assert done.outcome == "fulfilled" and done.shipment_ids == [f"pickup-{order}"]
     s = await state(h)
@@ -414,13 +415,13 @@ async def test_split_shipment(ts: Settings, module_time_skipping_env: WorkflowEn
     h = await start(module_time_skipping_env.client, settings, order)
     d = await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99"), (w.skus[1], 2, "EA", "10.99")]))
     assert d.decision is Decision.RESERVED
-    await h.signal("event", picked(order, w.dc, {"1": 4, "2": 2}))
-    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 3}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 4, "2": 2}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 3}))
     s = await until(h, lambda s: len(s.shipments) == 1, "first shipment")
     assert s.stage is OrderStage.PARTIALLY_SHIPPED
     assert line_q(s, "1") == {"ordered": 4, "reserved": 0, "picked": 1, "shipped": 3, "released": 0}
     assert await stock(erp, w, 0, w.dc) == {"available": 6, "picked": 1}
-    await h.signal("event", dispatched(order, "S2", w.dc, {"1": 1, "2": 2}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S2", w.dc, {"1": 1, "2": 2}))
     done = await outcome(h)
     assert done.outcome == "fulfilled" and done.shipment_ids == ["S1", "S2"]
     s = await state(h)
@@ -440,12 +441,12 @@ async def test_short_pick_releases_and_opens_a_case(ts: Settings, module_time_sk
     settings = ts
     h = await start(module_time_skipping_env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 5, "EA", "9.99")]))
-    await h.signal("event", picked(order, w.dc, {"1": 3}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 3}))
     s = await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "short pick applied")
     assert line_q(s, "1") == {"ordered": 5, "reserved": 0, "picked": 3, "shipped": 0, "released": 2}
     assert "short_pick" in case_kinds(s, "open")
     assert await stock(erp, w, 0, w.dc) == {"available": 7, "picked": 3}
-    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 3}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 3}))
     done = await outcome(h)
     assert done.outcome == "partially_fulfilled" and done.shipped_units == 3 and done.released_units == 2
     assert await stock(erp, w, 0, w.dc) == {"available": 7}
@@ -466,7 +467,7 @@ async def test_partial_availability(policy: PartialPolicy, ts: Settings, module_
         assert [(ln.reserved_quantity, ln.reason) for ln in d.lines] == [(4, None), (2, "only 2 of 5 EA available")]
         assert await stock(erp, w, 0, w.dc) == {"available": 6, "reserved": 4}
         assert await stock(erp, w, 1, w.dc) == {"reserved": 2}
-        await h.signal("event", cancelled(order))
+        await h.signal(ReserveToFulfill.event, cancelled(order))
         assert (await outcome(h)).outcome == "cancelled"
     else:
         assert d.decision is Decision.REJECTED
@@ -495,7 +496,7 @@ async def test_unknown_sku_and_unknown_unit(ts: Settings, module_time_skipping_e
     assert d.lines[1].reason == "unknown SKU 'NO-SUCH-SKU'"
     assert "unit 'PALLET' is not defined" in (d.lines[2].reason or "")
     assert await stock(erp, w, 0, w.dc) == {"available": 18, "reserved": 12}
-    await h.signal("event", cancelled(order))
+    await h.signal(ReserveToFulfill.event, cancelled(order))
     assert (await outcome(h)).outcome == "cancelled"
     # all lines unknown: rejected, nothing moved
     order2 = new_order()
@@ -514,7 +515,7 @@ async def test_cancel_before_pick(ts: Settings, module_time_skipping_env: Workfl
     settings = ts
     h = await start(module_time_skipping_env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
-    result = await h.execute_update("cancel", CancelRequest(reason="fraud suspected"), result_type=CancelResult)
+    result = await h.execute_update(ReserveToFulfill.cancel, CancelRequest(reason="fraud suspected"), result_type=CancelResult)
     assert [(r.line_id, r.released, r.unpicked) for r in result.released] == [("1", 4, 0)]
     assert result.payment_voided and result.shipped_units == 0
     done = await outcome(h)
@@ -532,10 +533,10 @@ async def test_cancel_after_pick(ts: Settings, module_time_skipping_env: Workflo
     settings = ts
     h = await start(module_time_skipping_env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
-    await h.signal("event", picked(order, w.dc, {"1": 4}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 4}))
     await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
     assert await stock(erp, w, 0, w.dc) == {"available": 6, "picked": 4}
-    await h.signal("event", cancelled(order))
+    await h.signal(ReserveToFulfill.event, cancelled(order))
     done = await outcome(h)
     assert done.outcome == "cancelled"
     s = await state(h)
@@ -552,10 +553,10 @@ async def test_cancel_after_partial_dispatch(ts: Settings, module_time_skipping_
     settings = ts
     h = await start(module_time_skipping_env.client, settings, order)
     await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99"), (w.skus[1], 2, "EA", "10.99")]))
-    await h.signal("event", picked(order, w.dc, {"1": 4, "2": 2}))
-    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 4}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 4, "2": 2}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 4}))
     await until(h, lambda s: len(s.shipments) == 1, "first shipment")
-    result = await h.execute_update("cancel", CancelRequest(reason="rest out of date"), result_type=CancelResult)
+    result = await h.execute_update(ReserveToFulfill.cancel, CancelRequest(reason="rest out of date"), result_type=CancelResult)
     assert [(r.line_id, r.released, r.unpicked) for r in result.released] == [("2", 0, 2)]
     assert not result.payment_voided and result.shipped_units == 4
     done = await outcome(h)
@@ -581,12 +582,12 @@ async def test_duplicate_events(ts: Settings, module_time_skipping_env: Workflow
     with pytest.raises(WorkflowUpdateFailedError):  # the validator refuses another order's event
         await place(h, placed(new_order(), [(w.skus[0], 1, "EA", "9.99")]))
     pick = picked(order, w.dc, {"1": 2}, event_id="pick-1")
-    await h.signal("event", pick)
-    await h.signal("event", pick)
-    await h.signal("event", picked(order, w.dc, {"1": 1}, event_id="pick-2"))  # same pick, new id
+    await h.signal(ReserveToFulfill.event, pick)
+    await h.signal(ReserveToFulfill.event, pick)
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 1}, event_id="pick-2"))  # same pick, new id
     ship = dispatched(order, "S1", w.dc, {"1": 2})
-    await h.signal("event", ship)
-    await h.signal("event", ship.model_copy(update={"event_id": "ship-again"}))
+    await h.signal(ReserveToFulfill.event, ship)
+    await h.signal(ReserveToFulfill.event, ship.model_copy(update={"event_id": "ship-again"}))
     done = await outcome(h)
     assert done.outcome == "fulfilled" and done.shipped_units == 2 and done.shipment_ids == ["S1"]
     assert await stock(erp, w, 0, w.dc) == {"available": 8}
@@ -602,7 +603,7 @@ async def test_out_of_order_events_are_held(ts: Settings, module_time_skipping_e
     settings = ts
     # the dispatch comes first and opens the process; the pick next; the order last
     h = await start(module_time_skipping_env.client, settings, order, first=dispatched(order, "S1", w.dc, {"1": 2}))
-    await h.signal("event", picked(order, w.dc, {"1": 2}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 2}))
     s = await until(h, lambda s: len(s.held_events) == 2, "events held")
     assert s.stage is OrderStage.AWAITING_ORDER and s.held_events == ["shipment.dispatched", "fulfillment.picked"]
     assert await stock(erp, w, 0, w.dc) == {"available": 10}
@@ -638,9 +639,9 @@ async def test_sla_pick_overdue(ts: Settings, module_time_skipping_env: Workflow
     s = await until(h, lambda s: "pick_overdue" in case_kinds(s, "open"), "pick_overdue case")
     assert case_kinds(s, "open") == {"pick_overdue"}  # ship/authorization clocks still running
     assert s.stage is OrderStage.AWAITING_PICK  # a breach never fails the process
-    await h.signal("event", picked(order, w.dc, {"1": 1}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 1}))
     s = await until(h, lambda s: "pick_overdue" in case_kinds(s, "resolved"), "pick_overdue resolved")
-    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 1}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 1}))
     assert (await outcome(h)).outcome == "fulfilled"
     assert await stock(erp, w, 0, w.dc) == {"available": 9}
     await assert_checker_ok(database_url)
@@ -654,12 +655,12 @@ async def test_sla_ship_overdue(ts: Settings, module_time_skipping_env: Workflow
     settings = ts
     h = await start(env.client, settings, order, sla={SlaKind.SHIP_OVERDUE: timedelta(hours=6)})
     await place(h, placed(order, [(w.skus[0], 1, "EA", "9.99")]))
-    await h.signal("event", picked(order, w.dc, {"1": 1}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 1}))
     await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
     await skip(env, timedelta(hours=6, minutes=1))
     s = await until(h, lambda s: "ship_overdue" in case_kinds(s), "ship_overdue case")
     assert case_kinds(s, "open") == {"ship_overdue"}
-    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 1}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 1}))
     assert (await outcome(h)).outcome == "fulfilled"
     assert "ship_overdue" in case_kinds(await state(h), "resolved")
     assert await stock(erp, w, 0, w.dc) == {"available": 9}
@@ -676,12 +677,12 @@ async def test_sla_authorization_expiring(ts: Settings, module_time_skipping_env
     # would also fire every timer the earlier tests' processes left running on this shared server
     h = await start(env.client, settings, order, sla={SlaKind.AUTHORIZATION_EXPIRING: timedelta(hours=2)})
     await place(h, placed(order, [(w.skus[0], 1, "EA", "9.99")]))
-    await h.signal("event", picked(order, w.dc, {"1": 1}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 1}))
     await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
     await skip(env, timedelta(hours=2, minutes=1))
     s = await until(h, lambda s: "authorization_expiring" in case_kinds(s), "authorization case")
     assert case_kinds(s, "open") == {"authorization_expiring"}
-    await h.signal("event", cancelled(order, "payment about to lapse"))
+    await h.signal(ReserveToFulfill.event, cancelled(order, "payment about to lapse"))
     assert (await outcome(h)).outcome == "cancelled"
     s = await state(h)
     assert s.payment_voided and not case_kinds(s, "open")
@@ -698,7 +699,7 @@ async def test_sla_pickup_expired_releases_cancels_and_voids(ts: Settings, modul
     settings = ts
     h = await start(env.client, settings, order, sla={SlaKind.PICKUP_EXPIRED: timedelta(hours=3)})
     await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99")], mode="pickup", location=w.store))
-    await h.signal("event", picked(order, w.store, {"1": 2}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.store, {"1": 2}))
     await until(h, lambda s: s.stage is OrderStage.AWAITING_COLLECTION, "picked")
     done = await outcome(h)  # waiting for the result lets time skip to the pickup deadline
     assert done.outcome == "expired" and done.released_units == 2
@@ -741,12 +742,12 @@ async def test_lines_from_two_locations_pick_and_ship_per_location(
     assert d.decision is Decision.RESERVED
     assert [(ln.line_id, ln.location_id) for ln in d.lines] == [("1", w.dc), ("2", w.store)]
     # the store ships before the DC has picked: each location goes its own way
-    await h.signal("event", picked(order, w.store, {"2": 1}))
-    await h.signal("event", dispatched(order, "S-store", w.store, {"2": 1}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.store, {"2": 1}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S-store", w.store, {"2": 1}))
     s = await until(h, lambda s: len(s.shipments) == 1, "store shipment")
     assert s.stage is OrderStage.PARTIALLY_SHIPPED and line_q(s, "1")["reserved"] == 2
-    await h.signal("event", picked(order, w.dc, {"1": 2}))
-    await h.signal("event", dispatched(order, "S-dc", w.dc, {"1": 2}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 2}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S-dc", w.dc, {"1": 2}))
     done = await outcome(h)
     assert done.outcome == "fulfilled" and done.shipment_ids == ["S-store", "S-dc"]
     assert await stock(erp, w, 0, w.dc) == {"available": 3}
@@ -759,13 +760,12 @@ async def test_lines_from_two_locations_pick_and_ship_per_location(
 # --- release 2: a cancel asks the WMS, a dispatch after cancel is the truth, line amounts without drift -----------
 async def settle_state(client: Client, order_id: str, shipments: int, seconds: float = 30.0) -> "SettleState":
     """The order's ShipToSettle once it has recognised `shipments` shipments (handed over asynchronously)."""
-    from domain.settlement import SettleState
 
     handle = client.get_workflow_handle(ids.settle_workflow_id("web", order_id))
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         try:
-            s = await handle.query("state", result_type=SettleState)
+            s = await handle.query(ShipToSettle.state)
             if len(s.shipments) >= shipments and all(x.capture_key for x in s.shipments):
                 return s
         except RPCError:
@@ -788,9 +788,9 @@ async def test_cancel_after_pick_the_wms_intercepts(ts: Settings, module_time_sk
     order = new_order()
     h = await start(module_time_skipping_env.client, ts, order)
     await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
-    await h.signal("event", picked(order, w.dc, {"1": 4}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 4}))
     await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
-    result = await h.execute_update("cancel", CancelRequest(reason="customer asked"), result_type=CancelResult)
+    result = await h.execute_update(ReserveToFulfill.cancel, CancelRequest(reason="customer asked"), result_type=CancelResult)
     assert [(r.line_id, r.released, r.unpicked) for r in result.released] == [("1", 0, 4)]
     assert result.payment_voided and result.awaiting_dispatch == []
     assert (await outcome(h)).outcome == "cancelled"
@@ -813,15 +813,15 @@ async def test_cancel_after_pick_already_dispatched_waits_for_the_parcel_and_bil
     client = module_time_skipping_env.client
     h = await start(client, ts, order)
     await place(h, placed(order, [(w.skus[0], 4, "EA", "9.99")]))
-    await h.signal("event", picked(order, w.dc, {"1": 4}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 4}))
     await until(h, lambda s: s.stage is OrderStage.AWAITING_DISPATCH, "picked")
     await PostgresWms(engine).mark_parcel_left("web", order, w.dc)  # the truck left before the cancel came
-    result = await h.execute_update("cancel", CancelRequest(reason="too late"), result_type=CancelResult)
+    result = await h.execute_update(ReserveToFulfill.cancel, CancelRequest(reason="too late"), result_type=CancelResult)
     assert result.released == [] and result.awaiting_dispatch == [w.dc] and not result.payment_voided
     s = await state(h)
     assert s.awaiting_dispatch == [w.dc] and s.stage is OrderStage.AWAITING_DISPATCH
     assert await stock(erp, w, 0, w.dc) == {"available": 6, "picked": 4}  # never put back: they are gone
-    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 4}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 4}))
     done = await outcome(h)
     assert done.shipped_units == 4 and done.shipment_ids == ["S1"] and done.released_units == 0
     assert not (await state(h)).payment_voided
@@ -848,21 +848,21 @@ async def test_dispatch_after_cancel_put_units_back_is_the_truth_and_billed(
     h = await start(client, ts, order)
     d = await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99"), (w.skus[1], 1, "EA", "10.99")]))
     assert [ln.location_id for ln in d.lines] == [w.dc, w.far]
-    await h.signal("event", picked(order, w.dc, {"1": 2}))
-    await h.signal("event", picked(order, w.far, {"2": 1}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 2}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.far, {"2": 1}))
     await until(h, lambda s: len(s.picked_locations) == 2, "picked at both")
     await PostgresWms(engine).mark_parcel_left("web", order, w.far)
-    await h.signal("event", cancelled(order))
+    await h.signal(ReserveToFulfill.event, cancelled(order))
     s = await until(h, lambda s: len(s.intercepted_locations) + len(s.awaiting_dispatch) == 2
                     and not line_q(s, "1")["picked"], "the WMS answered both")
     assert s.intercepted_locations == [w.dc] and s.awaiting_dispatch == [w.far] and not s.payment_voided
     assert await stock(erp, w, 0, w.dc) == {"available": 10}
     assert await stock(erp, w, 1, w.far) == {"available": 9, "picked": 1}
-    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 2}))  # the DC's parcel left anyway
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 2}))  # the DC's parcel left anyway
     s = await until(h, lambda s: len(s.shipments) == 1, "dispatch after cancel applied")
     assert line_q(s, "1") == {"ordered": 2, "reserved": 0, "picked": 0, "shipped": 2, "released": 0}
     assert await stock(erp, w, 0, w.dc) == {"available": 8}  # no phantom stock
-    await h.signal("event", dispatched(order, "S2", w.far, {"2": 1}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S2", w.far, {"2": 1}))
     done = await outcome(h)
     assert done.shipped_units == 3 and done.shipment_ids == ["S1", "S2"]
     assert await stock(erp, w, 1, w.far) == {"available": 9}
@@ -887,9 +887,9 @@ async def test_dispatch_after_cancel_with_the_payment_voided_opens_a_case(
     client = module_time_skipping_env.client
     h = await start(client, ts, order)
     await place(h, placed(order, [(w.skus[0], 2, "EA", "9.99")]))
-    await h.signal("event", dispatched(order, "S1", w.dc, {"1": 2}))
+    await h.signal(ReserveToFulfill.event, dispatched(order, "S1", w.dc, {"1": 2}))
     await until(h, lambda s: s.held_events == ["shipment.dispatched"], "dispatch held")
-    await h.signal("event", cancelled(order))
+    await h.signal(ReserveToFulfill.event, cancelled(order))
     done = await outcome(h)
     assert done.shipped_units == 2 and done.shipment_ids == ["S1"]
     s = await state(h)
@@ -924,9 +924,9 @@ async def test_split_shipments_of_a_line_add_up_to_the_cent(
     h = await start(client, ts, order)
     d = await place(h, placed(order, [(sku, 1, "PACK", "10.00")]))
     assert d.decision is Decision.RESERVED and d.lines[0].reserved_quantity == 3
-    await h.signal("event", picked(order, w.dc, {"1": 3}))
+    await h.signal(ReserveToFulfill.event, picked(order, w.dc, {"1": 3}))
     for n in range(3):
-        await h.signal("event", dispatched(order, f"S{n + 1}", w.dc, {"1": 1}))
+        await h.signal(ReserveToFulfill.event, dispatched(order, f"S{n + 1}", w.dc, {"1": 1}))
         await until(h, lambda s, n=n: len(s.shipments) == n + 1, f"shipment {n + 1}")
     done = await outcome(h)
     assert done.outcome == "fulfilled"
@@ -965,7 +965,7 @@ async def test_item_priced_in_another_currency_is_refused(
         (0, f"item {sku} is priced in EUR, the order is in USD"), (1, None)]
     assert await stock(erp, w, 0, w.dc) == {"available": 4, "reserved": 1}
     assert (await buckets(erp, sku, w.dc))[Bucket.AVAILABLE] == 5  # never reserved
-    await h.signal("event", cancelled(order))
+    await h.signal(ReserveToFulfill.event, cancelled(order))
     assert (await outcome(h)).outcome == "cancelled"
     assert await stock(erp, w, 0, w.dc) == {"available": 5}
     await assert_checker_ok(database_url)

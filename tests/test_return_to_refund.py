@@ -157,7 +157,7 @@ def handle(client: Client, ret: Return) -> WorkflowHandle[Any, Any]:
 
 
 async def state_of(client: Client, ret: Return) -> ReturnState:
-    return await handle(client, ret).query("state", result_type=ReturnState)
+    return await handle(client, ret).query(ReturnToRefund.state)
 
 
 async def finish(client: Client, ret: Return) -> tuple[ReturnOutcome, ReturnState]:

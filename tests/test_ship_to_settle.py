@@ -47,6 +47,7 @@ from tests.ledger_helpers import World, line, movement
 from tests.support import assert_checker_ok, register_search_attributes, temporal_test_server, unique
 from tests.support import test_settings as make_settings
 from worker.factory import build_worker
+from workflows.exception_case import ExceptionCase
 from workflows.ship_to_settle import ShipToSettle
 
 D = Decimal
@@ -165,9 +166,9 @@ async def finish(client: Client, order: Order) -> tuple[SettleOutcome, SettleSta
     """The outcome, the final `state`, and each case as ops sees it (its own `state` query)."""
     h = handle(client, order)
     outcome = await h.result()
-    state = await h.query("state", result_type=SettleState)
+    state = await h.query(ShipToSettle.state)
     await replayer().replay_workflow(await h.fetch_history())  # deterministic: replays against today's code
-    cases = {c["kind"]: await client.get_workflow_handle(c["exception_id"]).query("state", result_type=CaseSnapshot)
+    cases = {c["kind"]: await client.get_workflow_handle(c["exception_id"]).query(ExceptionCase.state)
              for c in state.exception_cases}
     await close_cases(client, state)
     return outcome, state, cases
@@ -352,7 +353,7 @@ async def test_late_settlement_opens_then_resolves_settlement_overdue(
         await send(client, settings, order.shipped("s1", world.dc, *lines), order.closed())
         h = handle(client, order)
         await own_time_skipping_env.sleep(timedelta(days=3, hours=1))  # past the 3-day default
-        state = await h.query("state", result_type=SettleState)
+        state = await h.query(ShipToSettle.state)
         assert state.stage is SettleStage.AWAITING_SETTLEMENT
         assert case_kinds(state, "open") == ["settlement_overdue"]
         sa = (await h.describe()).typed_search_attributes
@@ -381,7 +382,7 @@ async def test_settlement_before_dispatch_is_held_until_the_shipment(
         assert early.workflow_id == order.workflow_id  # the early event started the process
         await send(client, settings, order.delivered("s1"))  # the carrier is early too
         h = handle(client, order)
-        state = await h.query("state", result_type=SettleState)
+        state = await h.query(ShipToSettle.state)
         assert state.stage is SettleStage.AWAITING_SHIPMENT and state.settlements == [] and state.shipments == []
         assert await journal(engine, order) == {}
         await ship_stock(engine, order, "s1", world.dc, *lines)
@@ -407,7 +408,7 @@ async def test_early_settlement_without_shipment_ends_cleanly(
     order = Order(world)
     async with build_worker(client, engine, settings):
         await send(client, settings, order.settled("10.00"))
-        state = await handle(client, order).query("state", result_type=SettleState)
+        state = await handle(client, order).query(ShipToSettle.state)
         assert state.stage is SettleStage.AWAITING_SHIPMENT
         await own_time_skipping_env.sleep(timedelta(days=7, hours=1))  # past the default open timeout
         outcome, state, cases = await finish(client, order)

@@ -69,7 +69,7 @@ def received(tid: str, *lines: tuple[str, int], event_id: str | None = None) -> 
 
 
 async def state(handle: WorkflowHandle) -> TransferState:
-    return await handle.query("state", result_type=TransferState)
+    return await handle.query(Transfer.query_state)
 
 
 async def until(handle: WorkflowHandle, ok: Callable[[TransferState], bool], what: str,
@@ -327,7 +327,7 @@ async def test_cancel_before_shipment_releases_and_after_shipment_is_refused(
         await r.send(requested(t1, world.dc, world.far, (a, 5, "EA")))
         await until(r.handle(t1), lambda s: any(x.reserved == 5 for x in s.lines), "reserved")
         assert await stock(engine, a, world.dc) == {A: 25, R: 5}
-        s = await r.handle(t1).execute_update("cancel", CancelRequest(reason="store closed for refit"),
+        s = await r.handle(t1).execute_update(Transfer.cancel, CancelRequest(reason="store closed for refit"),
                                               result_type=TransferState)
         assert s.stage is TransferStage.CANCELLED and s.cancel_reason == "store closed for refit"
         out, _ = await r.finish(t1)
@@ -338,7 +338,7 @@ async def test_cancel_before_shipment_releases_and_after_shipment_is_refused(
         await r.send(shipped(t2, (b, 4)))
         await until(r.handle(t2), lambda s: s.stage is TransferStage.IN_TRANSIT, "in transit")
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await r.handle(t2).execute_update("cancel", CancelRequest(reason="too late"), result_type=TransferState)
+            await r.handle(t2).execute_update(Transfer.cancel, CancelRequest(reason="too late"), result_type=TransferState)
         assert f"already shipped: its units are in transit to {world.far}" in str(refused.value.cause)
         assert (await state(r.handle(t2))).stage is TransferStage.IN_TRANSIT
         await r.send(received(t2, (b, 4)))
@@ -535,7 +535,7 @@ async def test_receipts_before_any_notice_wait_for_it_and_the_ship_clock_keeps_r
         assert [x.held for x in s.lines] == [8, 2] and s.stage is TransferStage.RECEIVING
         assert await stock(engine, a, world.far) == {} and await stock(engine, a, world.dc) == {A: 22, R: 8}
         with pytest.raises(WorkflowUpdateFailedError):  # goods arrived: no cancel any more
-            await r.handle(t).execute_update("cancel", CancelRequest(reason="too late"), result_type=TransferState)
+            await r.handle(t).execute_update(Transfer.cancel, CancelRequest(reason="too late"), result_type=TransferState)
         await time_skipping_env.sleep(timedelta(hours=25))  # the WMS never said what shipped: ops are told
         await until(r.handle(t), lambda s: case_kinds(s, "open") == ["transfer_ship_overdue"], "ship overdue")
         await r.send(shipped(t, (a, 8), (b, 2)))
