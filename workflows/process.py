@@ -108,8 +108,16 @@ class Process:
         closed = ClosedProcess(workflow_id=self.workflow_id, run_id=info.run_id, workflow_type=self.process_type,
                                business_key=self.input.business_key, channel=self.input.channel, outcome=outcome,
                                stage=stage, closed_at=workflow.now(), state=state.model_dump(mode="json"))
+        unapplied = list(self.inbox.pending)
         await (call_local if local else call)(
             RoutingActivities.close_process,
-            ClosingInput(closed=closed, hand_over=list(hand_over), unapplied=list(self.inbox.pending)),
+            ClosingInput(closed=closed, hand_over=list(hand_over), unapplied=unapplied),
             summary=f"close {self.process_type} {self.input.business_key} ({outcome})")
+        # An event signalled while the close ran (before its registry entry was in, so the door still found the
+        # process open) follows the others to the late-event path: nothing that reached a process is dropped.
+        handed = len(unapplied)
+        while handed < len(self.inbox.pending):
+            event = self.inbox.pending[handed]
+            await call(RoutingActivities.forward_event, event, summary=f"unapplied {event.type} to the late-event path")
+            handed += 1
         self.log.info("process ended", outcome=outcome, stage=stage)
