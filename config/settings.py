@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     http_max_connections_per_client: int = 100  # per peer address (a proxy in front makes every client one)
     http_max_json_depth: int = 32
     unopened_process_limit: int = 1000  # per source: processes opened by an event that never got their opening one
+    unopened_event_limit: int = 200  # per such process: the events it holds before its opening event comes
 
     # Process rules
     sla: dict[SlaKind, timedelta] = Field(default_factory=dict)

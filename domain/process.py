@@ -1,5 +1,5 @@
 """What every process workflow is started with, and the per-channel rules it follows."""
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -46,7 +46,8 @@ class ProcessInput(BaseModel):
 
     A process may be started by any of its events (signal-with-start); the opening event arrives like every
     other one. Across continue-as-new (release 3) the next run gets the events not yet applied (`pending`),
-    the event IDs already seen, its SLA clocks and cases, and the process's own state (`resume`).
+    the event IDs already seen, its SLA clocks and cases, the process's own state (`resume`) and, while it still
+    waits for its opening event, that wait's deadline (`open_until`).
     """
 
     business_key: str
@@ -56,3 +57,6 @@ class ProcessInput(BaseModel):
     seen_event_ids: list[str] = Field(default_factory=list)
     carried_cases: CarriedCases | None = None
     resume: dict[str, Any] | None = None
+    # A process still waiting for its opening event when it continued as new: when that wait ends (the first
+    # run's start + `policy.open_timeout`), so a flood of early events never extends it.
+    open_until: datetime | None = None

@@ -1,6 +1,7 @@
 """Processes a source opened without their opening event (revision 0009), counted per source so one source
-cannot start processes without end: the door admits each one here and clears them when the opening event
-comes."""
+cannot start processes without end, and the events each one holds, so one source cannot grow a process that never
+opens (its held events and its history) without end either: the door admits each one here and clears them when the
+opening event comes."""
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,13 +23,33 @@ class TooManyUnopened(Exception):
         self.limit = limit
 
 
-async def admit(engine: AsyncEngine, source: str, workflow_id: str, opener: str, limit: int) -> None:
-    """Count `workflow_id` against `source` unless its opener's opening delivery came already (or it is
-    counted already); serialised per source, raising TooManyUnopened at `limit`."""
+class TooManyHeld(Exception):
+    """The process waits for its opening event and already holds `held` events (the door answers 429)."""
+
+    def __init__(self, held: int, limit: int) -> None:
+        super().__init__(f"the process holds {held} events while it waits for its opening event (limit {limit})")
+        self.held = held
+        self.limit = limit
+
+
+async def admit(engine: AsyncEngine, source: str, webhook_id: str, workflow_id: str, opener: str, limit: int,
+                held_limit: int) -> None:
+    """Admit a non-opening delivery to `workflow_id` unless its opener's opening delivery came already: count the
+    process against `source` (serialised per source, TooManyUnopened at `limit`) and the delivery against the
+    process (serialised per process, TooManyHeld once it holds `held_limit` deliveries). A redelivery of a
+    `webhook_id` already recorded is always admitted: its first answer is given again."""
     async with engine.begin() as conn:
         if await conn.scalar(select(exists().where(DELIVERIES.c.workflow_id == opener,
                                                    DELIVERIES.c.type.in_(OPENING_TYPES)))):
             return
+        if await conn.scalar(select(exists().where(DELIVERIES.c.source == source,
+                                                   DELIVERIES.c.webhook_id == webhook_id))):
+            return
+        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("unopened-held:" + workflow_id))))
+        held = await conn.scalar(select(func.count()).select_from(DELIVERIES)
+                                 .where(DELIVERIES.c.workflow_id == workflow_id))
+        if held >= held_limit:
+            raise TooManyHeld(held, held_limit)
         await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("unopened:" + source))))
         if await conn.scalar(select(exists().where(UNOPENED.c.source == source,
                                                    UNOPENED.c.workflow_id == workflow_id))):

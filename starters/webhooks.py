@@ -123,14 +123,20 @@ def opener_of(r: Route) -> str:
     return r.workflow_id
 
 
-async def admit_unopened(engine: AsyncEngine, source: str, r: Route, limit: int) -> None:
+async def admit_unopened(engine: AsyncEngine, source: str, webhook_id: str, r: Route, settings: Settings) -> None:
     """A non-opening event for a process nobody opened starts it, waiting for its opening event; a source may
-    have at most `limit` such processes (persistence.unopened), else 429."""
+    have at most `unopened_process_limit` such processes, each holding at most `unopened_event_limit` events
+    (persistence.unopened), else 429."""
     try:
-        await unopened.admit(engine, source, r.workflow_id, opener_of(r), limit)
+        await unopened.admit(engine, source, webhook_id, r.workflow_id, opener_of(r),
+                             settings.unopened_process_limit, settings.unopened_event_limit)
+    except unopened.TooManyHeld as full:
+        raise Problem(429, f"{r.workflow_id} has not received its opening event and already holds {full.held} "
+                           f"events (limit {full.limit}); send its opening event first",
+                      slug="too-many-held", headers={"Retry-After": "60"}) from None
     except unopened.TooManyUnopened as full:
         raise Problem(429, f"source '{source}' already has {full.waiting} processes that never received their "
-                           f"opening event (limit {limit}); send the opening events first",
+                           f"opening event (limit {full.limit}); send the opening events first",
                       slug="too-many-unopened", headers={"Retry-After": "60"}) from None
 
 
@@ -176,7 +182,7 @@ class Ingress:
         with tracing.span("webhook.deliver", **attributes):
             # an event for an ended process is late, not unopened: it never counts against the source's limit
             if not r.opens and await self._db(closed_process(self.engine, r.workflow_id)) is None:
-                await self._db(admit_unopened(self.engine, source, r, self.settings.unopened_process_limit))
+                await self._db(admit_unopened(self.engine, source, webhook_id, r, self.settings))
             prior = await self._claim(source, webhook_id, event, r.workflow_id, body)
             if prior is None:
                 return await self._first(client, source, webhook_id, event, r)

@@ -31,7 +31,7 @@ async def post(http, source: str, body: bytes, webhook_id: str | None = None) ->
 @pytest.fixture
 async def door(dev_env, database_url):
     settings = make_settings(database_url=database_url, webhook_secrets={"wms": SECRET, "pos": SECRET},
-                             unopened_process_limit=2)
+                             unopened_process_limit=2, unopened_event_limit=3)
     engine = create_engine(database_url, pool_size=3, max_overflow=0)
     app = create_app(settings, engine=engine, client=dev_env.client)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rf") as http:
@@ -71,6 +71,35 @@ async def test_a_source_opens_only_so_many_processes_without_their_opening_event
     assert await waiting(engine, "wms") == 1
     assert (await post(http, "wms", body("transfer.shipped", transfer_id=f"T-u-{uuid.uuid4().hex[:8]}"))
             ).status_code == 202
+
+
+async def test_a_process_that_never_opens_holds_only_so_many_events(door) -> None:
+    """A source floods one transfer it never requests with fresh webhook-ids: past `unopened_event_limit` (3 here)
+    the door answers 429 and records nothing; a redelivery is answered as before; the opening event goes in and
+    the process takes events again."""
+    http, engine, _ = door
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM unopened_processes"))
+    t = f"T-u-{uuid.uuid4().hex[:8]}"
+    first_id = f"msg_{uuid.uuid4().hex}"
+    assert (await post(http, "wms", body("transfer.shipped", transfer_id=t), first_id)).status_code == 202
+    for _ in range(2):
+        assert (await post(http, "wms", body("transfer.received", transfer_id=t))).status_code == 202
+    refused_id = f"msg_{uuid.uuid4().hex}"
+    refused = await post(http, "wms", body("transfer.received", transfer_id=t), refused_id)
+    assert refused.status_code == 429 and refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"].endswith("too-many-held") and refused.headers["retry-after"]
+    assert "already holds 3 events (limit 3)" in refused.json()["detail"]
+    async with engine.connect() as conn:  # the refused event recorded nothing
+        assert not await conn.scalar(text("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = :w"),
+                                     {"w": refused_id})
+    # a redelivery of a held event is answered as the first time; another source is held to the same count
+    assert (await post(http, "wms", body("transfer.shipped", transfer_id=t), first_id)).status_code == 202
+    assert (await post(http, "pos", body("transfer.received", transfer_id=t))).status_code == 429
+    # the opening event is never refused; once it came, the process takes events again
+    assert (await post(http, "wms", body("transfer.requested", transfer_id=t))).status_code == 202
+    assert (await post(http, "wms", body("transfer.received", transfer_id=t), refused_id)).status_code == 202
+    assert await waiting(engine, "wms") == 0
 
 
 async def test_old_delivery_records_are_purged_and_stale_claims_swept(door) -> None:

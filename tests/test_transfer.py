@@ -757,3 +757,37 @@ async def test_a_running_sla_clock_survives_continue_as_new(
         out, s = await r.finish(t)
     assert out.stage is TransferStage.RECEIVED and case_kinds(s, "resolved") == ["transfer_overdue"]
     await assert_checker_ok(database_url)
+
+
+async def test_a_transfer_flooded_before_its_request_continues_as_new_and_keeps_its_deadline(
+        time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, database_url: str, world: World) -> None:
+    """Receipts with fresh IDs keep coming to a transfer nobody requested: its opening wait continues as new, so
+    its history stays short, and it still expires `open_timeout` after the first event (day 7), not after the run
+    that the flood began (day 3 + 7)."""
+    r, t = run(time_skipping_env, engine, database_url), tid()
+    a = world.skus[0]
+    policy = r.settings.process_policy("transfer", None).model_copy(update={"continue_as_new_after": 12})
+    flood = [f"early-{n}" for n in range(9)]
+    async with r.worker:
+        handle = await r.client.start_workflow(
+            Transfer.run, ProcessInput(business_key=t, policy=policy), id=f"transfer:{t}",
+            task_queue=r.settings.task_queue, start_signal="event", start_signal_args=[received(t, (a, 1),
+                                                                                                event_id=flood[0])])
+        first_run = handle.result_run_id
+        await until(handle, lambda s: s.stage is TransferStage.AWAITING_REQUEST, "awaiting its request")
+        await time_skipping_env.sleep(timedelta(days=3))
+        for event_id in flood[1:]:
+            await handle.signal(Transfer.event, received(t, (a, 1), event_id=event_id))
+        first = r.client.get_workflow_handle(handle.id, run_id=first_run)
+        await eventually(first.describe, lambda d: d.status == WorkflowExecutionStatus.CONTINUED_AS_NEW,
+                         what="the opening wait continued as new")
+        await until(handle, lambda s: s.stage is TransferStage.AWAITING_REQUEST, "awaiting in the next run")
+        await time_skipping_env.sleep(timedelta(days=4, hours=1))  # day 7 + 1 h: past the first run's deadline
+        out, s = await r.finish(t)
+        first_history = await first.fetch_history()
+    assert out.stage is TransferStage.EXPIRED and sorted(s.ignored_events) == sorted(flood)
+    assert len(first_history.events) < 40, "the flood's run ended near continue_as_new_after, not with the flood"
+    replayed = await replayer().replay_workflow(first_history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
+    assert await journal(engine, t) == {}
+    await assert_checker_ok(database_url)

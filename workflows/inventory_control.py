@@ -57,12 +57,16 @@ class InventoryControl(Process):
         return [self.state.location_id] if self.state.location_id else []
 
     # --- opening ----------------------------------------------------------------------------------------------
+    def opening_pending(self) -> bool:
+        """This run is to wait for the opening event: a first run, or one continued as new while it waited."""
+        return self.input.resume is None or self.input.open_until is not None
+
     async def opened_by(self, opening: EventType) -> Event | None:
         """Wait for the event that opens the process (up to the policy's `open_timeout`) and take it; None if it
         never came: the process is expired."""
         if not self.inbox.has(opening):
             self.refresh()  # started by an early event: ops see it waiting (else the first upsert shows it open)
-        event = await self.inbox.opening(opening, within=self.policy.open_timeout)
+        event = await self.opening(opening, resume=self.state)
         if event is None:
             self.state.stage = type(self.state.stage).EXPIRED
             self.state.refusal_reason = f"{opening} did not arrive within {self.policy.open_timeout}"

@@ -4,7 +4,6 @@
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -53,15 +52,6 @@ class Inbox:
         """Take this held event (the process chose it by its own rule)."""
         self.pending.remove(event)
         self.applied_types.append(str(event.type))
-
-    async def opening(self, type: EventType, *, within: timedelta) -> Event | None:
-        """Wait up to `within` for the event that opens the process, then take it; None if it never came (the
-        process was started by an early event and ends unopened)."""
-        try:
-            await workflow.wait_condition(lambda: self.has(type), timeout=within, timeout_summary=f"waiting for {type}")
-        except TimeoutError:
-            return None
-        return self.take(type)
 
     async def next(self, *types: EventType) -> Event:
         """Wait for, then take, the oldest event of one of `types`."""

@@ -6,13 +6,14 @@ business key, and `ProcessCases` (SLA clocks and exception cases). A process des
 `refresh()` is the one way its view is brought up to date. `movement()` builds its ledger movements with keys
 `{workflow ID}:{step}`; `checkpoint()` continues it as new when its history grows long; `close()` is its last step.
 """
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from pydantic import BaseModel
 from temporalio import workflow
 
-from domain.events import Event
+from domain.events import Event, EventType
 from domain.inventory import MovementKind, MovementLine, MovementRequest
 from domain.late import ClosedProcess
 from domain.process import ProcessInput
@@ -22,6 +23,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.calls import call, call_local
     from workflows.parts import Inbox, ProcessLog, ProcessView, Shown, markdown_table
     from workflows.sla import ProcessCases
+
+# The patch that lets a process waiting for its opening event continue as new (see `Process.wait_to_open`).
+OPENING_CHECKPOINT = "opening-checkpoint"
 
 __all__ = ["Inbox", "Process", "ProcessLog", "ProcessView", "Shown", "markdown_table"]
 
@@ -66,14 +70,20 @@ class Process:
                                run_id=info.run_id, reference=reference or self.input.business_key, lines=list(lines),
                                reason_code=reason_code)
 
-    async def checkpoint(self, resume: BaseModel) -> None:
-        """Continue as new when the history is long (policy `continue_as_new_after`, or Temporal suggests it),
-        once no handler runs and the cases are drained. `resume` is the process's own state; the next run gets
-        it back in `input.resume`, with the held events, the seen event IDs and the SLA clocks and cases."""
+    def history_long(self) -> bool:
+        """The history has `continue_as_new_after` events, or Temporal suggests continuing as new (a wait that
+        should checkpoint wakes on this)."""
         info = workflow.info()
-        if not (info.is_continue_as_new_suggested()
-                or info.get_current_history_length() >= self.policy.continue_as_new_after):
+        return info.is_continue_as_new_suggested() or \
+            info.get_current_history_length() >= self.policy.continue_as_new_after
+
+    async def checkpoint(self, resume: BaseModel, *, open_until: datetime | None = None) -> None:
+        """Continue as new when the history is long (`history_long()`), once no handler runs and the cases are
+        drained. `resume` is the process's own state; the next run gets it back in `input.resume`, with the held
+        events, the seen event IDs, the SLA clocks and cases, and `open_until` (set by `wait_to_open`)."""
+        if not self.history_long():
             return
+        info = workflow.info()
         await self._until_quiet()
         self.refresh()
         self.view.flush()
@@ -81,8 +91,43 @@ class Process:
                       held=len(self.inbox.pending))
         workflow.continue_as_new(self.input.model_copy(update={
             "pending": list(self.inbox.pending), "seen_event_ids": sorted(self.inbox.seen_ids),
-            "carried_cases": self.cases.carry(), "resume": resume.model_dump(mode="json"),
+            "carried_cases": self.cases.carry(), "resume": resume.model_dump(mode="json"), "open_until": open_until,
         }))
+
+    async def wait_to_open(self, ready: Callable[[], bool], *, resume: BaseModel, summary: str) -> bool:
+        """Wait until `ready()` (the opening event is here), up to the policy's `open_timeout` from the first
+        run's start; False if the deadline passed. A process that early events started can be sent any number
+        of them before it opens: this wait continues as new when its history grows long, carrying the deadline
+        (`input.open_until`), so neither the history nor the wait grows with the flood.
+
+        Deploy-safe (docs/versioning.md): a run that is ready at once, or that began this wait before the
+        `OPENING_CHECKPOINT` patch, waits exactly as release 3 did (one wait, one timer); only a run that really
+        waits asks the patch, so an order opened by its own order.placed records no marker."""
+        deadline = self.input.open_until or workflow.now() + self.policy.open_timeout
+        if ready() or not workflow.patched(OPENING_CHECKPOINT):
+            try:
+                await workflow.wait_condition(ready, timeout=deadline - workflow.now(), timeout_summary=summary)
+            except TimeoutError:
+                return False
+            return True
+        while not ready():
+            left = deadline - workflow.now()
+            if left <= timedelta(0):
+                return False
+            try:
+                await workflow.wait_condition(lambda: ready() or self.history_long(), timeout=left,
+                                              timeout_summary=summary)
+            except TimeoutError:
+                return False
+            await self.checkpoint(resume, open_until=deadline)  # continues as new unless it woke on ready()
+        return True
+
+    async def opening(self, type: EventType, *, resume: BaseModel) -> Event | None:
+        """Wait for the event that opens the process (`wait_to_open`), then take it; None if it never came (the
+        process was started by an early event and ends unopened)."""
+        if not await self.wait_to_open(lambda: self.inbox.has(type), resume=resume, summary=f"waiting for {type}"):
+            return None
+        return self.inbox.take(type)
 
     async def _until_quiet(self) -> None:
         """Wait until no handler runs and every case send is done, both at once: an update may start while the

@@ -97,7 +97,7 @@ class ReceiveToStock(InventoryControl):
         if self.legacy is not None:
             return await self.legacy.run(input)
         s = self.state
-        if input.resume is None:
+        if self.opening_pending():
             created = await self.opened_by(EventType.PURCHASE_ORDER_CREATED)
             if created is not None:
                 assert isinstance(created.data, PurchaseOrderCreated)

@@ -144,16 +144,12 @@ class ReserveToFulfill(Process):
         return await self._close()
 
     async def _wait_for_order(self) -> bool:
-        try:
-            await workflow.wait_condition(
-                lambda: self.progress.decision is not None or self.placing
-                or self.inbox.has(EventType.ORDER_PLACED),
-                timeout=self.policy.open_timeout, timeout_summary="waiting for order.placed",
-            )
-        except TimeoutError:
-            self.log.warning("order never opened", held=[str(e.type) for e in self.inbox.pending])
-            return False
-        return True
+        if await self.wait_to_open(
+                lambda: self.progress.decision is not None or self.placing or self.inbox.has(EventType.ORDER_PLACED),
+                resume=self.progress, summary="waiting for order.placed"):
+            return True
+        self.log.warning("order never opened", held=[str(e.type) for e in self.inbox.pending])
+        return False
 
     async def _create_pick_tasks(self) -> None:
         """The WMS pick task of every location holding reserved units, once: after the decision was answered (the
@@ -175,7 +171,7 @@ class ReserveToFulfill(Process):
                 await self.checkpoint(self.progress)
             await workflow.wait_condition(
                 lambda: bool(self.cancel_requests) or self._pickup_expired() or self._applicable() is not None
-                or self._history_long()
+                or self.history_long()
             )
             if self.cancel_requests:
                 request = self.cancel_requests.pop(0)
@@ -188,12 +184,6 @@ class ReserveToFulfill(Process):
             self.refresh()
         self.progress.stage = self._stage()
         self.refresh()
-
-    def _history_long(self) -> bool:
-        """The condition `checkpoint` continues as new on (a wait wakes for it)."""
-        info = workflow.info()
-        return info.is_continue_as_new_suggested() or \
-            info.get_current_history_length() >= self.policy.continue_as_new_after
 
     async def _apply(self, data: EventData) -> None:
         if isinstance(data, OrderCancelled):

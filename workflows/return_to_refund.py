@@ -130,7 +130,7 @@ class ReturnToRefund(Process):
         if p.authorization is None:  # a resumed run is past its authorization
             if not self.inbox.has(EventType.RETURN_AUTHORIZED):
                 self.refresh()  # opened by an early event: shown awaiting the authorization meanwhile
-            opened = await self.inbox.opening(EventType.RETURN_AUTHORIZED, within=self.policy.open_timeout)
+            opened = await self.opening(EventType.RETURN_AUTHORIZED, resume=p)
             if opened is None:
                 self.log.warning("return never authorized", held=[str(e.type) for e in self.inbox.pending])
                 return await self._finish("never_opened", ReturnStage.NEVER_OPENED)

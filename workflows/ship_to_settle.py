@@ -138,10 +138,7 @@ class ShipToSettle(Process):
         False after the timeout, or when the order closed with nothing shipped."""
         if not self._ready():
             self.refresh()  # ops see it awaiting its shipment
-            try:
-                await workflow.wait_condition(self._ready, timeout=self.policy.open_timeout,
-                                              timeout_summary="wait for the first order.shipped")
-            except TimeoutError:
+            if not await self.wait_to_open(self._ready, resume=self.s, summary="wait for the first order.shipped"):
                 return False
         return self.inbox.has(EventType.ORDER_SHIPPED)
 

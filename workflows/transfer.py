@@ -141,7 +141,7 @@ class Transfer(Process):
         s = self.state
         if not self.inbox.has(EventType.TRANSFER_REQUESTED):
             self.refresh()  # opened by an early event: shown awaiting the request meanwhile
-        request = await self.inbox.opening(EventType.TRANSFER_REQUESTED, within=self.policy.open_timeout)
+        request = await self.opening(EventType.TRANSFER_REQUESTED, resume=s)
         if request is None:
             s.stage = TransferStage.EXPIRED
             s.refusal_reason = f"transfer.requested did not arrive within {self.policy.open_timeout}"

@@ -83,7 +83,7 @@ class VendorReturn(InventoryControl):
         if self.legacy is not None:
             return await self.legacy.run(input)
         s = self.state
-        if input.resume is None:
+        if self.opening_pending():
             shipped = await self.opened_by(EventType.VENDOR_RETURN_SHIPPED)
             if shipped is not None:
                 assert isinstance(shipped.data, VendorReturnShipped)
