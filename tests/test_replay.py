@@ -23,6 +23,7 @@ from temporalio.workflow import NondeterminismError
 from devtools.histories import HISTORIES, history_files, replay, replayer, workflow_id_of
 from worker.registry import WORKFLOWS
 from workflows.common import RELEASE_3
+from workflows.process import OPENING_CHECKPOINT
 from workflows.release_2.ship_to_settle import SETTLEMENT_MEMO_PATCH
 
 pytestmark = pytest.mark.unit  # no server, no database: runs with the fast tests in CI
@@ -272,3 +273,15 @@ def test_the_inventory_control_histories_cover_parts_decisions_and_credits() -> 
     names = "\n".join(str(p.relative_to(HISTORIES)) for p in FILES)
     for kind in ("over_receipt", "vendor_credit_mismatch"):
         assert f"~{kind}.json" in names, f"no ExceptionCase history of kind {kind}"
+
+
+def test_only_a_run_that_really_waits_to_open_records_the_opening_patch() -> None:
+    """Release 3.1 (docs/versioning.md): `opening-checkpoint` is asked only by a run that waits for its opening
+    event. Today's ShipToSettle runs that waited for their order.shipped carry it; the orders placed by
+    update-with-start (ready at once) do not; no release-3.0 run has it, so each replays with its one wait."""
+    marker = {"id": OPENING_CHECKPOINT, "deprecated": False}
+    today = sorted(SETTLE.glob("*.json"))
+    assert any(marker in _patches(p) for p in today), "no ShipToSettle run of today's code that waited to open"
+    assert all(marker not in _patches(p) for p in sorted((HISTORIES / "ReserveToFulfill").glob("*.json"))
+               if _story(p)["updates"][:1] == ["place"])
+    assert all(marker not in _patches(p) for p in history_files() if "release-3" in p.parts)
