@@ -102,8 +102,15 @@ def module_origins(tree: Path, env: dict[str, str], modules: list[str]) -> dict[
     return origins
 
 
+def cli_module(tree: Path) -> str:
+    """The module that is `retailflow` in `tree` (pyproject's [project.scripts] moved with the layout)."""
+    return "devtools.cli" if (tree / "devtools" / "cli.py").is_file() else "starters.cli"
+
+
 class ReleaseCommand:
-    """`python -m starters.cli ARGS` of the release tree, output to `log`; stopped like production stops it."""
+    """The release tree's `retailflow ARGS`, output to `log`; stopped like production stops it. The command's
+    module is the tree's own: `devtools.cli` since release 3.0 (the layout of issue 20, where `seed` moved to the
+    dev tooling), `starters.cli` before."""
 
     def __init__(self, tree: Path, args: list[str], env: dict[str, str], log: Path) -> None:
         self.tree, self.args, self.env, self.log = tree, args, env, log
@@ -112,7 +119,7 @@ class ReleaseCommand:
     def start(self) -> "ReleaseCommand":
         with open(self.log, "ab") as out:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "starters.cli", *self.args], cwd=self.tree, env=self.env,
+                [sys.executable, "-m", cli_module(self.tree), *self.args], cwd=self.tree, env=self.env,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_child_setup())  # dies with the test process (Linux)
         return self
