@@ -105,8 +105,10 @@ class Process:
         waits asks the patch, so an order opened by its own order.placed records no marker."""
         deadline = self.input.open_until or workflow.now() + self.policy.open_timeout
         if ready() or not workflow.patched(OPENING_CHECKPOINT):
+            # release 3's one wait: an unpatched run is a first run (its timer is the whole open_timeout), and a
+            # ready one returns at once, even a next run whose carried deadline has just passed
             try:
-                await workflow.wait_condition(ready, timeout=deadline - workflow.now(), timeout_summary=summary)
+                await workflow.wait_condition(ready, timeout=self.policy.open_timeout, timeout_summary=summary)
             except TimeoutError:
                 return False
             return True
