@@ -1,17 +1,12 @@
 """Processes a source opened without their opening event (revision 0009), counted per source so one source
 cannot start processes without end, and the events each one holds, so one source cannot grow a process that never
-opens (its held events and its history) without end either: the door admits each one here and clears them when the
-opening event comes."""
-from sqlalchemy import delete, exists, func, select
+opens (its held events and its history) without end either: the door admits each one here, and
+`deliveries.answer` clears them when the opening event comes."""
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.routing import OPENING_EVENTS
-from persistence.deliveries import DELIVERIES
-from persistence.models import UnopenedProcessRow
+from persistence.deliveries import DELIVERIES, OPENING_TYPES, UNOPENED
 from persistence.write_once import write_once
-
-UNOPENED = UnopenedProcessRow.__table__  # type: ignore[attr-defined]
-OPENING_TYPES = sorted(str(t) for t in OPENING_EVENTS)
 
 
 class TooManyUnopened(Exception):
@@ -59,9 +54,3 @@ async def admit(engine: AsyncEngine, source: str, webhook_id: str, workflow_id: 
             raise TooManyUnopened(waiting, limit)
         await write_once(conn, UNOPENED, dict(source=source, workflow_id=workflow_id, opener=opener),
                          what="unopened process", fingerprint_column=None)
-
-
-async def opened(engine: AsyncEngine, opener: str) -> None:
-    """The opening event of `opener` arrived: what waited for it no longer counts against its source."""
-    async with engine.begin() as conn:
-        await conn.execute(delete(UNOPENED).where(UNOPENED.c.opener == opener))

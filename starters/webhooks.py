@@ -3,7 +3,8 @@ answers its own problem and none starts or records anything; the steps and the a
 import asyncio
 import hashlib
 import logging
-from functools import partial
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import stamina
@@ -22,9 +23,9 @@ from config.settings import Settings
 from domain.errors import DomainError, ErrorType
 from domain.events import EVENT_DATA, SOURCE_EVENTS, Event, EventType, WebhookBody
 from domain.ids import webhook_event_id
+from domain.late import ClosedProcess
 from domain.routing import OPENING_EVENTS, Route, route
 from persistence import deliveries, unopened
-from persistence.registry import closed_process
 from starters import door_metrics
 from starters.guard import loads_bounded
 from starters.problems import Problem, field_errors, unavailable
@@ -180,40 +181,41 @@ class Ingress:
                       tracing.BUSINESS_KEY: r.business_key, tracing.WORKFLOW_ID: r.workflow_id}
         tracing.annotate(**attributes)  # on the HTTP request's span, where a trace search finds them
         with tracing.span("webhook.deliver", **attributes):
-            # an event for an ended process is late, not unopened: it never counts against the source's limit
-            if not r.opens and await self._db(closed_process(self.engine, r.workflow_id)) is None:
-                await self._db(admit_unopened(self.engine, source, webhook_id, r, self.settings))
-            prior = await self._claim(source, webhook_id, event, r.workflow_id, body)
+            prior, closed = await self._claim(source, webhook_id, event, r, body)
             if prior is None:
-                return await self._first(client, source, webhook_id, event, r)
-            return await self._again(client, source, webhook_id, event, r, prior)
+                return await self._first(client, source, webhook_id, event, r, closed)
+            return await self._again(client, source, webhook_id, event, r, prior, closed)
 
-    async def _claim(self, source: str, webhook_id: str, event: Event, workflow_id: str, body: bytes
-                     ) -> deliveries.Delivery | None:
-        """None when this request dispatches: it won the claim, or the first delivery still holds it after the
-        wait bound (still at work, or it died holding the claim: a crash; dispatch is idempotent). Else the first
-        delivery's answered row. Waits with jittered backoff (stamina) while the first is at work."""
+    async def _claim(self, source: str, webhook_id: str, event: Event, r: Route, body: bytes
+                     ) -> tuple[deliveries.Delivery | None, ClosedProcess | None]:
+        """(prior, closed). prior is None when this request dispatches: it won the claim, or the first delivery
+        still holds it after the wait bound (still at work, or it died holding the claim: a crash; dispatch is
+        idempotent); else the first delivery's answered row. closed: the ended process the event is late for.
+        Waits with jittered backoff (stamina) while the first is at work."""
         sha = hashlib.sha256(body).hexdigest()
+        closed: ClosedProcess | None = None
         try:
             async for attempt in stamina.retry_context(on=ClaimPending, attempts=None, timeout=self._wait_bound(),
                                                        wait_initial=0.05, wait_max=0.5, wait_jitter=0.05):
                 with attempt:
-                    with tracing.span("webhook.claim"):
-                        try:
-                            prior = await self._db(deliveries.claim(self.engine, source, webhook_id, str(event.type),
-                                                                    workflow_id, sha))
-                        except DomainError as reused:
-                            if reused.type is not ErrorType.IDEMPOTENCY_CONFLICT:
-                                raise
-                            raise Problem(409, f"webhook-id {webhook_id} was already delivered with a different "
-                                               "body; a new event needs a new webhook-id",
-                                          slug="webhook-id-reused") from None
+                    with tracing.span("webhook.claim"), _reused(webhook_id):
+                        arrival = await self._db(deliveries.arrive(
+                            self.engine, source, webhook_id, str(event.type), r.workflow_id, sha, opens=r.opens,
+                            opener=opener_of(r)))
+                        closed, prior = arrival.closed, arrival.prior
+                        if not arrival.claimed and prior is None:
+                            # never opened (admit it first), or a concurrent first delivery committed meanwhile;
+                            # an event for an ended process is late, not unopened: it never counts against a limit
+                            if not r.opens and closed is None:
+                                await self._db(admit_unopened(self.engine, source, webhook_id, r, self.settings))
+                            prior = await self._db(deliveries.claim(self.engine, source, webhook_id,
+                                                                    str(event.type), r.workflow_id, sha))
                     if prior is not None and prior.status != "done":
                         raise ClaimPending(webhook_id)
-                    return prior
+                    return prior, closed
         except ClaimPending:
             pass
-        return None
+        return None, closed
 
     async def _db(self, call: Any) -> Any:
         """One database step of a delivery, bounded in time: a locked, frozen or unreachable database is a 503
@@ -229,18 +231,15 @@ class Ingress:
     def _wait_bound(self) -> float:
         return max(2 * self.settings.order_decision_timeout.total_seconds(), 10.0) + 5.0
 
-    async def _first(self, client: Client, source: str, webhook_id: str, event: Event, r: Route) -> JSONResponse:
+    async def _first(self, client: Client, source: str, webhook_id: str, event: Event, r: Route,
+                     closed: ClosedProcess | None) -> JSONResponse:
         recorded = False
         try:
-            code, response = await self._dispatch(client, event, r)
+            code, response = await self._dispatch(client, event, r, closed)
             with tracing.span("webhook.answer"):
-                await self._db(deliveries.answer(self.engine, source, webhook_id, code, response))
+                await self._db(deliveries.answer(self.engine, source, webhook_id, code, response,
+                                                 opened=r.workflow_id if event.type in OPENING_EVENTS else None))
             recorded = True
-            if event.type in OPENING_EVENTS:
-                try:
-                    await self._db(unopened.opened(self.engine, r.workflow_id))
-                except Problem:  # the delivery is done; the next opening delivery of this key clears it again
-                    log.warning("could not clear the unopened processes waiting for %s", r.workflow_id)
             return _json(code, response)
         finally:
             if not recorded:
@@ -251,19 +250,23 @@ class Ingress:
                     log.exception("could not remove the claim of delivery %s/%s", source, webhook_id)
 
     async def _again(self, client: Client, source: str, webhook_id: str, event: Event, r: Route,
-                     prior: deliveries.Delivery) -> JSONResponse:
+                     prior: deliveries.Delivery, closed: ClosedProcess | None) -> JSONResponse:
         """A redelivery: the first answer, except an order whose decision was late is asked again."""
         door_metrics.duplicate()
         if event.type is EventType.ORDER_PLACED and prior.http_status == 202 and \
                 (prior.response or {}).get("status") not in ("duplicate", "late"):
-            code, response = await self._dispatch(client, event, r)
+            code, response = await self._dispatch(client, event, r, closed)
             if code == 200:
                 await self._db(deliveries.answer(self.engine, source, webhook_id, code, response))
             return _json(code, response)
         return _json(prior.http_status or 202, prior.response or {})
 
-    async def _dispatch(self, client: Client, event: Event, r: Route) -> tuple[int, dict]:
-        closed = partial(closed_process, self.engine)  # the registry lookup dispatch asks first
+    async def _dispatch(self, client: Client, event: Event, r: Route, ended: ClosedProcess | None
+                        ) -> tuple[int, dict]:
+        async def closed(_workflow_id: str) -> ClosedProcess | None:
+            return ended  # looked up with the claim (deliveries.arrive); a process that ends after it refuses
+            # the start (REJECT_DUPLICATE), and dispatch hands the event to a LateEvent all the same
+
         try:
             with bind(event.event_id):
                 if event.type is EventType.ORDER_PLACED:
@@ -283,6 +286,18 @@ class Ingress:
         if result.status == "late":
             door_metrics.late()
         return _result(result)
+
+
+@contextmanager
+def _reused(webhook_id: str) -> Iterator[None]:
+    """The same webhook-id with another body: 409, nothing recorded."""
+    try:
+        yield
+    except DomainError as reused:
+        if reused.type is not ErrorType.IDEMPOTENCY_CONFLICT:
+            raise
+        raise Problem(409, f"webhook-id {webhook_id} was already delivered with a different body; a new event "
+                           "needs a new webhook-id", slug="webhook-id-reused") from None
 
 
 def _result(result: DispatchResult) -> tuple[int, dict]:

@@ -1,12 +1,14 @@
 """The door's own records: a source may open only so many processes without their opening event (429 beyond,
 counted in PostgreSQL, freed when the opening event comes); delivery records are purged after their retention
 and stale pending claims swept; a reconciliation that has not run lately is a finding on /readyz."""
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from persistence.engine import create_engine
 from persistence.housekeeping import sweep
@@ -100,6 +102,44 @@ async def test_a_process_that_never_opens_holds_only_so_many_events(door) -> Non
     assert (await post(http, "wms", body("transfer.requested", transfer_id=t))).status_code == 202
     assert (await post(http, "wms", body("transfer.received", transfer_id=t), refused_id)).status_code == 202
     assert await waiting(engine, "wms") == 0
+
+
+@contextlib.contextmanager
+def statements(engine) -> Iterator[list[tuple[str, str | None]]]:
+    """(first SQL word, isolation level) of every statement the engine runs meanwhile."""
+    seen: list[tuple[str, str | None]] = []
+
+    def record(conn, _cursor, statement, _parameters, _context, _many) -> None:
+        seen.append((statement.split(None, 1)[0].upper(), conn.get_execution_options().get("isolation_level")))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_delivery_costs_the_door_two_statements(door) -> None:
+    """The registry lookup, the unopened check and the claim are one statement; the answer (with the clearing of
+    what waited for an opening event) is the other; each runs in autocommit, so no BEGIN or COMMIT either. A
+    redelivery is one statement; only an event for a process nobody opened takes the locked admission path."""
+    http, engine, _ = door
+    t = f"T-rt-{uuid.uuid4().hex[:8]}"
+    autocommit = ("WITH", "AUTOCOMMIT")
+    with statements(engine) as opening:
+        assert (await post(http, "wms", body("transfer.requested", transfer_id=t))).status_code == 202
+    assert opening == [autocommit, autocommit]
+    shipped, shipped_id = body("transfer.shipped", transfer_id=t), f"msg_{uuid.uuid4().hex}"
+    with statements(engine) as advancing:
+        assert (await post(http, "wms", shipped, shipped_id)).status_code == 202
+    assert advancing == [autocommit, ("UPDATE", "AUTOCOMMIT")]
+    with statements(engine) as again:
+        assert (await post(http, "wms", shipped, shipped_id)).json()["status"] == "signalled"
+    assert again == [autocommit]
+    with statements(engine) as unopened:
+        assert (await post(http, "wms", body("transfer.shipped", transfer_id=f"T-rt-{uuid.uuid4().hex[:8]}"))
+                ).status_code == 202
+    assert len(unopened) > 3 and unopened[0] == autocommit  # arrive, then unopened.admit's locked transaction
 
 
 async def test_old_delivery_records_are_purged_and_stale_claims_swept(door) -> None:
