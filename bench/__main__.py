@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench import ceiling, cost, shapes
-from bench.common import Spread, at_concurrency, bytecode, load, machine, paired, rss_mib
+from bench.common import Spread, at_concurrency, bytecode, cpu_seconds, load, machine, paired, rss_mib
 from devtools.stack import DevStack
 from devtools.stack import _child_setup as child_setup
 
@@ -209,22 +209,37 @@ class Bench:
         return await lifecycle.run_lifecycles(self.sender, self.client, lifecycles or self.a.lifecycles, inflight,
                                               seed=seed)
 
+    def part_pids(self) -> dict[str, int | None]:
+        """The processes whose CPU a repetition is charged: the stack's parts, the skeleton worker, the bench."""
+        return {**{name: part.pid for name, part in self.stack.parts.items()}, "skeleton": self.skeleton_pid,
+                "bench": os.getpid()}
+
     async def pairs(self, inflight: int, label: str, seed: int = 0) -> dict:
-        """`reps` pairs of a ceiling and a real repetition at `inflight`; which runs first alternates."""
+        """`reps` pairs of a ceiling and a real repetition at `inflight`; which runs first alternates. Each
+        repetition is charged the CPU each part used during it, per lifecycle (`cpu_ms`)."""
         ceilings, reals, ids, rejected = [], [], [], 0
+        cpu: dict[str, dict[str, list[float]]] = {"ceiling": {}, "real": {}}
         for rep in range(self.a.reps):
             for kind in (("ceiling", "real") if rep % 2 == 0 else ("real", "ceiling")):
+                before = cpu_seconds(self.part_pids())
                 if kind == "ceiling":
                     ceilings.append(await self.ceiling_rep(inflight))
+                    done = self.a.lifecycles
                 else:
                     real = await self.real_rep(inflight, seed=seed + rep)
                     reals.append(real.rate)
                     ids += real.workflow_ids
                     rejected += real.rejected
+                    done = len(real.workflow_ids) or 1
+                after = cpu_seconds(self.part_pids())
+                for part, spent in after.items():
+                    if part in before:
+                        cpu[kind].setdefault(part, []).append((spent - before[part]) / done * 1000)
             say(f"{label}, {inflight} in flight, pair {rep + 1}: ceiling {ceilings[-1]:.2f}/s, real "
                 f"{reals[-1]:.2f}/s ({reals[-1] / ceilings[-1]:.2f})")
         return {"ceiling": Spread(ceilings).as_dict(), "real": Spread(reals).as_dict(),
                 "ratio": paired(reals, ceilings).as_dict(), "rejected": rejected, "ids": ids,
+                "cpu_ms": {kind: {part: Spread(v).as_dict() for part, v in parts.items()} for kind, parts in cpu.items()},
                 "worker_rss_mib": rss_mib(self.worker_pid), "skeleton_rss_mib": rss_mib(self.skeleton_pid),
                 "load": load()}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import platform
@@ -86,6 +87,29 @@ def rss_mib(pid: int | None) -> float:
     except psutil.Error:
         return float("nan")
     return total / 2**20
+
+
+def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
+    """CPU seconds (user + system) each part has used so far, its live children (PostgreSQL's backends, the
+    Temporal CLI's server) included; the difference over a repetition is what the repetition cost each part."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        if pid is None:
+            continue
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):  # a child that ended meanwhile
+                times = proc.cpu_times()
+                total += times.user + times.system
+        out[name] = total
+    return out
 
 
 def load() -> tuple[float, float, float]:

@@ -48,6 +48,25 @@ def _load(values: list[float] | None) -> str:
     return "/".join(f"{x:.2f}" for x in values) if values else "?"
 
 
+def cpu_rows(cpu: dict | None) -> list[str]:
+    """CPU milliseconds per lifecycle, by part, at the plateau: where a real lifecycle's cost goes next to the
+    skeleton's, on the cores they share."""
+    if not cpu or not cpu.get("real"):
+        return []
+    parts = [p for p in ("temporal", "postgres", "worker", "api", "skeleton", "bench") if p in cpu["real"]
+             or p in cpu.get("ceiling", {})]
+    med = {kind: {p: cpu.get(kind, {}).get(p, {}).get("median") for p in parts} for kind in ("ceiling", "real")}
+    total = {kind: sum(v for v in med[kind].values() if v is not None) for kind in med}
+    cell = lambda v: "" if v is None else f"{v:.0f}"  # noqa: E731
+    lines = ["CPU per lifecycle at the plateau, by part (ms, median of the repetitions; user + system, children "
+             "included): what each lifecycle costs the 2 cores, so the ratio above is bounded by the totals' "
+             f"ratio ({total['ceiling'] / total['real']:.2f} here) when the cores are the limit.", "",
+             "| | " + " | ".join(parts) + " | total |", "|---|" + "---|" * (len(parts) + 1)]
+    for kind, label in (("ceiling", "skeleton ceiling"), ("real", "real lifecycle")):
+        lines.append(f"| {label} | " + " | ".join(cell(med[kind][p]) for p in parts) + f" | {total[kind]:.0f} |")
+    return [*lines, ""]
+
+
 def generated(r: dict) -> str:  # noqa: PLR0915
     m = r["machine"]
     lines = [START, "",
@@ -81,6 +100,7 @@ def generated(r: dict) -> str:  # noqa: PLR0915
                   f"{sum(d['rejected'] for d in t['levels'].values())} orders rejected. Worker RSS at the plateau: "
                   f"{top['worker_rss_mib']:.0f} MiB (skeleton worker {top['skeleton_rss_mib']:.0f} MiB). "
                   f"A skeleton lifecycle costs {sk.get('order', '?')} + {sk.get('settle', '?')} actions.", ""]
+        lines += cpu_rows(top.get("cpu_ms"))
     lat = r.get("latency")
     if lat:
         lines += ["### order.placed decision latency (ms)", "",
