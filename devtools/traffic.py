@@ -79,7 +79,10 @@ class Sender:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=5.0))
+        # every connection kept alive, up to the door's per-client limit (http_max_connections_per_client): past
+        # httpx's default of 20 kept alive, a sender with more in flight opened and closed a connection per webhook
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=5.0),
+                                      limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
 
     async def close(self) -> None:
         await self.http.aclose()
