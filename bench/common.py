@@ -91,20 +91,30 @@ def rss_mib(pid: int | None) -> float:
 
 def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
     """CPU seconds (user + system) each part has used so far, its live children (PostgreSQL's backends, the
-    Temporal CLI's server) included; the difference over a repetition is what the repetition cost each part."""
+    Temporal CLI's server) included, but not a child that is itself a listed part (the bench is every part's
+    parent); the difference over a repetition is what the repetition cost each part."""
     import psutil
 
-    out: dict[str, float] = {}
+    trees: dict[str, list] = {}
     for name, pid in pids.items():
         if pid is None:
             continue
         try:
             root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
+            trees[name] = [root, *root.children(recursive=True)]
         except psutil.Error:
             continue
+    members = {name: {proc.pid: proc for proc in tree} for name, tree in trees.items()}
+    out: dict[str, float] = {}
+    for name, mine in members.items():
+        nested: set[int] = set()  # the trees of the parts started under this one
+        for other, theirs in members.items():
+            if other != name and trees[other][0].pid in mine:
+                nested |= set(theirs)
         total = 0.0
-        for proc in procs:
+        for pid, proc in mine.items():
+            if pid in nested:
+                continue
             with contextlib.suppress(psutil.Error):  # a child that ended meanwhile
                 times = proc.cpu_times()
                 total += times.user + times.system
