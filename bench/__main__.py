@@ -62,6 +62,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fill-concurrency", type=int, default=48)
     p.add_argument("--evicted-samples", type=int, default=100, help="events to evicted (and to cached) orders")
     p.add_argument("--skip", action="append", default=[], help="latency, scale, others (transfers and returns)")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="an earlier results.json: each phase named in --skip takes its figures from it, and the "
+                   "report names the run they come from")
     p.add_argument("--port-base", type=int, default=17000, help="Temporal +233, UI +234, HTTP +800, PostgreSQL +433")
     p.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary folder")
     p.add_argument("--out", type=Path, default=HERE)
@@ -557,11 +560,30 @@ async def other_process_costs(client, sender, n: int) -> dict:  # noqa: ANN001
     return found
 
 
+def reuse(results: dict, earlier: dict, skipped: list[str]) -> None:
+    """Fill the skipped phases from an earlier run, each marked with that run's start (`results["reused"]`): a
+    phase that no change since touched (the scale phase takes 1 to 2 hours) need not be run again to be shown,
+    and is never shown as this run's."""
+    for phase, key in (("latency", "latency"), ("scale", "scale"), ("others", "other_processes")):
+        if phase not in skipped:
+            continue
+        found = earlier.get("cost", {}).get(key) if phase == "others" else earlier.get(key)
+        if found is None:
+            continue
+        if phase == "others":
+            results.setdefault("cost", {})[key] = found
+        else:
+            results[key] = found
+        results.setdefault("reused", {})[phase] = earlier.get("started", "an earlier run")
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     if a.quick and a.out == HERE:  # a smoke run leaves the committed results alone
         a.out = Path(tempfile.gettempdir())
     results = asyncio.run(run(a))
+    if a.reuse is not None:
+        reuse(results, json.loads(a.reuse.read_text()), a.skip)
     a.out.mkdir(parents=True, exist_ok=True)
     name = "results-quick.json" if a.quick else "results.json"
     (a.out / name).write_text(json.dumps(results, indent=2, default=str) + "\n")

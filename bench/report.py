@@ -5,6 +5,7 @@ analysis) is written by hand and kept as it is.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -32,9 +33,17 @@ def _fmt(verdict: Verdict, value: float | None) -> str:
     return f"{value:.2f}"
 
 
+REUSED_PHASE = {"latency": "latency", "transfer": "others", "return": "others", "scale": "scale"}
+
+
 def verdict_rows(r: dict) -> list[str]:
     rows = ["| target | measured: min / **median** / max | verdict |", "|---|---|---|"]
+    reused = r.get("reused", {})
     for v in verdicts(r):
+        phase = REUSED_PHASE.get(v.target.key.split("_", 1)[0])
+        if phase in reused:
+            v = dataclasses.replace(v, note=", ".join(
+                x for x in (v.note, f"reused from the run of {reused[phase][:16].replace('T', ' ')}") if x))
         if v.low is not None and v.high is not None:
             measured = f"{_fmt(v, v.low)} / **{_fmt(v, v.value)}** / {_fmt(v, v.high)}"
         else:
@@ -79,6 +88,9 @@ def generated(r: dict) -> str:  # noqa: PLR0915
              "", "Each figure: min / **median** / max over the repetitions; a ratio is paired (each repetition "
              "against the one run next to it), its spread is the spread of the pairs.", "",
              "### Targets (issue 19)", "", *verdict_rows(r), ""]
+    if r.get("reused"):
+        lines += ["Not measured in this run, reused from earlier runs (`--reuse`): " + "; ".join(
+            f"{phase} from the run started {when}" for phase, when in r["reused"].items()) + ".", ""]
     bc = r.get("bytecode")
     if bc:
         lines += [f"Bytecode: {bc['fresh']} of {bc['modules']} of the worker's modules had an up-to-date `.pyc` "
