@@ -2,6 +2,10 @@
 shaped like a real order, its settle workflow opened by a forward activity, the bare update-with-start, the action
 counting of a known history by Temporal Cloud's rules, the paired ratios, and the report with its computed verdicts.
 """
+import os
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -20,8 +24,8 @@ from temporalio.api.history.v1 import (
 from temporalio.client import WorkflowHistory
 
 from bench import ceiling, cost, report, scale, shapes, targets
-from bench.__main__ import parse, shape_of
-from bench.common import Spread, at_concurrency, paired, percentile
+from bench.__main__ import parse, reuse, shape_of
+from bench.common import Spread, at_concurrency, cpu_seconds, paired, percentile
 from config.settings import Settings
 
 E = EventType
@@ -142,6 +146,37 @@ def test_evicted_orders_are_the_oldest_beyond_the_cache() -> None:
     assert [o.order_id for o in evicted] == ["O-1", "O-2", "O-3"]  # O-0 was used by an earlier sample
     assert [o.order_id for o in cached] == ["O-37", "O-38", "O-39"]
     assert scale.evicted_and_cached(opened[:12], set(), cache_size=10, n=3)[0] == []  # all still cached
+
+
+@pytest.mark.unit
+def test_a_part_is_charged_its_own_children_but_not_a_part_started_under_it() -> None:
+    """The bench is every part's parent: its CPU must not include theirs (nor a part's, another part's)."""
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        deadline = time.monotonic() + 20
+        while cpu_seconds({"child": child.pid}).get("child", 0) < 0.35 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        spent = cpu_seconds({"bench": os.getpid(), "child": child.pid})
+        alone = cpu_seconds({"bench": os.getpid()})
+    finally:
+        child.kill()
+        child.wait()
+    assert spent["child"] >= 0.35
+    assert alone["bench"] - spent["bench"] >= 0.3  # counted with the bench only when not a part of its own
+
+
+@pytest.mark.unit
+def test_a_skipped_phase_is_reused_from_an_earlier_run_and_says_so() -> None:
+    earlier = {"started": "2026-12-01T04:00:00+00:00", "scale": {"levels": {}}, "latency": {"1": {}},
+               "cost": {"other_processes": {"Transfer": {}}}}
+    now: dict = {"cost": {"lifecycle_actions": {}}}
+    reuse(now, earlier, ["scale", "others"])
+    assert now["scale"] == earlier["scale"] and "latency" not in now  # latency was measured, not skipped
+    assert now["cost"]["other_processes"] == {"Transfer": {}} and now["cost"]["lifecycle_actions"] == {}
+    assert now["reused"] == {"scale": earlier["started"], "others": earlier["started"]}
+    rows = "\n".join(report.verdict_rows(now))
+    assert "reused from the run of 2026-12-01 04:00" in rows
 
 
 @pytest.mark.unit
