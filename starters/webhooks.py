@@ -263,9 +263,10 @@ class Ingress:
 
     async def _dispatch(self, client: Client, event: Event, r: Route, ended: ClosedProcess | None
                         ) -> tuple[int, dict]:
+        # the registry row was read with the claim (deliveries.arrive); a process that ends after that refuses
+        # the start (REJECT_DUPLICATE), and dispatch hands the event to a LateEvent all the same
         async def closed(_workflow_id: str) -> ClosedProcess | None:
-            return ended  # looked up with the claim (deliveries.arrive); a process that ends after it refuses
-            # the start (REJECT_DUPLICATE), and dispatch hands the event to a LateEvent all the same
+            return ended
 
         try:
             with bind(event.event_id):
