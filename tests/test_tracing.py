@@ -3,6 +3,7 @@ dev server is one trace, HTTP span -> the delivery's idempotency claim -> the up
 update handler and each activity -> their SQL; the TracingInterceptor adds no workflow command (the committed
 histories replay with it on, and the traced order's history replays on a worker without it); and tracing is off,
 with nothing installed, unless an OTLP endpoint is configured."""
+import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -74,6 +75,11 @@ async def test_one_order_is_one_trace_from_the_http_request_to_the_sql(dev_env, 
                                              timeout=60) as http:
                     answer = await http.post("/webhooks/web", content=raw, headers={
                         "content-type": "application/json", **sign_headers(SECRET, webhook_id, raw)})
+                # the decision is answered before the WMS pick task: keep the worker until that activity is done
+                for _ in range(300):
+                    if any(s.name == "RunActivity:create_pick_task" for s in exporter.get_finished_spans()):
+                        break
+                    await asyncio.sleep(0.1)
             spans = list(exporter.get_finished_spans())
         assert answer.status_code == 200, answer.text
         assert answer.json()["decision"] == "reserved"
