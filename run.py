@@ -83,6 +83,10 @@ def bootstrap() -> None:
         check([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "uv"])
     say("uv sync --frozen --all-groups --compile-bytecode")
     env = {**bytecode_env(), "UV_PROJECT_ENVIRONMENT": str(VENV), "VIRTUAL_ENV": str(VENV)}
+    # the machine's own certificate store, as pip uses: behind a TLS-inspecting proxy uv's built-in roots refuse
+    # PyPI ("invalid peer certificate: UnknownIssuer"); UV_NATIVE_TLS is the same switch in uv before 0.9
+    env.setdefault("UV_SYSTEM_CERTS", "1")
+    env.setdefault("UV_NATIVE_TLS", "1")
     # --inexact keeps uv itself (installed by pip above, not in the lock) in the environment;
     # --compile-bytecode: the libraries' .pyc (the editable project's own are compile_project's)
     check([str(uv), "sync", "--frozen", "--all-groups", "--inexact", "--compile-bytecode"], env=env)
