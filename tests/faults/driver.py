@@ -13,11 +13,13 @@ waits for every process to reach the end its events call for (`traffic.verify`) 
 
 Sizing: RETAILFLOW_FAULTS_SCALE=ci (default: a small workload, scenarios 1, 4, 5, 7 and the SIGTERM test) or
 full (every scenario, a bigger workload). Each scenario appends its row to RETAILFLOW_FAULTS_REPORT (JSON lines;
-default `<tmp>/retailflow-faults-results.jsonl`), which docs/faults.md's table is made from.
+default `<tmp>/retailflow-faults-results-<user>.jsonl`, one per user, as /tmp is shared), which docs/faults.md's
+table is made from.
 """
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import random
@@ -45,7 +47,7 @@ if SCALE not in {"ci", "full"}:
     raise ValueError(f"RETAILFLOW_FAULTS_SCALE must be 'ci' or 'full', not {SCALE!r}")
 FULL = SCALE == "full"
 REPORT = Path(os.environ.get("RETAILFLOW_FAULTS_REPORT",
-                             Path(tempfile.gettempdir()) / "retailflow-faults-results.jsonl"))
+                             Path(tempfile.gettempdir()) / f"retailflow-faults-results-{getpass.getuser()}.jsonl"))
 
 # Short enough that the late-picked orders breach within the run; every other deadline stays at its default.
 PICK_OVERDUE = timedelta(seconds=8)
