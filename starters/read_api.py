@@ -25,7 +25,7 @@ from domain.items import Item, Location
 from persistence import reconciliation_runs
 from persistence.registry import closed_process, late_events_of
 from starters import exception_cases
-from starters.counts import CountNotFound, CountRefused, decide
+from starters.counts import CountNotFound, CountRefused, CountUnanswered, decide
 from starters.problems import Problem, responses, unavailable
 from starters.webhooks import TemporalUnavailable
 
@@ -245,6 +245,8 @@ async def _decide(request: Request, count_id: str, verdict: str, body: CountDeci
         raise Problem(404, str(missing), slug="not-found") from None
     except CountRefused as refused:
         raise Problem(409, str(refused), slug="refused") from None
+    except CountUnanswered as late:
+        raise unavailable(str(late)) from None
     except RPCError as err:
         raise unavailable(f"the count cannot be decided right now: {err.message}") from None
     return state.model_dump(mode="json")
