@@ -5,6 +5,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from client.updates import UpdateUnanswered, execute_bounded
 from domain.cases import CaseFilter, CaseSnapshot, CaseStatus, ResolveRequest
 from persistence import cases
 
@@ -17,6 +18,10 @@ class CaseError(Exception):
 
 class CaseNotFound(CaseError):
     """No case with that ID (-> 404)."""
+
+
+class CaseUnanswered(CaseError):
+    """The case did not answer in time; asking again is safe, the same update ID applies once (-> 503)."""
 
 
 class CaseRefused(CaseError):
@@ -33,7 +38,9 @@ async def resolve_case(client: Client, exception_id: str, request: ResolveReques
         raise CaseRefused(f"a note is required to resolve case {exception_id}: say what was done")
     handle = client.get_workflow_handle(exception_id, result_type=CaseSnapshot)
     try:
-        return await handle.execute_update(RESOLVE_UPDATE, request, result_type=CaseSnapshot)
+        return await execute_bounded(handle, RESOLVE_UPDATE, request, key=exception_id, result_type=CaseSnapshot)
+    except UpdateUnanswered as late:
+        raise CaseUnanswered(str(late)) from None
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause)

@@ -348,6 +348,8 @@ async def resolve_exception(
     try:
         case = await exception_cases.resolve_case(client, exception_id,
                                                   ResolveRequest(note=body.note, resolved_by=caller.name))
+    except exception_cases.CaseUnanswered as late:
+        raise unavailable(str(late)) from None
     except exception_cases.CaseNotFound as missing:
         raise Problem(404, str(missing), slug="not-found") from None
     except exception_cases.CaseRefused as refusal:
