@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import asyncpg
+import psutil
 import pytest
 
 from devtools.embedded_postgres import EmbeddedPostgres
@@ -63,8 +64,12 @@ def test_postmaster_pid_as_postgresql_intends(private) -> None:
         with pytest.raises(RuntimeError, match="already running"):
             second.start()  # the live server's postmaster.pid is respected
         lock = pg.server_root / "pgdata" / "postmaster.pid"
+        backends = psutil.Process(pg.process.pid).children(recursive=True)
         pg.process.kill()
         pg.process.wait()
+        # its backends end on their own once they see the postmaster gone; until then PostgreSQL refuses to
+        # start on the data directory (their shared memory is still attached), slower on a busy machine
+        psutil.wait_procs(backends, timeout=30)
         assert lock.exists()  # left behind by a killed server
         restarted = EmbeddedPostgres(private / "pg", port=pg.port)
         restarted.start(timeout=60)  # PostgreSQL removes its own stale lock once the old backends are gone
