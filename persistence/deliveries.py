@@ -55,6 +55,11 @@ def _of(source: str, webhook_id: str) -> tuple:
     return DELIVERIES.c.source == source, DELIVERIES.c.webhook_id == webhook_id
 
 
+def opening_delivered(opener: Any) -> Any:  # noqa: ANN401 - a value or a bind parameter
+    """Whether the opening event of `opener` has a delivery record: its process opened (arrive, unopened.admit)."""
+    return exists().where(DELIVERIES.c.workflow_id == opener, DELIVERIES.c.type.in_(OPENING_TYPES))
+
+
 def _arrive_statement() -> Any:
     """WITH prior, closed, claimed AS (INSERT ... WHERE admitted AND no prior ON CONFLICT DO NOTHING): the claim
     is made only when no admission check is needed (an opening event, an ended process, or a process whose opening
@@ -65,7 +70,7 @@ def _arrive_statement() -> Any:
     closed = select(reg).where(reg.c.workflow_id == bindparam("workflow_id")).cte("closed")
     admitted = or_(bindparam("opens", type_=Boolean),
                    exists(select(literal_column("1")).select_from(closed)),
-                   exists().where(d.c.workflow_id == bindparam("opener"), d.c.type.in_(OPENING_TYPES)))
+                   opening_delivered(bindparam("opener")))
     values = select(*(bindparam(name, type_=String) for name in CLAIMED)) \
         .where(admitted, ~exists(select(literal_column("1")).select_from(prior)))
     claimed = insert(d).from_select(list(CLAIMED), values) \

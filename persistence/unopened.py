@@ -5,7 +5,7 @@ opens (its held events and its history) without end either: the door admits each
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from persistence.deliveries import DELIVERIES, OPENING_TYPES, UNOPENED
+from persistence.deliveries import DELIVERIES, UNOPENED, opening_delivered
 from persistence.write_once import write_once
 
 
@@ -34,8 +34,7 @@ async def admit(engine: AsyncEngine, source: str, webhook_id: str, workflow_id: 
     process (serialised per process, TooManyHeld once it holds `held_limit` deliveries). A redelivery of a
     `webhook_id` already recorded is always admitted: its first answer is given again."""
     async with engine.begin() as conn:
-        if await conn.scalar(select(exists().where(DELIVERIES.c.workflow_id == opener,
-                                                   DELIVERIES.c.type.in_(OPENING_TYPES)))):
+        if await conn.scalar(select(opening_delivered(opener))):
             return
         if await conn.scalar(select(exists().where(DELIVERIES.c.source == source,
                                                    DELIVERIES.c.webhook_id == webhook_id))):
