@@ -4,6 +4,7 @@ from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 
+from cachetools import LRUCache
 from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,7 @@ from domain.errors import DomainError, ErrorType
 from domain.inventory import Bucket, MovementKind, MovementRequest, apply, deltas
 from domain.items import Item, Location, LocationKind
 from domain.journal import JournalLine, financial_lines, movement_postings
+from persistence.engine import autocommit
 from persistence.models import (
     BalanceRow,
     ItemRow,
@@ -32,6 +34,7 @@ BATCHES = MovementBatchRow.__table__
 MOVEMENTS = MovementRow.__table__
 ENTRIES = JournalEntryRow.__table__
 LINES = JournalLineRow.__table__
+MASTER_DATA_KEPT = 100_000  # items and locations an adapter keeps once read (each a few hundred bytes)
 
 
 def _item(row) -> Item:  # noqa: ANN001 - a RowMapping
@@ -53,22 +56,47 @@ def _invalid(message: str, **details: object) -> DomainError:
 
 
 class PostgresErp:
-    """ErpPort on PostgreSQL."""
+    """ErpPort on PostgreSQL.
+
+    Items and locations are written once and never rewritten (`add_master_data` inserts only: the journal was
+    posted at an item's standard cost), so a row once read stays true: the adapter keeps what it has read and
+    reads only what it has not (an unknown SKU or location is asked again every time). Every posting needs the
+    items' costs and the locations' legal entities; this saves it those reads, as an ERP serves its master
+    data from memory.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._items: LRUCache[str, Item] = LRUCache(maxsize=MASTER_DATA_KEPT)
+        self._locations: LRUCache[str, Location] = LRUCache(maxsize=MASTER_DATA_KEPT)
+
+    async def _known_items(self, conn: AsyncConnection, skus: list[str]) -> dict[str, Item]:
+        found = {sku: self._items[sku] for sku in skus if sku in self._items}
+        if missing := [sku for sku in skus if sku not in found]:
+            read = await _items(conn, missing)
+            self._items.update(read)
+            found |= read
+        return found
+
+    async def _known_locations(self, conn: AsyncConnection, location_ids: list[str]) -> dict[str, Location]:
+        found = {loc: self._locations[loc] for loc in location_ids if loc in self._locations}
+        if missing := [loc for loc in location_ids if loc not in found]:
+            read = await _locations(conn, missing)
+            self._locations.update(read)
+            found |= read
+        return found
 
     # --- master data -------------------------------------------------------------------------------------
     async def items(self, skus: list[str]) -> dict[str, Item]:
-        async with self.engine.connect() as conn:
-            return await _items(conn, skus)
+        async with autocommit(self.engine) as conn:
+            return await self._known_items(conn, skus)
 
     async def items_page(self, after: str | None, limit: int) -> list[Item]:
         """Up to `limit` items by SKU, after `after` (the read API's cursor)."""
         query = select(ITEMS).order_by(ITEMS.c.sku).limit(limit)
         if after is not None:
             query = query.where(ITEMS.c.sku > after)
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             return [_item(r) for r in (await conn.execute(query)).mappings()]
 
     async def locations_page(self, after: str | None, limit: int) -> list[Location]:
@@ -76,12 +104,14 @@ class PostgresErp:
         query = select(LOCATIONS).order_by(LOCATIONS.c.location_id).limit(limit)
         if after is not None:
             query = query.where(LOCATIONS.c.location_id > after)
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             return [_location(r) for r in (await conn.execute(query)).mappings()]
 
     async def locations(self, location_ids: list[str] | None) -> dict[str, Location]:
-        async with self.engine.connect() as conn:
-            return await _locations(conn, location_ids)
+        async with autocommit(self.engine) as conn:
+            if location_ids is None:  # all of them: only the database knows which exist
+                return await _locations(conn, None)
+            return await self._known_locations(conn, location_ids)
 
     async def add_master_data(
         self, items: list[Item], locations: list[Location], categories: dict[str, str] | None = None
@@ -132,7 +162,7 @@ class PostgresErp:
         )
         if location_ids is not None:
             query = query.where(LOCATIONS.c.location_id.in_(location_ids))
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [
             AvailabilityRow(sku=sku, location_id=loc, available=qty, on_hand_available=qty) for sku, loc, qty in rows
@@ -146,7 +176,7 @@ class PostgresErp:
         if location_ids is not None:
             query = query.where(BALANCES.c.location_id.in_(location_ids))
         out: dict[str, dict[str, dict[str, int]]] = {}
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             for sku, loc, bucket, qty in (await conn.execute(query.order_by(*BALANCES.primary_key.columns))).all():
                 out.setdefault(sku, {}).setdefault(loc, {b.value: 0 for b in Bucket})[bucket] = qty
         return out
@@ -163,8 +193,8 @@ class PostgresErp:
                      .where(MOVEMENTS.c.sku.in_(skus), MOVEMENTS.c.location_id == location_id,
                             MOVEMENTS.c.created_at <= as_of)
                      .group_by(MOVEMENTS.c.sku, MOVEMENTS.c.bucket))
-        async with self.engine.connect() as conn:
-            known = set(await _items(conn, skus))
+        async with autocommit(self.engine) as conn:
+            known = set(await self._known_items(conn, skus))
             rows = (await conn.execute(query)).all()
         out = {sku: {b.value: 0 for b in Bucket} for sku in skus if sku in known}
         for sku, bucket, quantity in rows:
@@ -197,10 +227,10 @@ class PostgresErp:
             | {line.to_location_id for line in request.lines if line.to_location_id}
             | {line.sale_location_id for line in request.lines if line.sale_location_id}
         )
-        items = await _items(conn, skus)
+        items = await self._known_items(conn, skus)
         if missing := [s for s in skus if s not in items]:
             raise DomainError(ErrorType.UNKNOWN_SKU, f"unknown SKU {', '.join(missing)}", skus=missing)
-        locations = await _locations(conn, location_ids)
+        locations = await self._known_locations(conn, location_ids)
         if missing := [loc for loc in location_ids if loc not in locations]:
             raise DomainError(ErrorType.UNKNOWN_LOCATION, f"unknown location {', '.join(missing)}",
                               location_ids=missing)
@@ -271,7 +301,7 @@ class PostgresErp:
             if entity is None:
                 if posting.location_id is None:
                     raise _invalid("a financial posting names its legal_entity or a location_id", key=posting.key)
-                locations = await _locations(conn, [posting.location_id])
+                locations = await self._known_locations(conn, [posting.location_id])
                 if posting.location_id not in locations:
                     raise DomainError(ErrorType.UNKNOWN_LOCATION, f"unknown location {posting.location_id}",
                                       location_ids=[posting.location_id])

@@ -18,6 +18,7 @@ from adapters.pos import (
     VoidResult,
 )
 from domain.errors import DomainError, ErrorType
+from persistence.engine import autocommit
 from persistence.models import CaptureRow, PaymentRow, RefundRow, VoidRow
 from persistence.write_once import first_record, request_hash
 
@@ -153,7 +154,7 @@ class PostgresPos:
         shipment_id is only unique within its order, so a refund is never sent to a guessed payment)."""
         if not lookup.references:
             return PaymentLookupResult()
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             found = sorted(r for (r,) in (await conn.execute(
                 select(CAPTURES.c.payment_id).where(CAPTURES.c.reference.in_(lookup.references)).distinct())).all())
         return PaymentLookupResult(payment_id=found[0] if len(found) == 1 else None, candidates=found)

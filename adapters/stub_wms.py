@@ -29,6 +29,7 @@ from adapters.wms import (
 from domain import returns as rules
 from domain.errors import DomainError, ErrorType
 from domain.money import round_money
+from persistence.engine import autocommit
 from persistence.models import (
     PickTaskRow,
     ReceiptRow,
@@ -81,7 +82,7 @@ class PostgresWms:
     async def create_pick_task(self, task: PickTaskInput) -> WmsRecordResult:
         _refuse_empty(task.key, task.lines)
         fingerprint = request_hash(task)
-        async with self.engine.begin() as conn:
+        async with autocommit(self.engine) as conn:  # one statement
             applied = await write_once(conn, PICK_TASKS, dict(
                 key=task.key, channel=task.channel, order_id=task.order_id, location_id=task.location_id,
                 lines=[line.model_dump(mode="json") for line in task.lines], request_hash=fingerprint,
@@ -146,7 +147,7 @@ class PostgresWms:
 
     async def shipped_lines(self, query: ShippedLinesInput) -> ShippedLinesResult:
         """What left the building for one order, summed per order line over all its shipments."""
-        async with self.engine.connect() as conn:
+        async with autocommit(self.engine) as conn:
             rows = (await conn.execute(
                 select(SHIPMENTS.c.location_id, SHIPMENT_LINES.c.line_id, SHIPMENT_LINES.c.sku,
                        SHIPMENT_LINES.c.quantity, SHIPMENT_LINES.c.unit_price, SHIPMENT_LINES.c.currency)

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.late import ClosedProcess
 from domain.routing import OPENING_EVENTS
+from persistence.engine import autocommit
 from persistence.models import ProcessRegistryRow, UnopenedProcessRow, WebhookDeliveryRow
 from persistence.write_once import conflict, write_once
 
@@ -100,8 +101,7 @@ async def arrive(engine: AsyncEngine, source: str, webhook_id: str, event_type: 
     Neither claimed nor prior: the process was never opened (admit it, then `claim`), or a concurrent first
     delivery committed after this statement began (`claim` finds it). The same webhook-id with another body is an
     IdempotencyConflict."""
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit(engine) as conn:
         row = (await conn.execute(ARRIVE, dict(
             source=source, webhook_id=webhook_id, type=event_type, workflow_id=workflow_id,
             body_sha256=body_sha256, opens=opens, opener=opener))).mappings().one()
@@ -133,8 +133,7 @@ async def answer(engine: AsyncEngine, source: str, webhook_id: str, http_status:
     event of this workflow ID, so what waited for it no longer counts against its source (persistence.unopened),
     cleared in the same statement."""
     params = dict(k_source=source, k_webhook_id=webhook_id, http_status=http_status, response=response)
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit(engine) as conn:
         if opened is None:
             await conn.execute(ANSWER, params)
         else:

@@ -1,6 +1,9 @@
 """The one way to get a database engine: SQLAlchemy async on asyncpg, a bounded pool and every call bounded in
 time, so a locked or unreachable database fails fast (docs/persistence.md)."""
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 STATEMENT_TIMEOUT = 10.0  # seconds; the activities' start-to-close is 30 s
 POOL_TIMEOUT = 5.0
@@ -46,3 +49,12 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, echo
             "server_settings": server_settings,
         },
     )
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection on which each statement is its own transaction: no BEGIN before it and no COMMIT or
+    ROLLBACK after it, so one statement is one round trip. For reads, and for writes done in one statement
+    (a write-once insert); work of several statements that must commit together takes `engine.begin()`."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
