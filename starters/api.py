@@ -313,7 +313,10 @@ def serve(settings: Settings) -> int:
     metrics = door_metrics.serve(app.state.door_metrics, settings.http_metrics_host, settings.http_metrics_port)
     srv = server(settings, app)
     try:
-        asyncio.run(srv.serve())
+        # uvicorn's own loop choice (uvloop where installed, as `uvicorn.run` makes it): `serve()` alone would
+        # run on the default asyncio loop
+        with asyncio.Runner(loop_factory=srv.config.get_loop_factory()) as runner:
+            runner.run(srv.serve())
     finally:
         if metrics is not None:
             metrics.shutdown()

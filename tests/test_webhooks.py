@@ -656,6 +656,23 @@ async def test_health_and_readiness(stack) -> None:
 
 
 # --- serving ----------------------------------------------------------------------------------------------------
+def test_serve_runs_the_door_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` runs uvicorn on the loop uvicorn would choose itself (uvloop, installed with uvicorn[standard]),
+    not on the default asyncio loop that `asyncio.run(server.serve())` gives."""
+    import starters.api as api
+    from config.settings import Settings
+
+    loops: list[str] = []
+
+    async def serving(self, sockets=None) -> None:  # noqa: ANN001
+        loops.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+        self.started = True
+
+    monkeypatch.setattr(api._Server, "serve", serving)
+    assert api.serve(Settings(database_url="postgresql://127.0.0.1:1/none", http_port=free_port())) == 0
+    assert loops == ["uvloop"]
+
+
 async def test_serve_answers_then_exits_cleanly_on_sigterm(database_url) -> None:
     """`retailflow api` (starters.api.serve) in its own process: up without Temporal (readyz says so), and a
     SIGTERM ends it with exit code 0."""
