@@ -181,23 +181,26 @@ async def _place(client: Client, event: Event, r: Route, settings: Settings, opt
         PLACE_UPDATE, event, start_workflow_operation=start, id=place_update_id(event), result_type=OrderDecision,
     ))
     timeout = decision_timeout.total_seconds() if decision_timeout is not None else None
-    done, _ = await asyncio.wait({call}, timeout=timeout)
-    if call not in done:
-        # Past the bound. If the process exists, it will decide: answer without the decision. If it does not
-        # exist yet (Temporal slow), keep waiting one more bound, then let the caller answer "retry later".
-        if not await _exists(client, r.workflow_id):
+    try:
+        done, _ = await asyncio.wait({call}, timeout=timeout)
+        if call not in done and not await _exists(client, r.workflow_id):
             done, _ = await asyncio.wait({call}, timeout=timeout)
-        if call not in done:
-            call.cancel()  # only our wait ends; whether the server admitted the update is now unknown
-            call.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no warning
-            # So hand the same event over as a signal too: the process takes order.placed from either door and
-            # applies its event_id once, so the decision is made even if the cancelled update never arrived.
-            try:
-                await client.start_workflow(r.workflow_type, process_input(r, settings), start_signal=EVENT_SIGNAL,
-                                            start_signal_args=[event], **options)
-            except WorkflowAlreadyStartedError as closed:
-                raise ProcessClosed(r.workflow_id) from closed
-            return DispatchResult(workflow_id=r.workflow_id, status="started", decision=None)
+    except BaseException:
+        # the caller gave up (the door's own bound, a shutdown): the call ends with it, never left running
+        _abandon(call)
+        raise
+    if call not in done:
+        # Past the bound (two bounds when the process did not exist yet: Temporal slow). The process will
+        # decide: answer without the decision.
+        _abandon(call)  # only our wait ends; whether the server admitted the update is now unknown
+        # So hand the same event over as a signal too: the process takes order.placed from either door and
+        # applies its event_id once, so the decision is made even if the cancelled update never arrived.
+        try:
+            await client.start_workflow(r.workflow_type, process_input(r, settings), start_signal=EVENT_SIGNAL,
+                                        start_signal_args=[event], **options)
+        except WorkflowAlreadyStartedError as closed:
+            raise ProcessClosed(r.workflow_id) from closed
+        return DispatchResult(workflow_id=r.workflow_id, status="started", decision=None)
     try:
         decision = call.result()
     except WorkflowAlreadyStartedError as closed:
@@ -205,6 +208,12 @@ async def _place(client: Client, event: Event, r: Route, settings: Settings, opt
     started = (await start.workflow_handle()).first_execution_run_id is not None
     return DispatchResult(workflow_id=r.workflow_id, status="started" if started else "signalled",
                           decision=decision)
+
+
+def _abandon(call: asyncio.Future) -> None:
+    """Cancel an update call nobody waits for any more, and retrieve its end (no 'never retrieved' warning)."""
+    call.cancel()
+    call.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 async def _exists(client: Client, workflow_id: str) -> bool:
