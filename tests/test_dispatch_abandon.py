@@ -8,7 +8,7 @@ import pytest
 
 from client.dispatch import dispatch
 from config.settings import Settings
-from domain.events import EventType
+from domain.events import Event, EventType
 from tests.support import event
 
 pytestmark = [pytest.mark.unit, pytest.mark.asyncio]
@@ -32,7 +32,7 @@ class HangingClient:
             raise
 
 
-def placed() -> object:
+def placed() -> Event:
     return event(EventType.ORDER_PLACED, source="web", data={
         "order_id": "O-HANG", "channel": "web", "currency": "USD",
         "lines": [{"line_id": "1", "sku": "SKU-1", "quantity": 1, "uom": "EA", "unit_price": "10.00"}],
