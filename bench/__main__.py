@@ -285,7 +285,8 @@ async def run(a: argparse.Namespace) -> dict:
 def worker_settings(s) -> dict[str, str]:  # noqa: ANN001
     return {k: str(getattr(s, k)) for k in (
         "max_concurrent_activities", "max_concurrent_workflow_tasks", "max_cached_workflows",
-        "workflow_task_pollers", "activity_task_pollers", "order_decision_timeout")}
+        "workflow_task_pollers", "activity_task_pollers", "poller_behavior", "nonsticky_to_sticky_poll_ratio",
+        "order_decision_timeout")}
 
 
 async def phases(b: Bench, results: dict) -> None:

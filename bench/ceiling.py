@@ -166,15 +166,14 @@ async def bare_place(client: Client, workflow_id: str, task_queue: str = SKELETO
 def build_skeleton_worker(client: Client, settings, task_queue: str = SKELETON_QUEUE):  # noqa: ANN001, ANN201
     from temporalio.worker import Worker
 
-    from worker.factory import workflow_runner
+    from worker.factory import poller_options, workflow_runner
 
     return Worker(client, task_queue=task_queue, workflows=[Skeleton, BareOrder], activities=[noop, Forwarder(client).forward],
                   workflow_runner=workflow_runner(),
                   max_concurrent_activities=settings.max_concurrent_activities,
                   max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
                   max_cached_workflows=settings.max_cached_workflows,
-                  max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
-                  max_concurrent_activity_task_polls=settings.activity_task_pollers)
+                  **poller_options(settings))
 
 
 async def _serve(task_queue: str) -> None:

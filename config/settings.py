@@ -10,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -151,8 +151,12 @@ class Settings(BaseSettings):
     # slots"): no difference beyond the noise of a loaded machine, slots are not what limits 2 cores; the SDK's default
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 2_000  # ~0.26 MiB per cached open order: keeps a worker under 1 GiB (bench/RESULTS.md)
-    workflow_task_pollers: int = 4
-    activity_task_pollers: int = 4
+    workflow_task_pollers: int = Field(default=4, ge=1)  # the most polls in flight (with autoscaling: the ceiling)
+    activity_task_pollers: int = Field(default=4, ge=1)
+    # "fixed": that many polls always; "autoscaling": the SDK grows and shrinks them by the server's backlog hints
+    poller_behavior: Literal["fixed", "autoscaling"] = "fixed"
+    # share of the workflow-task polls on the normal queue (a new run's first task) rather than the sticky one
+    nonsticky_to_sticky_poll_ratio: float = Field(default=0.2, gt=0, le=1)
     metrics_host: str = "127.0.0.1"  # the worker's /metrics binds loopback unless configured (compose: 0.0.0.0)
     metrics_port: int | None = None
     otlp_endpoint: str | None = None  # OTLP/HTTP base URL (http://jaeger:4318): traces on (config/tracing.py)

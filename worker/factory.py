@@ -8,7 +8,7 @@ import pkgutil
 from functools import cache
 from typing import TYPE_CHECKING
 
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows
@@ -59,6 +59,18 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*passthrough_modules()))
 
 
+def poller_options(settings: "Settings") -> dict[str, object]:
+    """How a worker polls its task queue: the same for every worker built here and for the bench's skeleton."""
+    def behavior(most: int) -> PollerBehaviorAutoscaling | PollerBehaviorSimpleMaximum:
+        if settings.poller_behavior == "autoscaling":
+            return PollerBehaviorAutoscaling(minimum=1, maximum=max(most, 2), initial=min(most, 5))
+        return PollerBehaviorSimpleMaximum(maximum=most)
+
+    return dict(workflow_task_poller_behavior=behavior(settings.workflow_task_pollers),
+                activity_task_poller_behavior=behavior(settings.activity_task_pollers),
+                nonsticky_to_sticky_poll_ratio=settings.nonsticky_to_sticky_poll_ratio)
+
+
 def build_worker(client: "Client", engine: "AsyncEngine", settings: "Settings", *, task_queue: str | None = None,
                  fault_seed: int | None = None, **overrides: object) -> Worker:
     """A worker on `settings.task_queue` (or `task_queue`) running every workflow and activity."""
@@ -70,8 +82,7 @@ def build_worker(client: "Client", engine: "AsyncEngine", settings: "Settings", 
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=settings.max_cached_workflows,
-        max_concurrent_workflow_task_polls=settings.workflow_task_pollers,
-        max_concurrent_activity_task_polls=settings.activity_task_pollers,
+        **poller_options(settings),
     )
     # a client from client.connect.connect() carries the correlation interceptor (the worker inherits it);
     # any other client (the test environments') gets it on the worker
