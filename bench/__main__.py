@@ -564,7 +564,8 @@ async def other_process_costs(client, sender, n: int) -> dict:  # noqa: ANN001
 def reuse(results: dict, earlier: dict, skipped: list[str]) -> None:
     """Fill the skipped phases from an earlier run, each marked with that run's start (`results["reused"]`): a
     phase that no change since touched (the scale phase takes 1 to 2 hours) need not be run again to be shown,
-    and is never shown as this run's."""
+    and is never shown as this run's. A phase the earlier run had itself reused keeps the start of the run that
+    measured it."""
     for phase, key in (("latency", "latency"), ("scale", "scale"), ("others", "other_processes")):
         if phase not in skipped:
             continue
@@ -575,7 +576,8 @@ def reuse(results: dict, earlier: dict, skipped: list[str]) -> None:
             results.setdefault("cost", {})[key] = found
         else:
             results[key] = found
-        results.setdefault("reused", {})[phase] = earlier.get("started", "an earlier run")
+        measured = earlier.get("reused", {}).get(phase) or earlier.get("started", "an earlier run")
+        results.setdefault("reused", {})[phase] = measured
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,6 +180,17 @@ def test_a_skipped_phase_is_reused_from_an_earlier_run_and_says_so() -> None:
 
 
 @pytest.mark.unit
+def test_a_phase_reused_twice_keeps_the_start_of_the_run_that_measured_it() -> None:
+    measured = {"started": "2026-12-01T04:00:00+00:00", "scale": {"levels": {}}}
+    once: dict = {"started": "2026-12-02T16:53:00+00:00"}
+    reuse(once, measured, ["scale"])
+    twice: dict = {"started": "2026-12-03T11:52:00+00:00"}
+    reuse(twice, once, ["scale"])
+    assert twice["reused"] == {"scale": measured["started"]}
+    assert "reused from the run of 2026-12-01 04:00" in "\n".join(report.verdict_rows(twice))
+
+
+@pytest.mark.unit
 def test_the_quick_run_is_tiny_and_reaches_the_evicted_path() -> None:
     a = parse(["--quick"])
     assert a.lifecycles <= 3 and a.reps == 1 and a.levels.startswith("+")
