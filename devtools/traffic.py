@@ -28,6 +28,7 @@ from client.names import SLA_BREACHED
 from devtools.catalog import DISTRIBUTION_CENTERS, ITEMS, ITEMS_BY_SKU, STORES
 from domain import ids
 from domain.items import Item
+from starters.guard import KEEP_ALIVE_S
 from starters.signatures import sign_headers
 
 ORDER_SOURCES = ("web", "marketplace")
@@ -80,9 +81,12 @@ class Sender:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         # every connection kept alive, up to the door's per-client limit (http_max_connections_per_client): past
-        # httpx's default of 20 kept alive, a sender with more in flight opened and closed a connection per webhook
+        # httpx's default of 20 kept alive, a sender with more in flight opened and closed a connection per webhook.
+        # An idle connection is dropped before the door's keep-alive timeout (starters.guard.KEEP_ALIVE_S): at httpx's default
+        # of the same 5 s a post could go out on a connection the door was closing, and come back as a ReadError.
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=5.0),
-                                      limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+                                      limits=httpx.Limits(max_connections=100, max_keepalive_connections=100,
+                                                          keepalive_expiry=KEEP_ALIVE_S - 1.0))
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -32,7 +32,7 @@ from domain.order import OrderDecision
 from persistence.engine import create_engine
 from persistence.migrations import upgrade
 from starters import door_metrics, problems, read_api, shopify
-from starters.guard import BodyGuard, UnsafeConfiguration, check_startup, protocol_for
+from starters.guard import KEEP_ALIVE_S, BodyGuard, UnsafeConfiguration, check_startup, protocol_for
 from starters.housekeeping import run_periodically
 from starters.webhooks import WEBHOOK_EVENTS, Ingress, TemporalUnavailable, WebhookAccepted
 
@@ -289,11 +289,13 @@ class _Server(uvicorn.Server):
 
 def server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Server:
     """uvicorn on the guarded h11 protocol (starters/guard.py): header timeout, connections per client, all
-    connections bounded (over `http_max_connections` a request gets 503), idle keep-alive closed after 5 s."""
+    connections bounded (over `http_max_connections` a request gets 503), idle keep-alive closed after
+    `KEEP_ALIVE_S`."""
     config = uvicorn.Config(app or create_app(settings), host=settings.http_host, port=settings.http_port,
                             log_config=None, lifespan="on", timeout_graceful_shutdown=10,
                             http=protocol_for(settings), limit_concurrency=settings.http_max_connections,
-                            timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024, proxy_headers=False)
+                            timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=16 * 1024,
+                            proxy_headers=False)
     return _Server(config)
 
 

@@ -15,6 +15,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from config.settings import DEV_API_TOKEN, Scope, Settings, dev_webhook_secret, webhook_key
 
 MIN_SECRET_BYTES = 16  # a webhook key (decoded) and a bearer token, at least
+KEEP_ALIVE_S = 5  # an idle connection is closed after this; a sender drops its own idle ones sooner
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")
 
 
