@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import asyncpg
 import httpx
+from temporalio.api.enums.v1 import EventType as HistoryEvent
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -196,3 +197,17 @@ def example(type: EventType | str, **data: object) -> dict:
     body = json.loads((EXAMPLES / f"{str(type).replace('.', '_')}.json").read_text())
     body["data"].update(data)
     return body
+
+
+def upserts_per_task(history: Iterable) -> list[int]:
+    """For every completed workflow task of a history (its events), how many search-attribute upserts its commands
+    wrote, a patch marker's own `TemporalChangeVersion` aside (docs/versioning.md: free, and not the view's)."""
+    counts: list[int] = []
+    for event in history:
+        if event.event_type == HistoryEvent.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            counts.append(0)
+        elif event.event_type == HistoryEvent.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            if set(fields) - {"TemporalChangeVersion"}:
+                counts[-1] += 1
+    return counts

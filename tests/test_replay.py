@@ -23,6 +23,7 @@ from temporalio.workflow import NondeterminismError
 from devtools.histories import HISTORIES, history_files, replay, replayer, workflow_id_of
 from worker.registry import WORKFLOWS
 from workflows.common import RELEASE_3
+from workflows.parts import VIEW_ONCE_PER_TASK, ProcessView
 from workflows.process import OPENING_CHECKPOINT
 from workflows.release_2.ship_to_settle import SETTLEMENT_MEMO_PATCH
 
@@ -285,3 +286,36 @@ def test_only_a_run_that_really_waits_to_open_records_the_opening_patch() -> Non
     assert all(marker not in _patches(p) for p in sorted((HISTORIES / "ReserveToFulfill").glob("*.json"))
                if _story(p)["updates"][:1] == ["place"])
     assert all(marker not in _patches(p) for p in history_files() if "release-3" in p.parts)
+
+
+async def test_the_view_patch_keeps_release_3_1_runs_writing_as_they_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/versioning.md, release 3.2: a run started on 3.1 has no `view-once-per-task` marker and writes its view
+    at every yield, as recorded; the same history replayed with the new write forced on fails. Today's runs carry
+    the marker and write at most one upsert per workflow task."""
+    old = [p for p in sorted((HISTORIES / "ShipToSettle" / "release-3.1").glob("*.json"))
+           if max(_upserts_per_task(p)) > 1]
+    assert old, "no release-3.1 ShipToSettle history with two upserts in one task"
+    assert all(o.error is None for o in await replay(old))
+    monkeypatch.setattr(ProcessView, "once_per_task", property(lambda self: True))
+    failed = await replay(old)
+    assert all(o.error is not None for o in failed), [o for o in failed if o.error is None]
+    monkeypatch.undo()
+
+    today = [p for p in history_files() if p.parent.name in
+             {"ReserveToFulfill", "ShipToSettle", "Transfer", "ReturnToRefund"}]
+    assert today
+    for path in today:
+        assert {"id": VIEW_ONCE_PER_TASK, "deprecated": False} in _patches(path), path.name
+        assert max(_upserts_per_task(path)) <= 1, path.name
+
+
+def _upserts_per_task(path: Path) -> list[int]:
+    """Upserts per completed workflow task of a committed history, a patch marker's TemporalChangeVersion aside."""
+    counts: list[int] = [0]
+    for event in _events(path):
+        if event["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_COMPLETED":
+            counts.append(0)
+        elif event["eventType"] == "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES":
+            fields = event["upsertWorkflowSearchAttributesEventAttributes"]["searchAttributes"]["indexedFields"]
+            counts[-1] += bool(set(fields) - {"TemporalChangeVersion"})
+    return counts

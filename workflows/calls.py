@@ -7,12 +7,15 @@ activities: no server round trip, and all local activities of one workflow task 
 (docs/versioning.md and bench/RESULTS.md say where each process uses them).
 """
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows.parts import ProcessView
 
 RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
@@ -35,9 +38,12 @@ async def call(activity: Callable[..., Any], arg: Any, *, summary: str) -> Any:
 
 async def call_local(activity: Callable[..., Any], arg: Any, *, summary: str) -> Any:
     """Run an activity method as a local activity in this worker, same retry policy (past a minute of retries
-    the SDK backs off with a timer, so an outage is waited out as with `call`)."""
-    return await workflow.execute_local_activity_method(
-        activity, arg, start_to_close_timeout=LOCAL_START_TO_CLOSE, retry_policy=RETRY, summary=summary[:200])
+    the SDK backs off with a timer, so an outage is waited out as with `call`). The running process's view is
+    held meanwhile, so the changes before and after it in one workflow task are one upsert (`ProcessView`)."""
+    view = getattr(workflow.instance(), "view", None)
+    with view.local_activity() if isinstance(view, ProcessView) else nullcontext():
+        return await workflow.execute_local_activity_method(
+            activity, arg, start_to_close_timeout=LOCAL_START_TO_CLOSE, retry_policy=RETRY, summary=summary[:200])
 
 
 def refusal_type(error: BaseException) -> str | None:

@@ -3,7 +3,8 @@
 """
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
@@ -11,6 +12,10 @@ from temporalio import workflow
 
 from client import names
 from domain.events import Event, EventType
+
+# The patch under which a view writes at most one upsert per workflow task, local activities or not (docs/versioning.md,
+# "One upsert per workflow task"). A run started before it writes whenever the workflow yields, as release 3.1 did.
+VIEW_ONCE_PER_TASK = "view-once-per-task"
 
 
 class Inbox:
@@ -25,6 +30,7 @@ class Inbox:
         self.pending: list[Event] = []
         self.seen_ids: set[str] = set(seen)
         self.applied_types: list[str] = []
+        self.eager = False  # `next` takes a held event without yielding (set by Process: VIEW_ONCE_PER_TASK)
         for event in pending:
             self.seen_ids.discard(event.event_id)
             self.offer(event)
@@ -55,7 +61,8 @@ class Inbox:
 
     async def next(self, *types: EventType) -> Event:
         """Wait for, then take, the oldest event of one of `types`."""
-        await workflow.wait_condition(lambda: self.has(*types))
+        if not (self.eager and self.has(*types)):
+            await workflow.wait_condition(lambda: self.has(*types))
         event = self.take(*types)
         assert event is not None
         return event
@@ -74,9 +81,14 @@ class ProcessView:
     """The search attributes and current details of one run, at most one upsert per workflow task.
 
     Search attributes set at start (BusinessKey, Channel: client.dispatch sets them, free of charge) are known
-    from the start and never upserted again. A change is collected and written by one upsert when the workflow
-    task yields (a task scheduled on the workflow's event loop), so a task that changes the stage, the SKUs and
-    the cases costs one action, not four. Current details are not a command: they are set at once.
+    from the start and never upserted again. A change is collected and written by one upsert once the workflow
+    task has nothing left to do, so a task that changes the stage, the SKUs and the cases costs one action, not
+    four. A task is several activations when it runs local activities (each result comes back in an activation of
+    its own, in the same task): `call_local` holds the view while one is in flight (`local_activity`), and the
+    write waits until none is and a whole pass of the workflow's event loop changed nothing, so the changes made
+    before and after a task's local activities are one upsert. A local activity still in flight when its task
+    ends (one retried past its first minute, on a timer) does not hold the view into the next task. Current
+    details are not a command: they are set at once.
     """
 
     def __init__(self) -> None:
@@ -87,14 +99,36 @@ class ProcessView:
         self._pending: dict[str, Any] = {}
         self._flush_task: asyncio.Task[None] | None = None
         self._details = ""
+        self._once_per_task = workflow.patched(VIEW_ONCE_PER_TASK)  # memoized per run: asked once, here
+        self._local = 0  # local activities in flight
+        self._moves = 0  # changes and local-activity starts and ends: the write waits until a pass adds none
 
     def set(self, key: Any, value: object) -> None:  # noqa: ANN401 - a typed SearchAttributeKey
         if self._values.get(key.name) == value:
             return
         self._values[key.name] = value
         self._pending[key.name] = key.value_set(value)
+        self._moves += 1
         if self._flush_task is None:
-            self._flush_task = asyncio.create_task(self._flush_when_yielded())
+            flush = self._flush_when_done() if self.once_per_task else self._flush_when_yielded()
+            self._flush_task = asyncio.create_task(flush)
+
+    @property
+    def once_per_task(self) -> bool:
+        """This run took `VIEW_ONCE_PER_TASK`: the kit's waits then go straight on when their condition already
+        holds, since a yield between two steps of one task is a pass in which the view could write early."""
+        return self._once_per_task
+
+    @contextmanager
+    def local_activity(self) -> Iterator[None]:
+        """Held by `workflows.calls.call_local` while a local activity of this run is in flight."""
+        self._local += 1
+        self._moves += 1
+        try:
+            yield
+        finally:
+            self._local -= 1
+            self._moves += 1
 
     def show(self, shown: Shown, *, open_cases: int, breached: bool) -> None:
         self.set(names.STAGE, shown.stage)
@@ -114,7 +148,25 @@ class ProcessView:
             workflow.upsert_search_attributes(list(self._pending.values()))
             self._pending.clear()
 
+    async def _flush_when_done(self) -> None:
+        """Write once no local activity is in flight (or the task that began the wait has ended) and a whole pass
+        of the event loop moved nothing: what the task still does after its local activities joins the upsert."""
+        task = workflow.info().get_current_history_length()  # the same for every activation of one task
+
+        def free() -> bool:
+            return self._local == 0 or workflow.info().get_current_history_length() != task
+
+        while True:
+            await workflow.wait_condition(free)
+            moves = self._moves
+            await workflow.wait_condition(lambda: True)  # after everything else this pass runs
+            if self._moves == moves and free():
+                break
+        self._flush_task = None
+        self.flush()
+
     async def _flush_when_yielded(self) -> None:
+        """Release 3.1's write, for runs started before `VIEW_ONCE_PER_TASK`: when the workflow first yields."""
         self._flush_task = None
         self.flush()
 

@@ -47,6 +47,7 @@ class Process:
         self.inbox = Inbox(input.pending, input.seen_event_ids)
         self.log = ProcessLog(input.business_key)
         self.view = ProcessView()
+        self.inbox.eager = self.view.once_per_task
         self.cases = ProcessCases(process_type=self.process_type, business_key=input.business_key,
                                   channel=input.channel, policy=input.policy.sla, view=self.view, inbox=self.inbox,
                                   log=self.log, carried=input.carried_cases)
@@ -103,6 +104,8 @@ class Process:
         Deploy-safe (docs/versioning.md): a run that is ready at once, or that began this wait before the
         `OPENING_CHECKPOINT` patch, waits exactly as release 3 did (one wait, one timer); only a run that really
         waits asks the patch, so an order opened by its own order.placed records no marker."""
+        if ready() and self.view.once_per_task:
+            return True  # the wait below would start and cancel its timer in this task: no command either way
         deadline = self.input.open_until or workflow.now() + self.policy.open_timeout
         if ready() or not workflow.patched(OPENING_CHECKPOINT):
             # release 3's one wait: an unpatched run is a first run (its timer is the whole open_timeout), and a
@@ -135,6 +138,8 @@ class Process:
         """Wait until no handler runs and every case send is done, both at once: an update may start while the
         sends drain, and continuing as new (or closing) under a running update would cut it off halfway."""
         while True:
+            if self.view.once_per_task and workflow.all_handlers_finished() and self.cases.quiet:
+                return  # nothing to wait for: go on in this pass (ProcessView.once_per_task)
             await workflow.wait_condition(workflow.all_handlers_finished)
             await self.cases.drain()
             if workflow.all_handlers_finished():

@@ -168,7 +168,8 @@ class ProcessCases:
     async def wait(self, kind: SlaKind, condition: Callable[[], bool]) -> bool:
         """Wait for `condition` or the breach of `kind`'s clock: True if the condition holds (it wins a tie),
         False if the clock breached first. For breaches that act (pickup_expired, return_not_received)."""
-        await workflow.wait_condition(lambda: condition() or self.breached(kind))
+        if not (self.view.once_per_task and condition()):
+            await workflow.wait_condition(lambda: condition() or self.breached(kind))
         return condition()
 
     def _next_deadline(self) -> datetime | None:
@@ -242,6 +243,11 @@ class ProcessCases:
 
     def refs(self) -> list[CaseRef]:
         return [c.ref.model_copy() for c in self._cases.values()]
+
+    @property
+    def quiet(self) -> bool:
+        """No case send or case close is outstanding (`drain` would return at once)."""
+        return self._in_flight == 0
 
     async def drain(self) -> None:
         """Wait until every case start and resolve signal this process issued has been sent, and every case this
