@@ -14,7 +14,7 @@ from client import names
 from domain.events import Event, EventType
 
 # The patch under which a view writes at most one upsert per workflow task, local activities or not (docs/versioning.md,
-# "One upsert per workflow task"). A run started before it writes whenever the workflow yields, as release 3.1 did.
+# "Release 3.2: one upsert per workflow task"). A run started before it writes whenever the workflow yields, as release 3.1 did.
 VIEW_ONCE_PER_TASK = "view-once-per-task"
 
 
