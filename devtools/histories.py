@@ -49,12 +49,14 @@ class ReplayOutcome:
     error: str | None
 
 
-def replayer() -> Replayer:
-    """Exactly what a worker runs: the registry's workflows, the worker's sandbox and the pydantic converter."""
+def replayer(*also: type) -> Replayer:
+    """Exactly what a worker runs: the registry's workflows (and `also`, a test's own), the worker's sandbox and the
+    pydantic converter."""
     from worker.factory import workflow_runner
     from worker.registry import WORKFLOWS
 
-    return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    return Replayer(workflows=[*WORKFLOWS, *also], data_converter=pydantic_data_converter,
+                    workflow_runner=workflow_runner())
 
 
 async def replay(paths: list[Path], *, replay_with: Replayer | None = None) -> list[ReplayOutcome]:

@@ -86,9 +86,9 @@ class ProcessView:
     four. A task is several activations when it runs local activities (each result comes back in an activation of
     its own, in the same task): `call_local` holds the view while one is in flight (`local_activity`), and the
     write waits until none is and a whole pass of the workflow's event loop changed nothing, so the changes made
-    before and after a task's local activities are one upsert. A local activity still in flight when its task
-    ends (one retried past its first minute, on a timer) does not hold the view into the next task. Current
-    details are not a command: they are set at once.
+    before and after a task's local activities are one upsert. A change made while a local activity retries
+    past its first minute (on a timer, over several tasks: an adapter outage) is written when it returns; the
+    SLA case itself opens meanwhile, as its own workflow. Current details are not a command: they are set at once.
     """
 
     def __init__(self) -> None:
@@ -149,20 +149,18 @@ class ProcessView:
             self._pending.clear()
 
     async def _flush_when_done(self) -> None:
-        """Write once no local activity is in flight (or the task that began the wait has ended) and a whole pass
-        of the event loop moved nothing: what the task still does after its local activities joins the upsert."""
-        task = workflow.info().get_current_history_length()  # the same for every activation of one task
-
-        def free() -> bool:
-            return self._local == 0 or workflow.info().get_current_history_length() != task
-
-        while True:
-            await workflow.wait_condition(free)
-            moves = self._moves
-            await workflow.wait_condition(lambda: True)  # after everything else this pass runs
-            if self._moves == moves and free():
-                break
-        self._flush_task = None
+        """Write once no local activity is in flight and a whole pass of the event loop moved nothing: what the
+        task still does after its local activities joins the upsert. Only the run's own steps decide when (no
+        clock, no history length), so a replay writes at the same point as the run did."""
+        try:
+            while True:
+                await workflow.wait_condition(lambda: self._local == 0)
+                moves = self._moves
+                await workflow.wait_condition(lambda: True)  # after everything else this pass runs
+                if self._moves == moves and self._local == 0:
+                    break
+        finally:
+            self._flush_task = None  # also when cancelled: the next change starts a new wait
         self.flush()
 
     async def _flush_when_yielded(self) -> None:
