@@ -21,6 +21,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
 from devtools.histories import HISTORIES, history_files, replay, replayer, workflow_id_of
+from tests.support import upserts_per_task
 from worker.registry import WORKFLOWS
 from workflows.common import RELEASE_3
 from workflows.parts import VIEW_ONCE_PER_TASK, ProcessView
@@ -293,7 +294,7 @@ async def test_the_view_patch_keeps_release_3_1_runs_writing_as_they_did(monkeyp
     at every yield, as recorded; the same history replayed with the new write forced on fails. Today's runs carry
     the marker and write at most one upsert per workflow task."""
     old = [p for p in sorted((HISTORIES / "ShipToSettle" / "release-3.1").glob("*.json"))
-           if max(_upserts_per_task(p)) > 1]
+           if max(upserts_per_task(_history(p).events)) > 1]
     assert old, "no release-3.1 ShipToSettle history with two upserts in one task"
     assert all(o.error is None for o in await replay(old))
     monkeypatch.setattr(ProcessView, "once_per_task", property(lambda self: True))
@@ -306,20 +307,8 @@ async def test_the_view_patch_keeps_release_3_1_runs_writing_as_they_did(monkeyp
     assert today
     for path in today:
         assert {"id": VIEW_ONCE_PER_TASK, "deprecated": False} in _patches(path), path.name
-        assert max(_upserts_per_task(path)) <= 1, path.name
+        assert max(upserts_per_task(_history(path).events)) <= 1, path.name
 
 
 PROCESS_TYPES = {"ReserveToFulfill", "ShipToSettle", "Transfer", "ReturnToRefund", "ReceiveToStock", "CountToAdjust",
                  "VendorReturn", "LateEvent"}  # the release-3 processes (workflows.process.Process)
-
-
-def _upserts_per_task(path: Path) -> list[int]:
-    """Upserts per completed workflow task of a committed history, a patch marker's TemporalChangeVersion aside."""
-    counts: list[int] = [0]
-    for event in _events(path):
-        if event["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_COMPLETED":
-            counts.append(0)
-        elif event["eventType"] == "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES":
-            fields = event["upsertWorkflowSearchAttributesEventAttributes"]["searchAttributes"]["indexedFields"]
-            counts[-1] += bool(set(fields) - {"TemporalChangeVersion"})
-    return counts
